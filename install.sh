@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# install.sh — set up Stock Trading Observer.
+#   ./install.sh --dev        developer/CI setup: .venv in the repo + test tools + apt packages the tests need
+#   ./install.sh              VM install (root): see docs/deployment.md (comes with the deployment issue)
+# Idempotent: a second run changes nothing and only checks.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+MODE=vm
+for a in "$@"; do
+  case "$a" in
+    --dev) MODE=dev ;;
+    -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install.sh: unknown option '$a' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '[install] %s\n' "$*" >&2; }
+
+# Debian packages the test suite uses: a real sshd for SFTP tests, chromium for the report test,
+# systemd for the real-systemd tests, iproute2/util-linux for namespaces.
+DEV_APT_PACKAGES=(python3-venv openssh-server openssh-client chromium systemd util-linux iproute2 procps)
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then log "apt: all present (${#@} packages)"; return 0; fi
+  if [ "$(id -u)" -ne 0 ]; then
+    log "apt: missing ${missing[*]}; run as root or install them yourself"; return 1
+  fi
+  log "apt: installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+pick_python() {
+  for c in python3.13 python3.12 python3.11 python3; do
+    if command -v "$c" >/dev/null && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      command -v "$c"; return 0
+    fi
+  done
+  log "need Python >= 3.11"; return 1
+}
+
+dev_install() {
+  if command -v apt-get >/dev/null; then apt_install "${DEV_APT_PACKAGES[@]}"; fi
+  # sshd wants this directory to exist even when started by tests on their own port
+  [ "$(id -u)" -ne 0 ] || mkdir -p /run/sshd
+  local py; py="$(pick_python)"
+  if [ ! -x "$REPO/.venv/bin/python" ]; then
+    log "venv: creating $REPO/.venv with $py"
+    "$py" -m venv "$REPO/.venv"
+  fi
+  # Reinstall only when the project's declared dependencies changed (keeps a second run fast).
+  local stamp="$REPO/.venv/.observer-installed" want
+  want="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$REPO/.venv/bin/python" -c 'import observer' 2>/dev/null; then
+    log "venv: up to date"
+  else
+    log "venv: installing the package with its dev extras"
+    "$REPO/.venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$REPO/.venv/bin/python" -m pip install -q -e "$REPO[dev]"
+    echo "$want" > "$stamp"
+  fi
+  # checkov pins its own fork of python-hcl2, which breaks python-hcl2's API in a shared venv:
+  # it gets a throwaway venv of its own, used only by the Terraform policy test.
+  if [ ! -x "$REPO/.venv-checkov/bin/checkov" ]; then
+    log "checkov: creating $REPO/.venv-checkov"
+    "$py" -m venv "$REPO/.venv-checkov"
+    "$REPO/.venv-checkov/bin/python" -m pip install -q "checkov==3.3.30"
+  else
+    log "checkov: present"
+  fi
+  log "dev setup ready: . .venv/bin/activate"
+}
+
+case "$MODE" in
+  dev) dev_install ;;
+  vm)
+    if [ -x "$REPO/lib/observer/deploy/install_vm.sh" ]; then exec "$REPO/lib/observer/deploy/install_vm.sh" "$@"; fi
+    echo "install.sh: VM mode is not built yet (see docs/deployment.md); use --dev" >&2; exit 2 ;;
+esac

@@ -1,0 +1,180 @@
+"""observer.toml: load, fill defaults, validate against the JSON Schema, report every error at once.
+
+The schema is assembled from fragments in observer/schemas/config/: `_root.json` holds top-level
+scalars, `<section>.json` a table `[section]`, `provider_<name>.json` the table `[providers.<name>]`.
+Each program's section lives in its own file so adding a program never edits a shared schema.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tomllib
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+DEFAULT_CONFIG_PATH = "/etc/observer/observer.toml"
+CONFIG_ENV = "OBSERVER_CONFIG"
+
+
+class ConfigError(Exception):
+    """Every problem found in a config file, each naming the key path, the bad value and what is allowed."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@lru_cache(maxsize=1)
+def config_schema() -> dict:
+    base = resources.files("observer") / "schemas" / "config"
+    root = json.loads((base / "_root.json").read_text())
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": dict(root["properties"]),
+    }
+    providers: dict[str, Any] = {}
+    for f in sorted(base.iterdir(), key=lambda p: p.name):
+        name = f.name
+        if not name.endswith(".json") or name.startswith("_"):
+            continue
+        frag = _inline_refs(json.loads(f.read_text()))
+        key = name[:-5]
+        if key.startswith("provider_"):
+            providers[key[len("provider_"):]] = frag
+        else:
+            schema["properties"][key] = frag
+    schema["properties"]["providers"] = {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "one table per broker: [providers.kis], ...",
+        "properties": providers,
+    }
+    return schema
+
+
+def _inline_refs(frag: dict) -> dict:
+    """Replace a fragment's local {"$ref": "#/$defs/x"} by the definition, so fragments combine freely."""
+    defs = frag.pop("$defs", {})
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "$ref" in node and node["$ref"].startswith("#/$defs/"):
+                merged = dict(defs[node["$ref"].rsplit("/", 1)[-1]])
+                merged.update({k: v for k, v in node.items() if k != "$ref"})
+                return walk(merged)
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(frag)
+
+
+def _apply_defaults(schema: dict, value: Any, root: dict) -> Any:
+    if schema.get("type") == "object" and isinstance(value, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key not in value:
+                if "default" in sub:
+                    value[key] = copy.deepcopy(sub["default"])
+                elif sub.get("type") == "object" and "properties" in sub:
+                    value[key] = {}
+                else:
+                    continue
+            value[key] = _apply_defaults(sub, value[key], root)
+    return value
+
+
+def _describe_allowed(schema: dict) -> str:
+    parts = []
+    if "enum" in schema:
+        parts.append("one of " + ", ".join(json.dumps(v) for v in schema["enum"]))
+    if "type" in schema:
+        parts.append(f"type {schema['type']}")
+    if "minimum" in schema:
+        parts.append(f">= {schema['minimum']}")
+    if "maximum" in schema:
+        parts.append(f"<= {schema['maximum']}")
+    if "pattern" in schema:
+        parts.append(f"matching {schema['pattern']}")
+    if "description" in schema:
+        parts.append(f"({schema['description']})")
+    return ", ".join(parts) or "see docs/configuration.md"
+
+
+def _format_error(err: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        where = (path + ".") if path else ""
+        return (f"unknown key(s) {', '.join(repr(where + e) for e in extra)}; "
+                f"allowed here: {', '.join(allowed) or '(none)'}")
+    if err.validator == "required":
+        return f"missing key {repr((path + '.' if path else '') + err.message.split(chr(39))[1])}"
+    return (f"key {path or '(top level)'!r}: bad value {json.dumps(err.instance, default=str)}: {err.message}; "
+            f"allowed: {_describe_allowed(err.schema)}")
+
+
+def validate_config(cfg: dict, source: str = "<config>") -> dict:
+    """Fill defaults and validate; raise ConfigError listing every problem."""
+    schema = config_schema()
+    cfg = _apply_defaults(schema, copy.deepcopy(cfg), schema)
+    problems: list[str] = []
+    v = jsonschema.Draft202012Validator(schema)
+    for err in sorted(v.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path))):
+        problems.append(_format_error(err))
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> dict:
+    """Read observer.toml (path, else $OBSERVER_CONFIG, else /etc/observer/observer.toml).
+
+    A missing file at the default location gives the defaults (so `--check-config` on a fresh
+    host still says something useful); a missing file that was named explicitly is an error.
+    """
+    explicit = path is not None or CONFIG_ENV in os.environ
+    p = Path(path or os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_PATH))
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(str(p), ["file not found"]) from None
+        raw = {}
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(p), [f"not valid TOML: {e}"]) from None
+    except (PermissionError, IsADirectoryError, UnicodeDecodeError) as e:
+        raise ConfigError(str(p), [f"cannot read: {e}"]) from None
+    if overrides:
+        _deep_merge(raw, overrides)
+    cfg = validate_config(raw, str(p))
+    cfg["_source"] = str(p)
+    return cfg
+
+
+def _deep_merge(dst: dict, src: dict) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_merge(dst[k], v)
+        else:
+            dst[k] = v
+
+
+def data_dir(cfg: dict) -> Path:
+    return Path(cfg["data_dir"])
+
+
+def host_id(cfg: dict) -> str:
+    import socket
+
+    return cfg.get("host_id") or socket.gethostname()

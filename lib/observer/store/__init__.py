@@ -1,0 +1,1 @@
+"""The only code that touches the data tree: paths, the JSONL writer, the events log, the reader."""
