@@ -66,8 +66,8 @@ def test_kill9_never_loses_acknowledged_records(tmp_path):
     start = 0
     for trial in range(TRIALS):
         acked = run_and_kill(path, start, rng)
-        events = []
-        w = JsonlWriter(path, on_event=lambda ev, sev, **f: events.append((ev, f)))
+        events: list = []
+        w = JsonlWriter(path, on_event=lambda ev, sev, _e=events, **f: _e.append((ev, f)))
         w.close()
         repaired_total += sum(f["bytes"] for ev, f in events if ev == "store_repaired")
         data = path.read_bytes()

@@ -105,3 +105,11 @@ def test_bad_secrets_line_does_not_echo_content(tmp_path):
     with pytest.raises(SecretsError) as ei:
         load_secrets({"secrets_file": str(p)})
     assert ":1:" in str(ei.value) and "leaked" not in str(ei.value)
+
+
+def test_configuration_reference_is_up_to_date(repo):
+    from observer.core.config import reference_markdown
+
+    doc = (repo / "docs" / "configuration.md").read_text()
+    assert doc.strip() == reference_markdown().strip(), \
+        "docs/configuration.md is stale: run .venv/bin/python -m observer.core.config > docs/configuration.md"

@@ -1,6 +1,7 @@
 import multiprocessing
 import os
 import time
+from datetime import date, datetime
 
 import orjson
 import pytest
@@ -12,7 +13,6 @@ from observer.store import paths
 from observer.store.reader import ReadIssue, iter_day, read_file
 from observer.store.store import Store
 from observer.store.writer import Durability, JsonlWriter, WriterBusy
-from datetime import datetime, date
 
 
 def trade(i, recv_ns, symbol="005930"):

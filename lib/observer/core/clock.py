@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 KST = ZoneInfo("Asia/Seoul")
-UTC = timezone.utc
+UTC = UTC
 NS = 1_000_000_000
 
 

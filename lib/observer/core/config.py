@@ -178,3 +178,45 @@ def host_id(cfg: dict) -> str:
     import socket
 
     return cfg.get("host_id") or socket.gethostname()
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md, generated from the schema fragments (a test keeps the file in step)."""
+    schema = config_schema()
+    out = ["# Configuration reference", "",
+           "Generated from `lib/observer/schemas/config/*.json` by "
+           "`python -m observer.core.config > docs/configuration.md`; a test fails when it is out of date.",
+           "Every key is optional; the default is shown. File: `/etc/observer/observer.toml` "
+           "(or `--config PATH`, or `$OBSERVER_CONFIG`). Check it with any program's `--check-config`.", ""]
+
+    def walk(node: dict, path: str):
+        props = node.get("properties", {})
+        rows = []
+        for key, sub in props.items():
+            full = f"{path}.{key}" if path else key
+            if sub.get("type") == "object" and sub.get("properties") and full != "providers":
+                walk(sub, full)
+                continue
+            if full == "providers":
+                for pname, psub in sub.get("properties", {}).items():
+                    walk(psub, f"providers.{pname}")
+                continue
+            typ = sub.get("type") or ("enum" if "enum" in sub else "")
+            if "enum" in sub:
+                typ = " \\| ".join(json.dumps(v) for v in sub["enum"])
+            default = json.dumps(sub["default"], ensure_ascii=False) if "default" in sub else ""
+            desc = (sub.get("description") or "").replace("|", "\\|").replace("\n", " ")
+            rows.append(f"| `{key}` | {typ if isinstance(typ, str) else '/'.join(typ)} | `{default}` | {desc} |")
+        if rows:
+            out.append(f"## `[{path}]`" if path else "## top level")
+            if node.get("description") and path:
+                out.append("")
+                out.append(node["description"])
+            out.extend(["", "| key | type | default | meaning |", "|---|---|---|---|", *rows, ""])
+
+    walk(schema, "")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(reference_markdown())

@@ -9,7 +9,7 @@ A record that fails its contract is never silently dropped: the caller emits `re
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 
 import fastjsonschema
@@ -39,7 +39,7 @@ def event_schemas() -> dict[str, dict]:
     return _load_dir("events")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled(group: str, name: str):
     schema = (record_schemas() if group == "records" else event_schemas())[name]
     try:

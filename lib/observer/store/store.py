@@ -14,7 +14,7 @@ from observer.core.contracts import check
 from observer.core.logging import get_logger
 from observer.core.redact import redact_obj
 from observer.store import paths
-from observer.store.writer import Durability, JsonlWriter, StoreError
+from observer.store.writer import DEFAULT_DURABILITY, Durability, JsonlWriter, StoreError
 
 log = get_logger(__name__)
 
@@ -24,7 +24,7 @@ _SEVERITY_LEVEL = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICA
 class Store:
     """Owns every writer a program opens in the tree. One per process."""
 
-    def __init__(self, root: str | os.PathLike, *, durability: Durability = Durability(),
+    def __init__(self, root: str | os.PathLike, *, durability: Durability = DEFAULT_DURABILITY,
                  clock: Clock | None = None, program: str = "observer", provider: str = "system",
                  host: str | None = None):
         self.root = Path(root)

@@ -65,6 +65,9 @@ class Durability:
                    s.get("max_buffer_bytes", 64 * 1024 * 1024))
 
 
+DEFAULT_DURABILITY = Durability()
+
+
 def ensure_dir(path: Path) -> None:
     """mkdir -p with 0750 dirs; fsync the parent of each new dir so the entry survives a crash."""
     if path.is_dir():
@@ -117,7 +120,7 @@ def repair_tail(fd: int) -> tuple[int, bytes]:
 
 
 class JsonlWriter:
-    def __init__(self, path: str | os.PathLike, *, durability: Durability = Durability(),
+    def __init__(self, path: str | os.PathLike, *, durability: Durability = DEFAULT_DURABILITY,
                  shared: bool = False, partition: str | None = None, validate: bool = True,
                  on_event: EventSink | None = None):
         self.path = Path(path)

@@ -1,0 +1,116 @@
+"""A token bucket shared by every process that uses one API key.
+
+Track A, the gap-filler and preflight call the same broker account; the broker counts requests per
+app key, not per process. The bucket's state lives in a small file under state/ and every read-
+modify-write happens under flock(LOCK_EX) on that file, so the processes together never exceed
+`rate` requests per second (plus the `burst` they may save up).
+
+Time is the Clock's wall time (now_ns) so that processes share one time base; waiting goes
+through Clock.sleep. A broker's "too many requests" reply calls penalize(), which pushes every
+process sharing the bucket back, not just the one that was refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import struct
+from pathlib import Path
+
+from observer.core.clock import NS, Clock
+
+_FMT = "<dq"  # tokens (float), last refill time (UTC ns)
+_SIZE = struct.calcsize(_FMT)
+
+
+class RateLimitTimeout(Exception):
+    pass
+
+
+def bucket_name(provider: str, key: str) -> str:
+    """File name for one provider + API key; the key itself never appears (a hash of it does)."""
+    h = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"ratelimit_{provider}_{h}.bucket"
+
+
+class TokenBucket:
+    def __init__(self, path: str | os.PathLike, rate: float, burst: float = 1.0, clock: Clock | None = None):
+        if rate <= 0:
+            raise ValueError(f"rate must be > 0, got {rate}")
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst}")
+        self.path = Path(path)
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.clock = clock or Clock()
+        self.acquired = 0
+        self.waited_s = 0.0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # the file is never replaced (a rename would split the lock); it is rewritten in place
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._fd = fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _read(self, now: int) -> tuple[float, int]:
+        data = os.pread(self._fd, _SIZE, 0)
+        if len(data) != _SIZE:
+            return self.burst, now
+        tokens, last = struct.unpack(_FMT, data)
+        if not (tokens == tokens) or tokens > self.burst:  # NaN or a larger burst in another process
+            tokens = self.burst
+        if last > now:  # another process's clock ran ahead (or a penalty): no refill until then
+            return tokens, last
+        return min(self.burst, tokens + (now - last) / NS * self.rate), now
+
+    def _write(self, tokens: float, last: int) -> None:
+        os.pwrite(self._fd, struct.pack(_FMT, tokens, last), 0)
+
+    def try_acquire(self, n: float = 1.0) -> float:
+        """Take n tokens if available: returns 0.0; else returns the seconds to wait (nothing taken)."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            now = self.clock.now_ns()
+            tokens, last = self._read(now)
+            if tokens >= n and last <= now:
+                self._write(tokens - n, last)
+                return 0.0
+            wait = (n - tokens) / self.rate + max(0, last - now) / NS
+            self._write(tokens, last)
+            return max(wait, 1e-4)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def acquire(self, n: float = 1.0, timeout: float | None = None) -> float:
+        """Block (through the Clock) until n tokens are taken. Returns the seconds waited."""
+        waited = 0.0
+        while True:
+            wait = self.try_acquire(n)
+            if wait == 0.0:
+                self.acquired += 1
+                self.waited_s += waited
+                return waited
+            if timeout is not None and waited + wait > timeout:
+                raise RateLimitTimeout(f"{self.path.name}: no token within {timeout} s")
+            self.clock.sleep(wait)
+            waited += wait
+
+    def penalize(self, seconds: float) -> None:
+        """Nobody sharing this bucket gets a token for `seconds` (the broker said we were too fast)."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            now = self.clock.now_ns()
+            _, last = self._read(now)
+            self._write(0.0, max(last, now + int(seconds * NS)))
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
