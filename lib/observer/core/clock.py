@@ -55,15 +55,26 @@ class ScaledClock(Clock):
     session at speed. Used by the simulator and the programs that talk to it.
     """
 
-    def __init__(self, start: datetime | int, speed: float = 1.0):
+    def __init__(self, start: datetime | int, speed: float = 1.0, anchor_real_ns: int | None = None):
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         self._start_ns = start if isinstance(start, int) else to_ns(start)
         self._real0 = time.monotonic_ns()
         self._speed = float(speed)
+        # With an anchor (the real wall-clock instant at which market time was `start`), separate
+        # processes — the simulator and the collectors — agree on market time to the microsecond.
+        self._anchor = anchor_real_ns
 
     def now_ns(self) -> int:
+        if self._anchor is not None:
+            return self._start_ns + int((time.time_ns() - self._anchor) * self._speed)
         return self._start_ns + int((time.monotonic_ns() - self._real0) * self._speed)
+
+    def spec(self) -> str:
+        """OBSERVER_CLOCK value that makes another process share this clock."""
+        anchor = self._anchor if self._anchor is not None else time.time_ns() - int(
+            (time.monotonic_ns() - self._real0))
+        return f"{from_ns(self._start_ns, KST).isoformat()}@{self._speed:g}@{anchor}"
 
     def monotonic(self) -> float:
         return (time.monotonic_ns() - self._real0) * self._speed / NS
@@ -142,11 +153,24 @@ def parse_yyyymmdd(s: str) -> date:
 
 
 def clock_from_env() -> Clock:
-    """OBSERVER_CLOCK='YYYY-MM-DDTHH:MM:SS+09:00[@speed]' starts a ScaledClock (simulated days, tests)."""
+    """OBSERVER_CLOCK='YYYY-MM-DDTHH:MM:SS+09:00[@speed[@anchor_real_ns]]' gives a ScaledClock
+    (simulated days, tests); the simulator prints the spec that shares its clock."""
     import os
 
     spec = os.environ.get("OBSERVER_CLOCK", "").strip()
     if not spec:
         return Clock()
-    start, _, speed = spec.partition("@")
-    return ScaledClock(datetime.fromisoformat(start), float(speed or 1.0))
+    return parse_clock_spec(spec)
+
+
+def parse_clock_spec(spec: str) -> ScaledClock:
+    parts = spec.split("@")
+    try:
+        start = datetime.fromisoformat(parts[0])
+        speed = float(parts[1]) if len(parts) > 1 and parts[1] else 1.0
+        anchor = int(parts[2]) if len(parts) > 2 and parts[2] else None
+    except ValueError as e:
+        raise ValueError(f"bad clock spec {spec!r}: want ISO-START[@SPEED[@ANCHOR_NS]] ({e})") from None
+    if start.tzinfo is None:
+        raise ValueError(f"bad clock spec {spec!r}: the start needs a UTC offset, e.g. +09:00")
+    return ScaledClock(start, speed, anchor)

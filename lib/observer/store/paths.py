@@ -122,3 +122,10 @@ def classify(rel: str) -> tuple[str, str] | None:
         if m:
             return kind, m.group("day")
     return None
+
+
+def heartbeat_file(root: Path, name: str) -> Path:
+    """state/heartbeat/<name>.json — written by a collector's main loop, read by the watchdog."""
+    if not re.fullmatch(r"[a-z][a-z0-9_@.-]*", name):
+        raise ValueError(f"bad heartbeat name {name!r}")
+    return Path(root, "state", "heartbeat", f"{name}.json")

@@ -1,0 +1,160 @@
+"""Track A: sweep the whole universe with the current-price call every `track_a.interval_minutes`,
+aligned to the window (09:00, 09:10, ...), through the provider's shared rate limiter.
+
+A sweep that cannot finish inside its slot is marked degraded and the next one still starts on
+time; every symbol a sweep could not get has a gap marker; each sweep ends with a `sweep` event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import date, datetime
+
+from observer.collect.heartbeat import Heartbeat
+from observer.core.calendar import KrxCalendar
+from observer.core.clock import NS, Clock, kst
+from observer.core.logging import get_logger
+from observer.core.notify import Notifier
+from observer.providers.base import MarketRest, ProviderError
+from observer.store.store import Store
+
+log = get_logger(__name__)
+
+
+def sweep_slots(start: datetime, end: datetime, interval_min: int) -> list[int]:
+    """Slot start times (UTC ns) from the window start to its end inclusive (09:00 ... 15:30)."""
+    step = interval_min * 60 * NS
+    s = int(start.timestamp()) * NS
+    e = int(end.timestamp()) * NS
+    return list(range(s, e + 1, step))
+
+
+class TrackA:
+    def __init__(self, *, store: Store, rest: MarketRest, clock: Clock, calendar: KrxCalendar, cfg: dict,
+                 provider: str, symbols: list[str], notifier: Notifier | None = None,
+                 stop: threading.Event | None = None):
+        self.store = store
+        self.rest = rest
+        self.clock = clock
+        self.calendar = calendar
+        self.cfg = cfg
+        self.provider = provider
+        self.market = "krx"
+        self.symbols = symbols
+        self.notifier = notifier or Notifier()
+        self.stop = stop or threading.Event()
+        tcfg = cfg.get("track_a", {})
+        self.interval = tcfg.get("interval_minutes", 10)
+        self.workers = tcfg.get("workers", 4)
+        self.events = store.events(provider)
+        self.swing = store.partition("swing", provider, self.market)
+        self.hb = Heartbeat(store.root, "track-a", clock)
+        self.sweeps_done = 0
+        self.last_status = ""
+
+    # -- waiting -----------------------------------------------------------------------------
+    def _wait_until(self, target_ns: int, phase: str) -> bool:
+        """Sleep (market time) until target; keep the heartbeat and watchdog fed. False if stopped."""
+        while not self.stop.is_set():
+            left = (target_ns - self.clock.now_ns()) / NS
+            if left <= 0:
+                return True
+            self.hb.beat(phase, sweeps=self.sweeps_done)
+            self.notifier.progress()
+            self.clock.sleep(min(left, 1.0 * self.clock.speed))
+        return False
+
+    # -- one sweep ---------------------------------------------------------------------------
+    def sweep(self, slot_ns: int, deadline_ns: int) -> dict:
+        t0 = time.monotonic()
+        ok = 0
+        failed: dict[str, str] = {}
+        pending: dict[Future, str] = {}
+        label = kst(slot_ns).strftime("%H:%M")
+        it = iter(self.symbols)
+
+        def call(sym: str):
+            if self.stop.is_set() or self.clock.now_ns() >= deadline_ns:
+                raise TimeoutError("sweep_overrun")
+            return self.rest.current_price(sym, sweep_ns=slot_ns)
+
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="track-a") as ex:
+            # keep at most 2 × workers calls queued, so a stop or an overrun leaves little in flight
+            def refill():
+                for sym in it:
+                    pending[ex.submit(call, sym)] = sym
+                    if len(pending) >= 2 * self.workers:
+                        break
+
+            refill()
+            while pending:
+                done, _ = wait(list(pending), timeout=0.5, return_when=FIRST_COMPLETED)
+                for f in done:
+                    sym = pending.pop(f)
+                    try:
+                        rec = f.result()
+                        rec["track"] = "A"
+                        self.swing.append(rec, slot_ns)
+                        ok += 1
+                    except TimeoutError:
+                        failed[sym] = "sweep_overrun"
+                    except (ProviderError, OSError, ValueError, KeyError) as e:
+                        failed[sym] = type(e).__name__
+                        log.warning("current price failed", extra={"symbol": sym, "error": str(e)[:300]})
+                if self.stop.is_set() or self.clock.now_ns() >= deadline_ns:
+                    for sym in it:  # never started: the slot is over
+                        failed[sym] = "sweep_overrun" if not self.stop.is_set() else "stopped"
+                else:
+                    refill()
+                self.hb.beat("sweeping", sweeps=self.sweeps_done, slot=label, done=ok + len(failed),
+                             of=len(self.symbols))
+                self.notifier.progress()
+        duration = time.monotonic() - t0
+        degraded = any(v == "sweep_overrun" for v in failed.values())
+        for sym, cause in sorted(failed.items()):
+            self.events.emit("gap_marker", "WARNING", market=self.market, symbol=sym, start_ns=slot_ns,
+                             end_ns=slot_ns + self.interval * 60 * NS, track="A", cause=cause, recoverable=False,
+                             gap_id=f"A-{self.provider}-{sym}-{slot_ns}")
+        errors: dict[str, int] = {}
+        for cause in failed.values():
+            errors[cause] = errors.get(cause, 0) + 1
+        n = len(self.symbols)
+        ev = {"slot": label, "sweep_ns": slot_ns, "symbols": n, "ok": ok, "failed": len(failed),
+              "coverage_pct": round(100.0 * ok / n, 3) if n else 100.0, "duration_s": round(duration, 3),
+              "degraded": degraded, "errors": errors}
+        self.events.emit("sweep", "WARNING" if failed else "INFO", **ev)
+        self.sweeps_done += 1
+        return ev
+
+    # -- the day -----------------------------------------------------------------------------
+    def run_day(self, day: date) -> int:
+        """Sweep every slot of the day's window that has not passed. Returns the number of sweeps."""
+        win = self.cfg.get("windows", {}).get("track_a", {"start": "09:00", "end": "15:30"})
+        start, end = self.calendar.window(day, win["start"], win["end"])
+        slots = sweep_slots(start, end, self.interval)
+        step = self.interval * 60 * NS
+        now = self.clock.now_ns()
+        missed = [s for s in slots if s + step <= now]
+        for s in missed:  # started late: say so, once per sweep that never happened
+            self.events.emit("gap_marker", "WARNING", market=self.market, symbol="*", start_ns=s, end_ns=s + step,
+                             track="A", cause="collector_not_running", recoverable=False,
+                             gap_id=f"A-{self.provider}-*-{s}")
+        self.notifier.ready(f"Track A {day:%Y-%m-%d}: {len(self.symbols)} symbols, {len(slots) - len(missed)} sweeps to go")
+        self.events.emit("collector", "INFO", state="ready", reason=f"{len(self.symbols)} symbols")
+        count = 0
+        for s in slots:
+            if s + step <= now:
+                continue
+            if not self._wait_until(s, "waiting"):
+                break
+            ev = self.sweep(s, min(s + step, int(end.timestamp()) * NS + step))
+            count += 1
+            self.last_status = (f"sweep {ev['slot']}: {ev['ok']}/{ev['symbols']} ({ev['coverage_pct']}%) "
+                                f"in {ev['duration_s']}s{' DEGRADED' if ev['degraded'] else ''}")
+            self.notifier.status(self.last_status)
+            if self.stop.is_set():
+                break
+        self.swing.close()
+        return count
