@@ -1,0 +1,351 @@
+"""Track B: the WebSocket streamer of one provider.
+
+Threads: the provider's connection threads receive frames and hand them to `sink`, which only puts
+them on a bounded queue (the socket reader never blocks on disk); the main loop drains the queue,
+writes every raw frame to raw/ and every trade to scalp/, samples order books per slot at the
+mitigation level's rate, reallocates slots from the triggers, watches load (mitigation) and
+connection health, and feeds the heartbeat and the systemd watchdog only while it makes progress.
+If the queue ever fills, the overflow is counted, evented and marked as a gap — never unbounded.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from datetime import date
+
+import orjson
+import psutil
+
+from observer.collect.heartbeat import Heartbeat
+from observer.collect.mitigation import (
+    AnomalyTracker,
+    MitigationController,
+    RecordingRate,
+    book_interval_s,
+    rotation_minutes,
+)
+from observer.collect.slots import SlotManager, slot_capacity
+from observer.collect.triggers import TriggerEngine, latest_snapshots
+from observer.core.calendar import KrxCalendar
+from observer.core.clock import NS, Clock
+from observer.core.contracts import ContractError
+from observer.core.logging import get_logger
+from observer.core.notify import Notifier
+from observer.providers.base import TRADES, Provider, ProviderError, RegistrationLimitError
+from observer.store.store import Store
+from observer.store.writer import StoreError
+
+log = get_logger(__name__)
+_LINE = orjson.OPT_APPEND_NEWLINE
+PAUSE_AFTER_S = 300.0
+MITIGATION_SAMPLE_S = 5.0  # market seconds between load samples fed to the mitigation controller  # design §4: 5 min of continuous failure pauses scalp recording
+
+
+class TrackB:
+    def __init__(self, *, store: Store, provider: Provider, clock: Clock, calendar: KrxCalendar, cfg: dict,
+                 notifier: Notifier | None = None, stop: threading.Event | None = None,
+                 fixed_symbols: list[str] | None = None, load_probe=None):
+        self.store = store
+        self.provider = provider
+        self.pname = provider.name
+        self.market = provider.market or "krx"
+        self.clock = clock
+        self.calendar = calendar
+        self.cfg = cfg
+        self.bcfg = cfg.get("track_b", {})
+        self.notifier = notifier or Notifier()
+        self.stop = stop or threading.Event()
+        self.events = store.events(self.pname)
+        self.q: queue.Queue = queue.Queue(maxsize=int(self.bcfg.get("queue_max", 100_000)))
+        self.raw = store.partition("raw", self.pname)
+        self.mitigation = MitigationController(cfg, clock)
+        self.scalp = store.partition("scalp", self.pname, self.market,
+                                     rotation_minutes=rotation_minutes(self.mitigation.level))
+        self.triggers = TriggerEngine(cfg, clock)
+        self.channels = tuple(self.bcfg.get("channels", ["trades", "book"]))
+        self.fixed_symbols = fixed_symbols
+        # (cpu %, memory %) — psutil by default; tests inject load to drive mitigation
+        self.load_probe = load_probe or (lambda: (psutil.cpu_percent(None), psutil.virtual_memory().percent))
+        self.slots = SlotManager(slot_capacity(cfg), float(self.bcfg.get("min_hold_s", 600)),
+                                 float(self.bcfg.get("cooldown_s", 300)))
+        self.hb = Heartbeat(store.root, f"track-b@{self.pname}", clock)
+        self.rate = RecordingRate(float(self.bcfg.get("recording_rate", {}).get("window_s", 60)),
+                                  book_interval_s(self.mitigation.level))
+        self.anomaly = AnomalyTracker(cfg, clock)
+        self._reconnects_seen = 0
+        self._connected = True
+        self.stream = None
+        # counters (also in STATUS, heartbeat and metrics)
+        self.frames = 0
+        self.trades = 0
+        self.books_written = 0
+        self.dropped = 0
+        self._drop_first_ns = 0
+        self._drop_last_ns = 0
+        self.rejected = 0
+        self.paused = False
+        self._down_since: float | None = None
+        self._latest_book: dict[str, dict] = {}
+        self._book_fresh: set[str] = set()
+        self._slot_of: dict[str, int] = {}
+        self._ready = False
+        self._rate_t0 = time.monotonic()
+        self._rate_frames0 = 0
+        self.msgs_per_s = 0.0
+        self.last_reconnect = ""
+
+    # -- the socket side: never blocks ------------------------------------------------------
+    def sink(self, frame: str, recv_ns: int, records: list[dict]) -> None:
+        try:
+            self.q.put_nowait((frame, recv_ns, records))
+        except queue.Full:
+            self.dropped += 1
+            if not self._drop_first_ns:
+                self._drop_first_ns = recv_ns
+            self._drop_last_ns = recv_ns
+
+    # -- the main loop ------------------------------------------------------------------------
+    def _write(self, frame: str, recv_ns: int, records: list[dict]) -> None:
+        self.frames += 1
+        raw = {"v": 1, "kind": "raw", "provider": self.pname, "recv_ns": recv_ns, "frame": frame}
+        self.raw.append_line(orjson.dumps(raw, option=_LINE), recv_ns)
+        if self.paused:
+            return
+        lvl = self.mitigation.level
+        for rec in records:
+            sym = rec.get("symbol")
+            rec["track"] = "B"
+            rec["mitigation"] = lvl
+            slot = self._slot_of.get(sym)
+            if slot is not None:
+                rec["slot"] = slot
+            if rec["kind"] == "trade":
+                try:
+                    self.scalp.append(rec, recv_ns)
+                    self.trades += 1
+                except ContractError as e:
+                    self.rejected += 1
+                    self.events.emit("record_rejected", "WARNING", record_kind="trade", reason=str(e)[:300], symbol=sym)
+            elif rec["kind"] == "book":
+                self._latest_book[sym] = rec
+                self._book_fresh.add(sym)
+
+    def _sample_books(self) -> None:
+        """One sampling tick: write the newest book of every slot that changed since the last tick.
+
+        A slot counts as recorded at this tick when the connection is up and its book state is
+        captured (written now, or unchanged since the last written sample); during a disconnect or
+        a pause it is not — that is what the recording rate measures."""
+        now = self.clock.now_ns()
+        for sym in list(self._book_fresh):
+            rec = self._latest_book.get(sym)
+            if rec is None or sym not in self._slot_of or self.paused:
+                continue
+            try:
+                self.scalp.append(rec, rec["recv_ns"])
+                self.books_written += 1
+            except ContractError as e:
+                self.rejected += 1
+                self.events.emit("record_rejected", "WARNING", record_kind="book", reason=str(e)[:300], symbol=sym)
+        self._book_fresh.clear()
+        if self._connected and not self.paused:
+            for sym, slot in self._slot_of.items():
+                if sym in self._latest_book:
+                    self.rate.record(slot, now)
+
+    def _report_drops(self) -> None:
+        if not self.dropped:
+            return
+        n, a, b = self.dropped, self._drop_first_ns, self._drop_last_ns
+        self.dropped, self._drop_first_ns, self._drop_last_ns = 0, 0, 0
+        self.events.emit("recording", "CRITICAL", state="queue_overflow", dropped=n,
+                         reason=f"the writer fell behind; {n} frames dropped", anomaly_day=True)
+        for sym in sorted(self._slot_of):
+            for ch in self.channels:
+                self.events.emit("gap_marker", "WARNING", market=self.market, symbol=sym, start_ns=a, end_ns=b,
+                                 track="B", cause="queue_overflow", recoverable=(ch == TRADES), channel=ch,
+                                 gap_id=f"B-{self.pname}-{sym}-{ch}-{a}")
+
+    # -- slots ----------------------------------------------------------------------------------
+    def reallocate(self, day: date) -> None:
+        now = self.clock.now_ns()
+        if self.fixed_symbols is not None:
+            from observer.collect.triggers import Candidate
+
+            cands = [Candidate(s, "manual", 1.0, "fixed") for s in self.fixed_symbols]
+        else:
+            try:
+                self.triggers.observe_snapshots(latest_snapshots(self.store.root, self.pname, self.market, day))
+            except (OSError, ValueError) as e:
+                log.warning("no Track A snapshots", extra={"error": str(e)})
+            cands = self.triggers.candidates(now)
+        plan = self.slots.plan(cands, now)
+        for slot, sym, reason in plan.release:
+            for ch in self.channels:
+                self.stream.unsubscribe(sym, ch)
+            self._slot_of.pop(sym, None)
+            self._latest_book.pop(sym, None)
+            self.rate.unsubscribe(slot, now)
+            self.events.emit("slot", "INFO", action="release", slot=slot, symbol=sym, reason=reason)
+        placed = []
+        for slot, cand in plan.allocate:
+            try:
+                for ch in self.channels:
+                    self.stream.subscribe(cand.symbol, ch)
+            except RegistrationLimitError as e:
+                plan.overflow.append(cand)
+                log.error("registration limit", extra={"error": str(e)})
+                continue
+            self._slot_of[cand.symbol] = slot
+            self.rate.subscribe(slot, now)
+            placed.append((slot, cand))
+            self.events.emit("slot", "INFO", action="allocate", slot=slot, symbol=cand.symbol, trigger=cand.trigger,
+                             score=cand.score, reason=cand.reason)
+        plan.allocate = placed
+        self.slots.apply(plan, now)
+        if plan.overflow:
+            from observer.store import paths
+
+            w = self.store.writer(paths.overflow_file(self.store.root, self.pname, day), "overflow", shared=True)
+            for c in plan.overflow:
+                w.append({"v": 1, "kind": "overflow", "ts_ns": now, "provider": self.pname, "market": self.market,
+                          "symbol": c.symbol, "trigger": c.trigger, "score": c.score, "reason": c.reason})
+
+    # -- health -------------------------------------------------------------------------------
+    def _health(self) -> None:
+        st = self.stream.stats()
+        conns = st.get("connections", {})
+        up = bool(conns) and all(c.get("connected") for c in conns.values())
+        now = time.monotonic()
+        now_ns = self.clock.now_ns()
+        fired: list[str] = []
+        reconnects = int(st.get("reconnects", 0))
+        for _ in range(reconnects - self._reconnects_seen):
+            fired += self.anomaly.reconnect(now_ns)
+        self._reconnects_seen = reconnects
+        if up != self._connected:
+            fired += self.anomaly.connected(now_ns) if up else self.anomaly.disconnected(now_ns)
+            self._connected = up
+        fired += self.anomaly.observe(now_ns, scalp_rate=self.rate.overall(now_ns))
+        for reason in fired:
+            self.events.emit("anomaly_day", "WARNING", reason=reason, anomaly_day=True)
+        if up:
+            if self.paused and st.get("data_frames", 0):
+                self.paused = False
+                self.events.emit("recording", "WARNING", state="resumed", reason="data flows again")
+            self._down_since = None
+            if not self._ready and self.stream.registrations():
+                self._ready = True
+                self.notifier.ready(self.status_text())
+                self.events.emit("collector", "INFO", state="ready", reason=f"{len(self._slot_of)} slots subscribed")
+        else:
+            if self._down_since is None:
+                self._down_since = now
+            elif not self.paused and (now - self._down_since) * self.clock.speed >= PAUSE_AFTER_S:
+                self.paused = True
+                self.events.emit("recording", "CRITICAL", state="paused", anomaly_day=True,
+                                 reason=f"no connection for {PAUSE_AFTER_S:.0f} s; still reconnecting")
+        for c in conns.values():
+            if c.get("last_cause"):
+                self.last_reconnect = f"{c['last_cause']} ({c.get('last_downtime_s')}s)"
+
+    def _mitigate(self) -> None:
+        lag = 0.0
+        try:
+            head = self.q.queue[0]
+            lag = (self.clock.now_ns() - head[1]) / NS
+        except IndexError:
+            pass
+        cpu, mem = self.load_probe()
+        for reason in self.anomaly.cpu(self.clock.now_ns(), cpu):
+            self.events.emit("anomaly_day", "WARNING", reason=reason, anomaly_day=True)
+        change = self.mitigation.observe(self.clock.now_ns(), cpu, mem, self.store.last_fsync_s * 1000, lag)
+        if change:
+            new, old, reason = change
+            self.scalp.set_rotation(rotation_minutes(new))
+            self.rate.set_interval(self.clock.now_ns(), book_interval_s(new))
+            self.events.emit("mitigation", "WARNING" if new > old else "INFO", level=new, previous=old, reason=reason)
+            self.notifier.status(self.status_text())
+
+    def status_text(self) -> str:
+        rate = self.rate.overall(self.clock.now_ns())
+        return (f"slots {len(self._slot_of)}/{self.slots.capacity} | {self.msgs_per_s:.0f} msg/s | "
+                f"rec {'-' if rate is None else f'{rate * 100:.1f}%'} | "
+                f"level {self.mitigation.level} | trades {self.trades} books {self.books_written}"
+                f"{' | PAUSED' if self.paused else ''}"
+                f"{' | last reconnect ' + self.last_reconnect if self.last_reconnect else ''}")
+
+    # -- the day --------------------------------------------------------------------------------
+    def run_day(self, day: date) -> None:
+        win = self.cfg.get("windows", {}).get("track_b", {"start": "09:30", "end": "15:00"})
+        start, end = self.calendar.window(day, win["start"], win["end"])
+        start_ns, end_ns = int(start.timestamp()) * NS, int(end.timestamp()) * NS
+        realloc_ns = int(float(self.bcfg.get("reallocate_interval_s", 60)) * NS)
+        while not self.stop.is_set() and self.clock.now_ns() < start_ns:
+            self.hb.beat("waiting")
+            self.notifier.progress()
+            self.clock.sleep(min((start_ns - self.clock.now_ns()) / NS, self.clock.speed))
+        if self.stop.is_set() or self.clock.now_ns() >= end_ns:
+            return
+        self.stream = self.provider.stream(self.sink, trading_date=day)
+        self.reallocate(day)
+        self.stream.start()
+        next_realloc = self.clock.now_ns() + realloc_ns
+        next_sample = time.monotonic()
+        next_second = time.monotonic()
+        next_mitigate = time.monotonic()
+        mitigate_every = MITIGATION_SAMPLE_S
+        try:
+            while not self.stop.is_set() and self.clock.now_ns() < end_ns:
+                deadline = time.monotonic() + 0.05
+                try:
+                    item = self.q.get(timeout=0.05)
+                    self._write(*item)
+                    while time.monotonic() < deadline:
+                        self._write(*self.q.get_nowait())
+                except queue.Empty:
+                    pass
+                now = time.monotonic()
+                if now >= next_sample:
+                    self._sample_books()
+                    next_sample = now + book_interval_s(self.mitigation.level) / self.clock.speed
+                if now >= next_second:
+                    next_second = now + 1.0
+                    self._report_drops()
+                    self._health()
+                    dt = now - self._rate_t0
+                    self.msgs_per_s = (self.frames - self._rate_frames0) / dt if dt > 0 else 0.0
+                    self._rate_t0, self._rate_frames0 = now, self.frames
+                    self.hb.beat("recording", frames=self.frames, trades=self.trades, books=self.books_written,
+                                 slots=len(self._slot_of), level=self.mitigation.level, paused=self.paused,
+                                 acked=self.store.acked, rec_rate=self.rate.overall(self.clock.now_ns()))
+                    self.notifier.status(self.status_text())
+                    self.notifier.progress()
+                if now >= next_mitigate:
+                    next_mitigate = now + mitigate_every / self.clock.speed
+                    self._mitigate()
+                if self.clock.now_ns() >= next_realloc:
+                    next_realloc = self.clock.now_ns() + realloc_ns
+                    try:
+                        self.reallocate(day)
+                    except (ProviderError, StoreError, OSError) as e:
+                        log.error("reallocation failed", extra={"error": str(e)})
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop receiving, write what was received, make it durable."""
+        if self.stream is not None:
+            self.stream.stop(timeout=3.0)
+        while True:
+            try:
+                self._write(*self.q.get_nowait())
+            except queue.Empty:
+                break
+        self._sample_books()
+        self._report_drops()
+        self.scalp.close()
+        self.raw.close()
+        self.store.sync_all()
