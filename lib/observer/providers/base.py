@@ -1,0 +1,271 @@
+"""The provider adapter interface (the design's IMarketDataProvider): one shape for KIS, Kiwoom, Upbit.
+
+A collector written against this module works with any provider:
+
+    provider = get_provider("kis", cfg, secrets, store, clock)
+    rest = provider.rest()                       # MarketRest: provider-neutral REST calls
+    snap = rest.current_price("005930")          # -> snapshot record
+    stream = provider.stream(sink)               # StreamClient (all accounts/connections)
+    stream.subscribe("005930", TRADES); stream.subscribe("005930", BOOK)
+    stream.start()
+    ...
+    def sink(frame: str, recv_ns: int, records: list[dict]) -> None:
+        raw.append(...frame...); scalp.append(...records...)
+
+Every record a provider returns satisfies observer/schemas/records/<kind>.json: v=1, kind, provider,
+market, symbol, exch_ns (exchange time, UTC ns, or None when the provider gives none), recv_ns (local
+receive time, UTC ns), quality, optional flags/extra/session_id.
+
+Times at this interface are UTC ns; providers convert to their wire formats (KIS: KST HHMMSS).
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+TRADES = "trades"
+BOOK = "book"
+CHANNELS = (TRADES, BOOK)
+
+# (raw frame text, local receive time UTC ns, normalised records decoded from it)
+FrameSink = Callable[[str, int, list[dict]], None]
+
+
+class ProviderError(Exception):
+    """Base of every provider error."""
+
+
+class AuthError(ProviderError):
+    """Credentials refused (bad app key/secret, 4xx from the auth endpoint). Not retried."""
+
+
+class RateLimitedError(ProviderError):
+    """Still rate-limited after the configured retries."""
+
+
+class ApiError(ProviderError):
+    """The broker answered with an error that is not retried (rt_cd != 0, 4xx)."""
+
+    def __init__(self, message: str, *, code: str = "", status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class RegistrationLimitError(ProviderError):
+    """A subscription would exceed the per-connection registration limit (KIS: 41)."""
+
+
+@dataclass(frozen=True, order=True)
+class Subscription:
+    symbol: str
+    channel: str  # TRADES or BOOK
+
+    def __post_init__(self):
+        if self.channel not in CHANNELS:
+            raise ValueError(f"channel must be one of {CHANNELS}, got {self.channel!r}")
+
+
+class Decoded:
+    """What a provider's frame decoder made of one frame. Never raised, always returned.
+
+    kind: "data" | "control" (ack/error reply) | "pingpong" (heartbeat) | "encrypted" |
+          "unsupported" (a valid frame of a TR we do not normalise) | "invalid"
+    records: normalised records that passed the guard (possibly flagged)
+    errors: reasons the frame or some of its records could not be decoded (frame kept in raw/)
+    rejects: (record, reason, symbol) for records that parsed but cannot be real
+    control: the parsed control message (kind control/pingpong)
+    """
+
+    __slots__ = ("kind", "tr_id", "records", "errors", "rejects", "control", "fields", "count")
+
+    def __init__(self, kind: str, tr_id: str):
+        self.kind = kind
+        self.tr_id = tr_id
+        self.records: list[dict] = []
+        self.errors: list[str] = []
+        self.rejects: list[tuple[dict, str, str]] = []
+        self.control: dict | None = None
+        self.fields: list[str] | None = None
+        self.count = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.kind != "invalid"
+
+    def __repr__(self) -> str:
+        return (f"Decoded({self.kind}, {self.tr_id!r}, records={len(self.records)}, errors={self.errors!r}, "
+                f"rejects={len(self.rejects)})")
+
+
+class FrameDecoder(abc.ABC):
+    """Turns one raw frame (text as received) into records. Stateless enough to replay raw/."""
+
+    @abc.abstractmethod
+    def decode(self, frame: str, recv_ns: int) -> Decoded: ...
+
+    def set_trading_date(self, day) -> None:  # providers whose frames lack a date use it
+        return None
+
+
+@dataclass
+class TickRecovery:
+    """Result of recovering trades for an interval: records oldest first, plus what is provably missing."""
+
+    records: list[dict] = field(default_factory=list)
+    gaps: list[dict] = field(default_factory=list)  # {start_ns, end_ns, cause, missing_qty}
+    calls: int = 0
+    complete: bool = True  # False when the interval's start could not be reached
+
+
+class MarketRest(abc.ABC):
+    """Provider-neutral REST calls. Each returns normalised records (dicts satisfying the contracts).
+
+    Times are UTC ns. Calls that a provider cannot serve raise NotImplementedError with a reason.
+    """
+
+    @abc.abstractmethod
+    def current_price(self, symbol: str, *, sweep_ns: int | None = None) -> dict:
+        """Track A: one `snapshot` record (exch_ns None when the provider has no timestamp)."""
+
+    @abc.abstractmethod
+    def trades_by_time(self, symbol: str, until_ns: int | None = None) -> list[dict]:
+        """One page of today's trades at or before until_ns (None = now), newest first (`trade` records)."""
+
+    @abc.abstractmethod
+    def recover_trades(self, symbol: str, start_ns: int, end_ns: int, *, gap_id: str | None = None) -> TickRecovery:
+        """Every trade of today in [start_ns, end_ns], paged back in time, continuity checked."""
+
+    @abc.abstractmethod
+    def minute_bars(self, symbol: str, start_ns: int | None = None, end_ns: int | None = None) -> list[dict]:
+        """Today's 1-minute `bar` records in [start_ns, end_ns], oldest first."""
+
+    @abc.abstractmethod
+    def daily_prices(self, symbol: str, period: str = "D", adjusted: bool = True) -> list[dict]:
+        """Recent daily (D), weekly (W) or monthly (M) `bar` records, oldest first."""
+
+    @abc.abstractmethod
+    def volume_rank(self, **filters: Any) -> list[dict]:
+        """Trigger candidates: `snapshot` records ranked by volume (rank in extra["rank"])."""
+
+    def close(self) -> None:
+        return None
+
+
+class StreamClient(abc.ABC):
+    """A streaming client: registrations in, frames and records out through the sink.
+
+    Thread model: start() runs connection threads; subscribe()/unsubscribe() may be called from any
+    thread at any time (before or after start) and survive reconnects (every active registration is
+    re-sent). The sink is called from a connection thread for every frame received (control frames
+    with records=[]), so it must be quick (hand off to a writer).
+    """
+
+    max_registrations: int = 0
+
+    @abc.abstractmethod
+    def subscribe(self, symbol: str, channel: str) -> None:
+        """Register (symbol, channel); raises RegistrationLimitError when no connection has room."""
+
+    @abc.abstractmethod
+    def unsubscribe(self, symbol: str, channel: str) -> None: ...
+
+    @abc.abstractmethod
+    def registrations(self) -> set[Subscription]: ...
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    @abc.abstractmethod
+    def stats(self) -> dict: ...
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait (real time) until predicate() holds; True if it did before the deadline."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.01)
+        return predicate()
+
+    def subscribe_many(self, subs: Iterable[Subscription]) -> None:
+        for s in subs:
+            self.subscribe(s.symbol, s.channel)
+
+
+class Provider(abc.ABC):
+    """One broker. Built by get_provider(); owns its REST client and streaming clients."""
+
+    name: str = ""
+    market: str = ""
+
+    def __init__(self, cfg: dict, secrets, store, clock):
+        self.cfg = cfg
+        self.secrets = secrets
+        self.store = store
+        self.clock = clock
+
+    @property
+    def pcfg(self) -> dict:
+        return self.cfg.get("providers", {}).get(self.name, {})
+
+    @abc.abstractmethod
+    def normalize_symbol(self, symbol: str) -> str:
+        """The provider's canonical symbol (KIS: 6-digit code); raises ValueError if impossible."""
+
+    @abc.abstractmethod
+    def rest(self) -> MarketRest: ...
+
+    @abc.abstractmethod
+    def stream(self, sink: FrameSink) -> StreamClient: ...
+
+    @abc.abstractmethod
+    def decoder(self, *, trading_date=None) -> FrameDecoder: ...
+
+    def slot_channels(self) -> tuple[str, ...]:
+        """What one Track B slot subscribes (config)."""
+        return tuple(self.pcfg.get("slot_channels", CHANNELS))
+
+
+_REGISTRY: dict[str, Callable[..., Provider]] = {}
+_LOADERS = {"kis": "observer.providers.kis"}
+_lock = threading.Lock()
+
+
+def register_provider(name: str):
+    def deco(cls):
+        with _lock:
+            _REGISTRY[name] = cls
+        cls.name = name
+        return cls
+
+    return deco
+
+
+def provider_names() -> list[str]:
+    return sorted(set(_REGISTRY) | set(_LOADERS))
+
+
+def get_provider(name: str, cfg: dict, secrets=None, store=None, clock=None) -> Provider:
+    if name not in _REGISTRY and name in _LOADERS:
+        import importlib
+
+        importlib.import_module(_LOADERS[name])
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown provider {name!r}; known: {', '.join(provider_names())}") from None
+    if clock is None:
+        from observer.core.clock import Clock
+
+        clock = Clock()
+    return cls(cfg, secrets, store, clock)

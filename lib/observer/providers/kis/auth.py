@@ -1,0 +1,249 @@
+"""KIS credentials shared between processes: the REST access token and the WebSocket approval key.
+
+Issuing a token is limited (1 per minute, HTTP 403 EGW00133) and every issuance notifies the
+account holder, so a token is requested only when no valid one is cached. The cache is a 0600 JSON
+file under state/; every decision to issue is taken while holding flock on a lock file beside it,
+so two processes that start together issue one token, and the second reads the first's.
+
+Files are named by a hash of (base URL, app key): the key itself never appears in a file name,
+and a paper token is never offered to the real server.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import random
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import requests
+
+from observer.core.clock import KST, NS, Clock, to_ns
+from observer.core.logging import get_logger
+from observer.core.redact import register_secret
+from observer.providers.base import AuthError, ProviderError
+
+log = get_logger(__name__)
+
+
+def key_hash(base_url: str, app_key: str) -> str:
+    return hashlib.sha256(f"{base_url}\n{app_key}".encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _flock(path: Path):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _write_private(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, orjson.dumps(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class CachedCredential:
+    """A secret with an expiry, cached on disk and shared under flock.
+
+    fetch() -> (value, expires_ns) performs the issuance; it is called only under the lock, only
+    when the cache holds nothing usable, and never sooner than min_interval_s after the previous
+    request (by any process) for this key.
+    """
+
+    def __init__(self, path: Path, fetch: Callable[[], tuple[str, int]], clock: Clock, *, what: str,
+                 min_interval_s: float, refresh_ahead_s: float, safety_s: float = 60.0,
+                 on_issue: Callable[[str, str], None] | None = None):
+        self.path = path
+        self.lock_path = path.with_name(path.name + ".lock")
+        self._fetch = fetch
+        self.clock = clock
+        self.what = what
+        self.min_interval_s = min_interval_s
+        self.refresh_ahead_s = refresh_ahead_s
+        self.safety_s = safety_s
+        self.on_issue = on_issue
+        self._mem: dict | None = None
+        self.issued = 0  # issuances by this process
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _read(self) -> dict | None:
+        try:
+            c = orjson.loads(self.path.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError, OSError):
+            return None
+        if not isinstance(c, dict):
+            return None
+        if c.get("value"):
+            register_secret(c["value"])
+        return c
+
+    def _usable(self, c: dict | None, now: int, invalid: str | None) -> bool:
+        return bool(c and c.get("value") and c["value"] != invalid
+                    and c.get("expires_ns", 0) - self.safety_s * NS > now)
+
+    def _refresh_due(self, c: dict, now: int) -> bool:
+        return (c["expires_ns"] - self.refresh_ahead_s * NS < now
+                and now - c.get("requested_ns", 0) > max(self.min_interval_s, 600) * NS)
+
+    def get(self, invalid: str | None = None) -> str:
+        """A valid value. `invalid`: the value the server just refused (expired/invalid): never return it."""
+        now = self.clock.now_ns()
+        m = self._mem
+        if self._usable(m, now, invalid) and not self._refresh_due(m, now):
+            return m["value"]
+        with _flock(self.lock_path):
+            c = self._read()
+            now = self.clock.now_ns()
+            if self._usable(c, now, invalid) and not self._refresh_due(c, now):
+                self._mem = c
+                return c["value"]
+            try:
+                fresh = self._issue(c, invalid)
+            except ProviderError:
+                if self._usable(c, self.clock.now_ns(), invalid):  # refresh-ahead failed: keep the valid one
+                    log.warning(f"{self.what} refresh failed; keeping the cached one until it expires")
+                    self._mem = c
+                    return c["value"]
+                raise
+            self._mem = fresh
+            return fresh["value"]
+
+    def _issue(self, cached: dict | None, invalid: str | None) -> dict:
+        last = (cached or {}).get("requested_ns", 0)
+        wait = (last + self.min_interval_s * NS - self.clock.now_ns()) / NS
+        if wait > 0:
+            log.info(f"waiting {wait:.1f} s before requesting a new {self.what} (issuance limit)")
+            self.clock.sleep(wait)
+        now = self.clock.now_ns()
+        record = dict(cached or {})
+        record["requested_ns"] = now
+        try:
+            value, expires_ns = self._fetch()
+        except BaseException:
+            # remember the attempt so no process asks again within the limit
+            _write_private(self.path, record)
+            raise
+        register_secret(value)
+        record.update({"value": value, "expires_ns": expires_ns, "issued_ns": now, "requested_ns": now})
+        _write_private(self.path, record)
+        self.issued += 1
+        if self.on_issue:
+            self.on_issue(self.what, "invalidated" if invalid else ("refresh" if cached and cached.get("value") else "none cached"))
+        return record
+
+
+def parse_token_reply(body: dict, now_ns: int) -> tuple[str, int]:
+    token = body.get("access_token")
+    if not token or not isinstance(token, str):
+        raise AuthError("tokenP reply has no access_token")
+    expires = None
+    if isinstance(body.get("expires_in"), (int, float)) and body["expires_in"] > 0:
+        expires = now_ns + int(body["expires_in"]) * NS
+    text = body.get("access_token_token_expired")
+    if expires is None and isinstance(text, str):
+        try:
+            expires = to_ns(datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=KST))
+        except ValueError:
+            pass
+    if expires is None:
+        expires = now_ns + 23 * 3600 * NS
+    return token, expires
+
+
+class KisAuth:
+    """Access token + approval key for one app key on one server."""
+
+    def __init__(self, *, base_url: str, app_key: str, app_secret: str, state_dir: Path, clock: Clock,
+                 session: requests.Session | None = None, timeouts: tuple[float, float] = (3.05, 10.0),
+                 token_min_interval_s: float = 61.0, token_refresh_ahead_s: float = 3600.0,
+                 approval_ttl_s: float = 82800.0, approval_min_interval_s: float = 5.0,
+                 max_attempts: int = 4, on_issue: Callable[[str, str], None] | None = None):
+        if not app_key or not app_secret:
+            raise AuthError("KIS app key/secret missing (see providers.kis.accounts in the config)")
+        register_secret(app_key)
+        register_secret(app_secret)
+        self.base_url = base_url.rstrip("/")
+        self.app_key = app_key
+        self.app_secret = app_secret
+        self.clock = clock
+        self.session = session or requests.Session()
+        self.timeouts = timeouts
+        self.max_attempts = max_attempts
+        self.approval_ttl_s = approval_ttl_s
+        h = key_hash(self.base_url, app_key)
+        self.token_cache = CachedCredential(Path(state_dir, f"kis_token_{h}.json"), self._fetch_token, clock,
+                                            what="access token", min_interval_s=token_min_interval_s,
+                                            refresh_ahead_s=token_refresh_ahead_s, on_issue=on_issue)
+        self.approval_cache = CachedCredential(Path(state_dir, f"kis_approval_{h}.json"), self._fetch_approval,
+                                               clock, what="approval key", min_interval_s=approval_min_interval_s,
+                                               refresh_ahead_s=3600.0, on_issue=on_issue)
+
+    def token(self, invalid: str | None = None) -> str:
+        return self.token_cache.get(invalid)
+
+    def approval_key(self, invalid: str | None = None) -> str:
+        return self.approval_cache.get(invalid)
+
+    def _post(self, path: str, body: dict, what: str) -> dict:
+        url = self.base_url + path
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                r = self.session.post(url, json=body, timeout=self.timeouts,
+                                      headers={"content-type": "application/json; charset=utf-8"})
+            except (requests.ConnectionError, requests.Timeout) as e:
+                if attempt == self.max_attempts:
+                    raise ProviderError(f"{what}: {path} unreachable after {attempt} attempts: {type(e).__name__}") from None
+                self.clock.sleep(min(30.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0))
+                continue
+            try:
+                reply = r.json()
+            except ValueError:
+                reply = {}
+            if not isinstance(reply, dict):
+                reply = {}
+            code = str(reply.get("error_code") or reply.get("msg_cd") or "")
+            if r.status_code == 200 and not code.startswith("EGW"):
+                return reply
+            if code == "EGW00133":  # issuance limit: 1 per minute
+                if attempt == self.max_attempts:
+                    raise AuthError(f"{what}: issuance still refused (EGW00133) after {attempt} attempts")
+                log.warning(f"{what}: EGW00133 (1 per minute); waiting 61 s")
+                self.clock.sleep(61.0)
+                continue
+            if r.status_code >= 500 and attempt < self.max_attempts:
+                self.clock.sleep(min(30.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0))
+                continue
+            desc = str(reply.get("error_description") or reply.get("msg1") or "")[:200]
+            raise AuthError(f"{what}: {path} refused: HTTP {r.status_code} {code} {desc}".rstrip())
+        raise AuthError(f"{what}: no reply")  # pragma: no cover
+
+    def _fetch_token(self) -> tuple[str, int]:
+        body = self._post("/oauth2/tokenP", {"grant_type": "client_credentials", "appkey": self.app_key,
+                                             "appsecret": self.app_secret}, "access token")
+        token, expires = parse_token_reply(body, self.clock.now_ns())
+        register_secret(token)
+        return token, expires
+
+    def _fetch_approval(self) -> tuple[str, int]:
+        body = self._post("/oauth2/Approval", {"grant_type": "client_credentials", "appkey": self.app_key,
+                                               "secretkey": self.app_secret}, "approval key")
+        key = body.get("approval_key")
+        if not key or not isinstance(key, str):
+            raise AuthError("Approval reply has no approval_key")
+        register_secret(key)
+        return key, self.clock.now_ns() + int(self.approval_ttl_s * NS)

@@ -1,0 +1,392 @@
+"""KIS WebSocket frame decoder: `0|TR_ID|NNN|f^f^...` data frames and JSON control messages.
+
+The hot path (H0STCNT0 trades, H0STASP0 books) uses plain str.split and int(); no regex per field
+and no JSON Schema per record. `KisFrameDecoder.decode()` never raises: every problem comes back
+in `Decoded.errors` (the frame is unusable or partly unusable) or `Decoded.rejects` (a record that
+parsed but cannot be real: price <= 0, zero quantity, a symbol never subscribed). Suspicious but
+possible records (crossed/locked book outside an auction, a price beyond the daily limits computed
+from the previous close) are kept with quality "degraded" and a `flags` entry.
+
+Protocol facts: ../shared/reference/providers.md §1.6-1.9; assumptions in docs/providers/kis.md.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import orjson
+
+from observer.core.clock import NS, kst_ns, parse_yyyymmdd
+from observer.providers.base import BOOK, TRADES, Decoded
+
+PROVIDER = "kis"
+MARKET = "krx"
+
+TR_TRADES = "H0STCNT0"
+TR_BOOK = "H0STASP0"
+TR_BY_CHANNEL = {TRADES: TR_TRADES, BOOK: TR_BOOK}
+CHANNEL_BY_TR = {TR_TRADES: TRADES, TR_BOOK: BOOK}
+ENCRYPTED_TRS = ("H0STCNI0", "H0STCNI9")
+
+# documented record widths (providers.md §1.8/1.9); wider records keep the rest in extra["trailing"]
+CNT_FIELDS = 46
+ASP_FIELDS = 59
+ASP_MID_FIELDS = 62  # MID_PRC, MIDP_TOTAL_RSQN, MIDP_CLS_CODE appended mid-2026
+
+CNT_NAMES = (
+    "MKSC_SHRN_ISCD", "STCK_CNTG_HOUR", "STCK_PRPR", "PRDY_VRSS_SIGN", "PRDY_VRSS", "PRDY_CTRT",
+    "WGHN_AVRG_STCK_PRC", "STCK_OPRC", "STCK_HGPR", "STCK_LWPR", "ASKP1", "BIDP1", "CNTG_VOL", "ACML_VOL",
+    "ACML_TR_PBMN", "SELN_CNTG_CSNU", "SHNU_CNTG_CSNU", "NTBY_CNTG_CSNU", "CTTR", "SELN_CNTG_SMTN",
+    "SHNU_CNTG_SMTN", "CCLD_DVSN", "SHNU_RATE", "PRDY_VOL_VRSS_ACML_VOL_RATE", "OPRC_HOUR",
+    "OPRC_VRSS_PRPR_SIGN", "OPRC_VRSS_PRPR", "HGPR_HOUR", "HGPR_VRSS_PRPR_SIGN", "HGPR_VRSS_PRPR",
+    "LWPR_HOUR", "LWPR_VRSS_PRPR_SIGN", "LWPR_VRSS_PRPR", "BSOP_DATE", "NEW_MKOP_CLS_CODE", "TRHT_YN",
+    "ASKP_RSQN1", "BIDP_RSQN1", "TOTAL_ASKP_RSQN", "TOTAL_BIDP_RSQN", "VOL_TNRT",
+    "PRDY_SMNS_HOUR_ACML_VOL", "PRDY_SMNS_HOUR_ACML_VOL_RATE", "HOUR_CLS_CODE", "MRKT_TRTM_CLS_CODE",
+    "VI_STND_PRC",
+)
+ASP_NAMES = (
+    ("MKSC_SHRN_ISCD", "BSOP_HOUR", "HOUR_CLS_CODE")
+    + tuple(f"ASKP{i}" for i in range(1, 11)) + tuple(f"BIDP{i}" for i in range(1, 11))
+    + tuple(f"ASKP_RSQN{i}" for i in range(1, 11)) + tuple(f"BIDP_RSQN{i}" for i in range(1, 11))
+    + ("TOTAL_ASKP_RSQN", "TOTAL_BIDP_RSQN", "OVTM_TOTAL_ASKP_RSQN", "OVTM_TOTAL_BIDP_RSQN",
+       "ANTC_CNPR", "ANTC_CNQN", "ANTC_VOL", "ANTC_CNTG_VRSS", "ANTC_CNTG_VRSS_SIGN", "ANTC_CNTG_PRDY_CTRT",
+       "ACML_VOL", "TOTAL_ASKP_RSQN_ICDC", "TOTAL_BIDP_RSQN_ICDC", "OVTM_TOTAL_ASKP_ICDC",
+       "OVTM_TOTAL_BIDP_ICDC", "STCK_DEAL_CLS_CODE", "MID_PRC", "MIDP_TOTAL_RSQN", "MIDP_CLS_CODE")
+)
+# fields converted with int() on the hot path: when one fails, the slow path names it
+_CNT_INT = (2, 4, 7, 8, 9, 10, 11, 12, 13, 14, 36, 37)
+_ASP_INT = tuple(range(3, 45)) + (47, 48, 53)
+
+_SIDE = {"1": "buy", "5": "sell"}
+_DAY_NS = 86400 * NS
+_KST_OFFSET_NS = 9 * 3600 * NS
+_LIMIT_UP = 1.3    # KRX daily price limit: previous close +-30 % (rounded to the tick grid
+_LIMIT_DOWN = 0.7  # inside these bounds), so only a price beyond the unrounded bound is flagged
+
+
+def _hms_offset(t: str) -> int | None:
+    if len(t) != 6 or not t.isdigit():
+        return None
+    h, m, s = int(t[:2]), int(t[2:4]), int(t[4:])
+    if h > 23 or m > 59 or s > 59:
+        return None
+    return (h * 3600 + m * 60 + s) * NS
+
+
+def kst_midnight_ns(recv_ns: int) -> int:
+    """UTC ns of 00:00 KST of the KST day that contains recv_ns (KST has no DST)."""
+    return (recv_ns + _KST_OFFSET_NS) // _DAY_NS * _DAY_NS - _KST_OFFSET_NS
+
+
+def in_auction(hour_cls: str, hhmmss: str) -> bool:
+    """Opening (before 09:00) or closing (15:20-15:30) call auction, or a non-regular HOUR_CLS_CODE
+    (A/B/C/D: expected prices, VI single-price) - a crossed or locked book is real then."""
+    return hour_cls not in ("0", "") or hhmmss < "090000" or "152000" <= hhmmss < "153000"
+
+
+class KisFrameDecoder:
+    """Stateful decoder of one connection (or one replay): learns the previous close per symbol from
+    trades (for the limit guard) and knows the trading date books are stamped with.
+
+    subscribed: channel -> set of symbols; when given, a data record for a symbol not in it is
+    rejected ("never subscribed"). None disables the check (observer-decode, replay).
+    trading_date: date of book frames (they carry only HHMMSS); None = the BSOP_DATE of the latest
+    trade decoded, else the KST date of recv_ns.
+    """
+
+    __slots__ = ("subscribed", "_trading_midnight", "session_id", "_tcache", "_dcache", "_prev",
+                 "provider", "market", "last_bsop_date", "_learned_midnight")
+
+    def __init__(self, *, subscribed: dict[str, set[str]] | None = None, trading_date: date | None = None,
+                 session_id: str | None = None):
+        self.subscribed = subscribed
+        self.session_id = session_id
+        self._trading_midnight: int | None = None
+        self._tcache: dict[str, int] = {}
+        self._dcache: dict[str, int] = {}
+        self._prev: dict[str, tuple[int, int]] = {}
+        self.provider = PROVIDER
+        self.market = MARKET
+        self.last_bsop_date: str | None = None
+        self._learned_midnight: int | None = None
+        if trading_date is not None:
+            self.set_trading_date(trading_date)
+
+    def set_trading_date(self, day: date | None) -> None:
+        self._trading_midnight = None if day is None else kst_ns(day, "000000")
+
+    def prev_close(self, symbol: str) -> int | None:
+        pc = self._prev.get(symbol)
+        return pc[1] if pc else None
+
+    def set_prev_close(self, symbol: str, prev_close: int, day: date) -> None:
+        """Seed the limit guard (e.g. from inquire-price's stck_sdpr) before the first trade."""
+        if prev_close > 0:
+            self._prev[symbol] = (kst_ns(day, "000000"), prev_close)
+
+    # -- entry point ------------------------------------------------------------------------
+    def decode(self, frame: str, recv_ns: int) -> Decoded:
+        try:
+            if frame[:11] == "0|H0STCNT0|":  # the hot path, inlined
+                cnt, sep, payload = frame[11:].partition("|")
+                d = Decoded("data", TR_TRADES)
+                if sep and cnt.isdigit():
+                    fields = payload.split("^")
+                    n = int(cnt)
+                    if n == 1 and len(fields) == CNT_FIELDS:
+                        self._trades(d, fields, 1, CNT_FIELDS, recv_ns)
+                        return d
+                    width = self._width(d, n, fields, CNT_FIELDS)
+                    if width:
+                        self._trades(d, fields, n, width, recv_ns)
+                    return d
+            c = frame[:1]
+            if c == "0":
+                return self._data(frame, recv_ns)
+            if c == "{":
+                return self._control(frame)
+            if c == "1":
+                parts = frame.split("|", 3)
+                tr = parts[1] if len(parts) > 1 else ""
+                d = Decoded("encrypted", tr)
+                d.errors.append(f"encrypted frame ({tr or 'no tr_id'}): payload not decoded "
+                                "(execution notices are not market data)")
+                return d
+            d = Decoded("invalid", "")
+            d.errors.append(f"not a KIS frame: starts with {frame[:12]!r}" if frame else "empty frame")
+            return d
+        except Exception as e:  # the decoder must never take a connection down
+            d = Decoded("invalid", "")
+            d.errors.append(f"decoder error {type(e).__name__}: {e}")
+            return d
+
+    def _control(self, frame: str) -> Decoded:
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError as e:
+            d = Decoded("invalid", "")
+            d.errors.append(f"control message is not JSON: {e}")
+            return d
+        if not isinstance(msg, dict):
+            d = Decoded("invalid", "")
+            d.errors.append("control message is not a JSON object")
+            return d
+        header = msg.get("header") if isinstance(msg.get("header"), dict) else {}
+        body = msg.get("body") if isinstance(msg.get("body"), dict) else {}
+        tr = str(header.get("tr_id", ""))
+        d = Decoded("pingpong" if tr == "PINGPONG" else "control", tr)
+        d.control = {"tr_id": tr, "tr_key": str(header.get("tr_key", "") or ""),
+                     "rt_cd": str(body.get("rt_cd", "") or ""), "msg_cd": str(body.get("msg_cd", "") or ""),
+                     "msg1": str(body.get("msg1", "") or ""), "encrypt": header.get("encrypt")}
+        out = body.get("output")
+        if isinstance(out, dict):
+            d.control["output"] = out
+        return d
+
+    def _data(self, frame: str, recv_ns: int) -> Decoded:
+        parts = frame.split("|", 3)
+        if len(parts) != 4:
+            d = Decoded("invalid", parts[1] if len(parts) > 1 else "")
+            d.errors.append(f"data frame has {len(parts)} '|' parts, want 4")
+            return d
+        _, tr, cnt, payload = parts
+        if tr not in (TR_TRADES, TR_BOOK):
+            d = Decoded("unsupported", tr)
+            d.errors.append(f"tr_id {tr!r} is not decoded (kept in raw/ only)")
+            return d
+        d = Decoded("data", tr)
+        if not cnt.isdigit() or int(cnt) <= 0:
+            d.errors.append(f"{tr}: record count {cnt[:12]!r} is not a positive number")
+            d.kind = "invalid"
+            return d
+        n = int(cnt)
+        fields = payload.split("^")
+        if tr == TR_TRADES:
+            width = self._width(d, n, fields, CNT_FIELDS)
+            if width:
+                self._trades(d, fields, n, width, recv_ns)
+        else:
+            width = self._width(d, n, fields, ASP_FIELDS)
+            if width:
+                self._books(d, fields, n, width, recv_ns)
+        return d
+
+    @staticmethod
+    def _width(d: Decoded, n: int, fields: list[str], need: int) -> int:
+        if n <= 0:
+            d.errors.append(f"{d.tr_id}: record count {n} is not a positive number")
+            d.kind = "invalid"
+            return 0
+        total = len(fields)
+        if total % n:
+            d.errors.append(f"{d.tr_id}: {total} fields is not a multiple of the record count {n}")
+            d.kind = "invalid"
+            return 0
+        width = total // n
+        if width < need:
+            d.errors.append(f"{d.tr_id}: {width} fields per record, fewer than the {need} required")
+            d.kind = "invalid"
+            return 0
+        return width
+
+    # -- H0STCNT0 ---------------------------------------------------------------------------
+    def _trades(self, d: Decoded, fields: list[str], count: int, width: int, recv_ns: int) -> None:
+        out = d.records
+        sub = self.subscribed.get(TRADES) if self.subscribed is not None else None
+        tcache, dcache, prevs = self._tcache, self._dcache, self._prev
+        sid = self.session_id
+        for i in range(count):
+            f = fields if count == 1 else fields[i * width:(i + 1) * width]
+            sym = f[0]
+            try:
+                price = int(f[2])
+                vrss = int(f[4])
+                qty = int(f[12])
+                rec = {
+                    "v": 1, "kind": "trade", "provider": "kis", "market": "krx", "symbol": sym,
+                    "exch_ns": None, "recv_ns": recv_ns, "quality": "normal",
+                    "price": price, "qty": qty, "cum_vol": int(f[13]), "cum_value": int(f[14]),
+                    "side": _SIDE.get(f[21], "none"), "bid": int(f[11]), "ask": int(f[10]),
+                    "open": int(f[7]), "high": int(f[8]), "low": int(f[9]), "phase": f[34],
+                    "extra": {"hour_cls": f[43], "halt": f[35], "ask_size": int(f[36]),
+                              "bid_size": int(f[37]), "prev_close": price - vrss},
+                }
+            except ValueError:
+                d.errors.append(self._bad_field(f, CNT_NAMES, _CNT_INT, i, count, d))
+                continue
+            t = f[1]
+            off = tcache.get(t)
+            if off is None:
+                off = _hms_offset(t)
+                if off is None:
+                    d.errors.append(f"{d.tr_id} record {i + 1}/{count}: STCK_CNTG_HOUR {t[:12]!r} is not HHMMSS")
+                    continue
+                tcache[t] = off
+            bd = f[33]
+            mid = dcache.get(bd)
+            if mid is None:
+                try:
+                    mid = kst_ns(parse_yyyymmdd(bd), "000000")
+                except ValueError:
+                    d.errors.append(f"{d.tr_id} record {i + 1}/{count}: BSOP_DATE {bd[:12]!r} is not YYYYMMDD")
+                    continue
+                if len(dcache) > 64:
+                    dcache.clear()
+                dcache[bd] = mid
+                self.last_bsop_date = bd
+            rec["exch_ns"] = mid + off
+            self._learned_midnight = mid
+            if width > CNT_FIELDS:
+                rec["extra"]["trailing"] = f[CNT_FIELDS:]
+            if sid is not None:
+                rec["session_id"] = sid
+            # guard: reject what cannot be real, flag what is only suspicious
+            if price <= 0 or qty <= 0:
+                d.rejects.append((rec, "price <= 0" if price <= 0 else "trade quantity <= 0", sym))
+                continue
+            if sub is not None and sym not in sub:
+                d.rejects.append((rec, "symbol never subscribed (H0STCNT0)", sym))
+                continue
+            prev = price - vrss
+            if prev > 0:
+                prevs[sym] = (mid, prev)
+                if price > prev * _LIMIT_UP or price < prev * _LIMIT_DOWN:
+                    rec["quality"] = "degraded"
+                    rec["flags"] = ["beyond_limit"]
+            out.append(rec)
+
+    # -- H0STASP0 ---------------------------------------------------------------------------
+    def _books(self, d: Decoded, fields: list[str], count: int, width: int, recv_ns: int) -> None:
+        out = d.records
+        sub = self.subscribed.get(BOOK) if self.subscribed is not None else None
+        tcache = self._tcache
+        midnight = self._trading_midnight
+        if midnight is None:
+            midnight = self._learned_midnight
+            if midnight is None:
+                midnight = kst_midnight_ns(recv_ns)
+        sid = self.session_id
+        for i in range(count):
+            f = fields if count == 1 else fields[i * width:(i + 1) * width]
+            sym = f[0]
+            try:
+                ap = list(map(int, f[3:13]))
+                bp = list(map(int, f[13:23]))
+                aq = list(map(int, f[23:33]))
+                bq = list(map(int, f[33:43]))
+                antc = int(f[47])
+                rec = {
+                    "v": 1, "kind": "book", "provider": "kis", "market": "krx", "symbol": sym,
+                    "exch_ns": None, "recv_ns": recv_ns, "quality": "normal",
+                    "asks": [[p, q] for p, q in zip(ap, aq, strict=True) if p > 0],
+                    "bids": [[p, q] for p, q in zip(bp, bq, strict=True) if p > 0],
+                    "total_ask": int(f[43]), "total_bid": int(f[44]), "cum_vol": int(f[53]),
+                    "phase": f[2],
+                }
+                if antc > 0:
+                    rec["auction"] = {"price": antc, "qty": int(f[48])}
+            except ValueError:
+                d.errors.append(self._bad_field(f, ASP_NAMES, _ASP_INT, i, count, d))
+                continue
+            t = f[1]
+            off = tcache.get(t)
+            if off is None:
+                off = _hms_offset(t)
+                if off is None:
+                    d.errors.append(f"{d.tr_id} record {i + 1}/{count}: BSOP_HOUR {t[:12]!r} is not HHMMSS")
+                    continue
+                tcache[t] = off
+            rec["exch_ns"] = midnight + off
+            if width > ASP_FIELDS:
+                extra = {}
+                if width >= ASP_MID_FIELDS:
+                    extra["mid_prc"] = f[59]
+                    extra["midp_total_rsqn"] = f[60]
+                    extra["midp_cls_code"] = f[61]
+                    if width > ASP_MID_FIELDS:
+                        extra["trailing"] = f[ASP_MID_FIELDS:]
+                else:
+                    extra["trailing"] = f[ASP_FIELDS:]
+                rec["extra"] = extra
+            if sid is not None:
+                rec["session_id"] = sid
+            if min(ap + bp) < 0 or min(aq + bq) < 0:
+                d.rejects.append((rec, "negative book price or size", sym))
+                continue
+            asks, bids = rec["asks"], rec["bids"]
+            if not asks and not bids and antc <= 0:
+                d.rejects.append((rec, "book has no price > 0", sym))
+                continue
+            if sub is not None and sym not in sub:
+                d.rejects.append((rec, "symbol never subscribed (H0STASP0)", sym))
+                continue
+            flags = None
+            if asks and bids and bids[0][0] >= asks[0][0] and not in_auction(f[2], t):
+                flags = ["crossed_book" if bids[0][0] > asks[0][0] else "locked_book"]
+            pc = self._prev.get(sym)
+            prev = pc[1] if pc is not None and pc[0] == midnight else 0
+            if prev and ((asks and asks[-1][0] > prev * _LIMIT_UP) or (bids and bids[-1][0] < prev * _LIMIT_DOWN)):
+                flags = (flags or []) + ["beyond_limit"]
+            if flags:
+                rec["quality"] = "degraded"
+                rec["flags"] = flags
+            out.append(rec)
+
+    @staticmethod
+    def _bad_field(f: list[str], names: tuple[str, ...], idx: tuple[int, ...], i: int, count: int,
+                   d: Decoded) -> str:
+        for j in idx:
+            try:
+                int(f[j])
+            except ValueError:
+                return (f"{d.tr_id} record {i + 1}/{count} ({f[0][:12]!r}): field {j + 1} {names[j]} "
+                        f"is not numeric: {f[j][:20]!r}")
+        return f"{d.tr_id} record {i + 1}/{count}: a numeric field is not numeric"
+
+
+def subscribe_message(approval_key: str, tr_id: str, tr_key: str, *, register: bool = True,
+                      custtype: str = "P") -> str:
+    """The JSON text a client sends to register ("1") or release ("2") one (tr_id, tr_key)."""
+    return orjson.dumps({"header": {"approval_key": approval_key, "custtype": custtype,
+                                    "tr_type": "1" if register else "2", "content-type": "utf-8"},
+                         "body": {"input": {"tr_id": tr_id, "tr_key": tr_key}}}).decode()

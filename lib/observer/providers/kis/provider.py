@@ -1,0 +1,85 @@
+"""KisProvider: the KIS implementation of observer.providers.base.Provider."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from observer.core.config import data_dir
+from observer.providers.base import AuthError, FrameSink, Provider, register_provider
+from observer.providers.kis.auth import KisAuth
+from observer.providers.kis.parse import KisFrameDecoder
+from observer.providers.kis.rest import KisRest, urls
+from observer.providers.kis.ws import KisConnection, KisStream
+from observer.store.paths import state_dir
+
+
+@register_provider("kis")
+class KisProvider(Provider):
+    market = "krx"
+
+    def __init__(self, cfg, secrets, store, clock):
+        super().__init__(cfg, secrets, store, clock)
+        self._rest: dict[str, KisRest] = {}
+
+    # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def state_dir(self) -> Path:
+        root = self.store.root if self.store is not None else data_dir(self.cfg)
+        return state_dir(Path(root))
+
+    @property
+    def events(self):
+        return self.store.events("kis") if self.store is not None else None
+
+    def accounts(self) -> list[dict]:
+        return list(self.pcfg.get("accounts") or [])
+
+    def credentials(self, account: dict) -> tuple[str, str]:
+        s = self.secrets or {}
+        key, secret = s.get(account["key_env"], ""), s.get(account["secret_env"], "")
+        if not key or not secret:
+            raise AuthError(f"KIS account {account['name']!r}: secrets {account['key_env']} / {account['secret_env']} "
+                            "missing or empty (names only; values are never logged)")
+        return key, secret
+
+    # -- Provider interface ------------------------------------------------------------------------
+    def normalize_symbol(self, symbol: str) -> str:
+        s = str(symbol).strip().upper()
+        if s.startswith("A") and len(s) == 7:  # HTS style 'A005930'
+            s = s[1:]
+        if s.endswith((".KS", ".KQ")):
+            s = s[:-3]
+        if len(s) != 6 or not s.isalnum():
+            raise ValueError(f"not a KRX short code: {symbol!r} (want 6 characters, e.g. 005930)")
+        return s
+
+    def rest(self, account: str | None = None) -> KisRest:
+        accs = self.accounts()
+        acc = next((a for a in accs if a["name"] == account), None) if account else accs[0]
+        if acc is None:
+            raise ValueError(f"no KIS account named {account!r}")
+        r = self._rest.get(acc["name"])
+        if r is None:
+            key, secret = self.credentials(acc)
+            r = self._rest[acc["name"]] = KisRest(self.pcfg, app_key=key, app_secret=secret, state_dir=self.state_dir,
+                                                  clock=self.clock, events=self.events, account=acc["name"])
+        return r
+
+    def stream(self, sink: FrameSink, *, trading_date=None) -> KisStream:
+        rest_url, ws_url = urls(self.pcfg)
+        t = self.pcfg.get("timeouts", {})
+        tk = self.pcfg.get("token", {})
+        conns = []
+        for acc in self.accounts():
+            key, secret = self.credentials(acc)
+            auth = KisAuth(base_url=rest_url, app_key=key, app_secret=secret, state_dir=self.state_dir,
+                           clock=self.clock, timeouts=(float(t.get("connect_s", 3.05)), float(t.get("read_s", 10))),
+                           token_min_interval_s=float(tk.get("min_interval_s", 61)),
+                           approval_ttl_s=float(tk.get("approval_ttl_s", 82800)))
+            conns.append(KisConnection(ws_url=ws_url, auth=auth, account=acc["name"], wcfg=self.pcfg.get("ws", {}),
+                                       clock=self.clock, sink=sink, events=self.events,
+                                       custtype=self.pcfg.get("custtype", "P"), trading_date=trading_date))
+        return KisStream(conns)
+
+    def decoder(self, *, trading_date=None) -> KisFrameDecoder:
+        return KisFrameDecoder(trading_date=trading_date)
