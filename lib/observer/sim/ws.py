@@ -1,0 +1,579 @@
+"""KIS real-time WebSocket server: a small RFC 6455 server over plain sockets and threads.
+
+Hand-written rather than a library so faults have full control of the socket: a TCP close with no close
+frame, an RST, a silent stall, refused connects. Per connection one reader thread (client frames,
+subscribe/unsubscribe, PINGPONG echoes) and one writer thread that sends whatever is queued in one
+sendall per wake-up (frames pre-encoded once per event, shared by every subscriber).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import logging
+import random
+import socket
+import struct
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from observer.sim import encode
+from observer.sim.market import hhmmss
+
+if TYPE_CHECKING:
+    from observer.sim.server import Simulator
+
+log = logging.getLogger("observer.sim.ws")
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_QUEUE_BYTES = 64 << 20  # a reader this far behind is cut off (counted), as a real server would
+KNOWN_TR = {encode.CNT, encode.ASP, "H0STCNI0", "H0STCNI9", "H0STANC0", "H0STMKO0",
+            "H0NXCNT0", "H0NXASP0", "H0UNCNT0", "H0UNASP0"}
+
+
+def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
+    n = len(payload)
+    if n < 126:
+        return bytes((0x80 | opcode, n)) + payload
+    if n < 65536:
+        return bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big") + payload
+
+
+def ws_header_latin1(n: int) -> str:
+    """The text-frame header for an n-byte payload as latin-1 characters (firehose builds whole batches as str)."""
+    if n < 126:
+        return "\x81" + chr(n)
+    if n < 65536:
+        return "\x81\x7e" + chr(n >> 8) + chr(n & 255)
+    return "\x81\x7f" + "".join(chr(b) for b in n.to_bytes(8, "big"))
+
+
+def _unmask(data: bytes, mask: bytes) -> bytes:
+    n = len(data)
+    if not n:
+        return data
+    m = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(m, "big")).to_bytes(n, "big")
+
+
+class WsConn:
+    def __init__(self, server: WsServer, sock: socket.socket, addr, cid: int):
+        self.server = server
+        self.sim = server.sim
+        self.sock = sock
+        self.addr = addr
+        self.id = cid
+        self.app_key: str | None = None
+        self.subs: set[tuple[str, str]] = set()
+        self.cond = threading.Condition()
+        self.queue: list[bytes] = []
+        self.qbytes = 0
+        self.closed = False
+        self.close_cause: str | None = None
+        self.abort_cause: str | None = None
+        self.stalled = False
+        self.drop_at: float | None = None  # flap: abrupt close at this monotonic time
+        self.next_ping = time.monotonic() + self.sim.cfg.pingpong_interval
+        self.connected_ns = time.time_ns()
+        self.connected_mt = self.sim.market_ms()
+        self.sent: dict[tuple[str, str], list[int]] = {}  # (tr_id, symbol) → [frames, records]
+        self.dropped: dict[str, int] = {}
+        self.pings_sent = 0
+        self.pongs = 0
+        self.controls_sent = 0
+        self.firehose: dict | None = None
+        self.fh_sent = 0
+        self.held: dict[tuple[str, str], bytes] = {}  # out-of-order fault: a frame held back
+        self.bytes_sent = 0
+
+    # ---- sending ------------------------------------------------------------------------------------
+    def enqueue(self, data: bytes) -> bool:
+        with self.cond:
+            if self.closed:
+                return False
+            if self.stalled:
+                self.dropped["stall"] = self.dropped.get("stall", 0) + 1
+                return False
+            self.queue.append(data)
+            self.qbytes += len(data)
+            self.cond.notify()
+            overflow = self.qbytes > MAX_QUEUE_BYTES
+        if overflow:
+            self.abort("slow_consumer")
+        return True
+
+    def send_text(self, text: str) -> bool:
+        ok = self.enqueue(ws_frame(text.encode()))
+        if ok:
+            self.controls_sent += 1
+        return ok
+
+    def send_data(self, tr_id: str, sym: str, frame: bytes, nrec: int) -> None:
+        """A data frame from the pump (called for every subscriber of (tr_id, sym))."""
+        if self.firehose is not None and tr_id == encode.CNT:
+            return
+        if self.sim.faults.data_active:
+            self.sim.apply_data_faults(self, tr_id, sym, frame, nrec)
+            return
+        if self.enqueue(frame):
+            c = self.sent.get((tr_id, sym))
+            if c is None:
+                self.sent[(tr_id, sym)] = [1, nrec]
+            else:
+                c[0] += 1
+                c[1] += nrec
+
+    def count_sent(self, tr_id: str, sym: str, nrec: int) -> None:
+        c = self.sent.setdefault((tr_id, sym), [0, 0])
+        c[0] += 1
+        c[1] += nrec
+
+    def _writer(self) -> None:
+        sock = self.sock
+        try:
+            while True:
+                with self.cond:
+                    while not self.queue and not self.closed and self.firehose is None:
+                        self.cond.wait(0.5)
+                    if self.closed:
+                        return
+                    batch = self.queue
+                    self.queue = []
+                    self.qbytes = 0
+                if batch:
+                    data = b"".join(batch) if len(batch) > 1 else batch[0]
+                    sock.sendall(data)
+                    self.bytes_sent += len(data)
+                if self.firehose is not None:
+                    self._firehose_batch()
+        except OSError as e:
+            self.finish(f"send_error:{e.__class__.__name__}")
+
+    # ---- firehose (benchmarks) ------------------------------------------------------------------------
+    def _firehose_batch(self) -> None:
+        fh = self.firehose
+        if fh is None:
+            return
+        syms = sorted(k for tr, k in self.subs if tr == encode.CNT and k in self.sim.universe.by_code)
+        if not syms:
+            with self.cond:
+                self.cond.wait(0.05)
+            return
+        st = fh.setdefault("state", {})
+        now_mt = self.sim.market_ms()
+        sec = now_mt // 1000
+        rate = fh.get("rate") or 0
+        limit = fh.get("frames")
+        n = 512 if rate <= 0 else max(1, min(512, int(rate / 200)))
+        if limit is not None:
+            n = min(n, limit - self.fh_sent)
+        parts = []
+        idx = fh.get("rr", 0)
+        for _ in range(n):
+            sym = syms[idx % len(syms)]
+            idx += 1
+            s = st.get(sym)
+            if s is None or s[0] != sec:
+                s = self.sim.firehose_template(sym, now_mt, s[1] if s else 0)
+                st[sym] = s
+            acml = s[1] + 1
+            s[1] = acml
+            body = f"{s[2]}{acml}^{acml * s[4]}{s[3]}"
+            parts.append(ws_header_latin1(len(body)))
+            parts.append(body)
+        fh["rr"] = idx
+        data = "".join(parts).encode("latin-1")
+        if rate > 0:
+            t0 = fh.setdefault("t0", time.monotonic())
+            delay = t0 + (self.fh_sent + n) / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        self.sock.sendall(data)
+        send_ns = time.time_ns()
+        seq0 = self.fh_sent
+        self.fh_sent += n
+        self.bytes_sent += len(data)
+        self.sim.truth.line("firehose", {"conn": self.id, "seq0": seq0, "n": n, "send_ns": send_ns})
+        if limit is not None and self.fh_sent >= limit:
+            self.sim.truth.line("firehose", {"conn": self.id, "done": True, "frames": self.fh_sent,
+                                             "send_ns": send_ns})
+            self.firehose = None
+
+    # ---- reading ----------------------------------------------------------------------------------------
+    def _reader(self) -> None:
+        sock = self.sock
+        buf = bytearray()
+        frag: list[bytes] = []
+        frag_op = 0
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    self.finish("client_eof")
+                    return
+                buf += chunk
+                while True:
+                    if len(buf) < 2:
+                        break
+                    b0, b1 = buf[0], buf[1]
+                    masked = b1 & 0x80
+                    n = b1 & 0x7F
+                    pos = 2
+                    if n == 126:
+                        if len(buf) < 4:
+                            break
+                        n = struct.unpack_from(">H", buf, 2)[0]
+                        pos = 4
+                    elif n == 127:
+                        if len(buf) < 10:
+                            break
+                        n = struct.unpack_from(">Q", buf, 2)[0]
+                        pos = 10
+                    if n > 1 << 20:
+                        self.finish("client_frame_too_large")
+                        return
+                    need = pos + (4 if masked else 0) + n
+                    if len(buf) < need:
+                        break
+                    if masked:
+                        mask = bytes(buf[pos:pos + 4])
+                        payload = _unmask(bytes(buf[pos + 4:need]), mask)
+                    else:
+                        payload = bytes(buf[pos:need])
+                    del buf[:need]
+                    op = b0 & 0x0F
+                    fin = b0 & 0x80
+                    if op == 0:
+                        frag.append(payload)
+                        if not fin:
+                            continue
+                        payload, op, frag = b"".join(frag), frag_op, []
+                    elif op in (1, 2) and not fin:
+                        frag, frag_op = [payload], op
+                        continue
+                    if op == 8:
+                        self._on_close_frame(payload)
+                        return
+                    if op == 9:
+                        if not self.stalled:
+                            self.enqueue(ws_frame(payload, 10))
+                    elif op == 10:
+                        self.pongs += 1
+                    elif op in (1, 2):
+                        self._on_text(payload.decode("utf-8", "replace"))
+        except OSError as e:
+            self.finish(f"recv_error:{e.__class__.__name__}")
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        with self.cond:
+            if not self.closed and not self.stalled:
+                self.queue.append(ws_frame(payload[:2], 8))
+                self.cond.notify()
+        self._flush_then_close("client_close")
+
+    def _flush_then_close(self, cause: str) -> None:
+        # give the writer a moment to send what is queued (the close frame), then close the socket
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            with self.cond:
+                if not self.queue:
+                    break
+            time.sleep(0.005)
+        self.finish(cause)
+
+    def _on_text(self, text: str) -> None:
+        if self.stalled:
+            return
+        try:
+            msg = json.loads(text)
+            header = msg.get("header") or {}
+        except (ValueError, AttributeError):
+            self.send_text(encode.internal_error("", "", "JSON PARSING ERROR : invalid json"))
+            return
+        if header.get("tr_id") == "PINGPONG":
+            self.pongs += 1
+            return
+        self.server.handle_request(self, header, ((msg.get("body") or {}).get("input") or {}))
+
+    # ---- closing ------------------------------------------------------------------------------------
+    def close_gracefully(self, code: int = 1001, cause: str = "server_stop") -> None:
+        with self.cond:
+            if self.closed:
+                return
+            self.queue.append(ws_frame(struct.pack(">H", code), 8))
+            self.cond.notify()
+        self._flush_then_close(cause)
+
+    def abort(self, cause: str, rst: bool = False) -> None:
+        """Close the TCP connection with no WebSocket close frame (FIN, or RST with rst=True)."""
+        with self.cond:
+            if self.closed:
+                return
+            # the reader wakes up on the shutdown and would report "client_eof": the cause is ours
+            self.abort_cause = cause
+        try:
+            if rst:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.sock.shutdown(socket.SHUT_RD)
+            else:
+                self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.finish(cause)
+
+    def finish(self, cause: str) -> None:
+        with self.cond:
+            if self.closed:
+                return
+            self.closed = True
+            self.close_cause = self.abort_cause or cause
+            self.queue = []
+            self.cond.notify_all()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.server.on_closed(self)
+
+
+class WsServer:
+    def __init__(self, sim: Simulator, host: str, port: int):
+        self.sim = sim
+        self.lsock = socket.create_server((host, port), reuse_port=False, backlog=64)
+        self.port = self.lsock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.conns: dict[int, WsConn] = {}
+        self.index: dict[tuple[str, str], tuple[WsConn, ...]] = {}
+        self.bound: dict[str, WsConn] = {}  # app key → its one connection
+        self.ids = itertools.count(1)
+        self.rng = random.Random(f"{sim.cfg.seed}|flap")
+        self.stats = {"accepted": 0, "refused": 0, "appkey_in_use": 0, "invalid_approval": 0,
+                      "max_subscribe": 0, "closed": 0, "subscribe": 0, "unsubscribe": 0}
+        self._stop = False
+        self.thread = threading.Thread(target=self._accept_loop, name="sim-ws-accept", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _accept_loop(self) -> None:
+        while not self._stop:
+            try:
+                sock, addr = self.lsock.accept()
+            except OSError:
+                return
+            if self._stop:
+                sock.close()
+                return
+            if self.sim.faults.first("ws_refuse"):
+                # refused: reset the connection before any handshake byte
+                self.stats["refused"] += 1
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                finally:
+                    sock.close()
+                continue
+            threading.Thread(target=self._handshake, args=(sock, addr), name="sim-ws-hs", daemon=True).start()
+
+    def _handshake(self, sock: socket.socket, addr) -> None:
+        try:
+            sock.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk or len(data) > 16384:
+                    sock.close()
+                    return
+                data += chunk
+            head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+            lines = head.split("\r\n")
+            headers = {}
+            for ln in lines[1:]:
+                k, _, v = ln.partition(":")
+                headers[k.strip().lower()] = v.strip()
+            key = headers.get("sec-websocket-key")
+            if not lines[0].startswith("GET ") or "websocket" not in headers.get("upgrade", "").lower() or not key:
+                sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                sock.close()
+                return
+            accept = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
+            sock.sendall(
+                (
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+                ).encode()
+            )
+            sock.settimeout(None)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            sock.close()
+            return
+        conn = WsConn(self, sock, addr, next(self.ids))
+        flap = self.sim.faults.first("ws_flap")
+        if flap:
+            conn.drop_at = time.monotonic() + self.flap_delay(flap)
+        stall = self.sim.faults.first("ws_stall")
+        if stall and stall.spec.get("scope") == "all":
+            conn.stalled = True
+        if self.sim.cfg.firehose is not None:
+            conn.firehose = dict(self.sim.cfg.firehose)
+        with self.lock:
+            self.conns[conn.id] = conn
+            self.stats["accepted"] += 1
+        self.sim.truth.line("connections", {"event": "open", "conn": conn.id, "t_ms": conn.connected_mt,
+                                            "time": hhmmss(conn.connected_mt), "ns": conn.connected_ns,
+                                            "peer": f"{addr[0]}:{addr[1]}"})
+        log.info("ws connected", extra={"conn": conn.id, "peer": f"{addr[0]}:{addr[1]}"})
+        threading.Thread(target=conn._writer, name=f"sim-ws-w{conn.id}", daemon=True).start()
+        conn._reader()
+
+    def flap_delay(self, fault) -> float:
+        lo = float(fault.spec.get("min_real", 3.0))
+        hi = float(fault.spec.get("max_real", 5.0))
+        return self.rng.uniform(lo, hi)
+
+    # ---- subscribe protocol ---------------------------------------------------------------------------
+    def handle_request(self, conn: WsConn, header: dict, inp: dict) -> None:
+        tr_id = str(inp.get("tr_id") or "")
+        tr_key = str(inp.get("tr_key") or "")
+        approval = header.get("approval_key")
+        app_key = self.sim.auth.approval_app_key(approval)
+        if app_key is None:
+            self.stats["invalid_approval"] += 1
+            conn.send_text(encode.invalid_approval(tr_id, tr_key))
+            return
+        with self.lock:
+            if conn.app_key is None:
+                other = self.bound.get(app_key)
+                if other is not None and other is not conn and not other.closed:
+                    in_use = True
+                else:
+                    in_use = False
+                    self.bound[app_key] = conn
+                    conn.app_key = app_key
+            else:
+                in_use = False
+        if in_use:
+            self.stats["appkey_in_use"] += 1
+            conn.send_text(encode.appkey_in_use(tr_key))
+            log.info("ws appkey in use", extra={"conn": conn.id})
+            threading.Thread(target=conn.close_gracefully, args=(1008, "appkey_in_use"), daemon=True).start()
+            return
+        tr_type = str(header.get("tr_type", ""))
+        if tr_id not in KNOWN_TR or not tr_key:
+            conn.send_text(encode.internal_error(tr_id, tr_key, "invalid tr_id or tr_key"))
+            return
+        key = (tr_id, tr_key)
+        mt = self.sim.market_ms()
+        if tr_type == "1":
+            with self.lock:
+                if key in conn.subs:
+                    reply = encode.already_subscribed(tr_id, tr_key)
+                elif len(conn.subs) >= self.sim.cfg.max_subscriptions:
+                    self.stats["max_subscribe"] += 1
+                    reply = encode.max_subscribe(tr_id, tr_key)
+                else:
+                    conn.subs.add(key)
+                    self.index[key] = (*self.index.get(key, ()), conn)
+                    self.stats["subscribe"] += 1
+                    reply = None
+            if reply is None:
+                # from_t_ms: frames for events after the pump's last dispatched time go to this connection
+                self.sim.truth.line("subscriptions", {"event": "subscribe", "conn": conn.id, "app_key_id":
+                                                      self.sim.auth.key_id(app_key), "tr_id": tr_id,
+                                                      "symbol": tr_key, "t_ms": mt,
+                                                      "from_t_ms": self.sim.dispatched_ms, "ns": time.time_ns()})
+                reply = encode.subscribe_ok(tr_id, tr_key)
+            conn.send_text(reply)
+        elif tr_type == "2":
+            with self.lock:
+                if key not in conn.subs:
+                    reply = encode.not_registered(tr_id, tr_key)
+                else:
+                    conn.subs.discard(key)
+                    self.index[key] = tuple(c for c in self.index.get(key, ()) if c is not conn)
+                    self.stats["unsubscribe"] += 1
+                    reply = None
+            if reply is None:
+                self.sim.truth.line("subscriptions", {"event": "unsubscribe", "conn": conn.id, "tr_id": tr_id,
+                                                      "symbol": tr_key, "t_ms": mt,
+                                                      "until_t_ms": self.sim.dispatched_ms, "ns": time.time_ns()})
+                reply = encode.unsubscribe_ok(tr_id, tr_key)
+            conn.send_text(reply)
+        else:
+            conn.send_text(encode.internal_error(tr_id, tr_key, "invalid tr_type"))
+
+    def on_closed(self, conn: WsConn) -> None:
+        with self.lock:
+            self.conns.pop(conn.id, None)
+            for key in conn.subs:
+                self.index[key] = tuple(c for c in self.index.get(key, ()) if c is not conn)
+            if conn.app_key and self.bound.get(conn.app_key) is conn:
+                del self.bound[conn.app_key]
+            self.stats["closed"] += 1
+        mt = self.sim.market_ms()
+        self.sim.truth.line("connections", {
+            "event": "close", "conn": conn.id, "cause": conn.close_cause, "t_ms": mt, "time": hhmmss(mt),
+            "until_t_ms": self.sim.dispatched_ms, "ns": time.time_ns(),
+            "subscriptions": sorted(f"{tr}:{k}" for tr, k in conn.subs)})
+        self.sim.truth.line("sent", self.sent_summary(conn, final=True))
+        log.info("ws closed", extra={"conn": conn.id, "cause": conn.close_cause})
+
+    def sent_summary(self, conn: WsConn, final: bool = False) -> dict:
+        per: dict[str, dict[str, dict[str, int]]] = {}
+        for (tr, sym), (frames, recs) in conn.sent.items():
+            per.setdefault(tr, {})[sym] = {"frames": frames, "records": recs}
+        return {"conn": conn.id, "final": final, "app_key_id": self.sim.auth.key_id(conn.app_key),
+                "connected_t_ms": conn.connected_mt, "t_ms": self.sim.market_ms(), "ns": time.time_ns(),
+                "cause": conn.close_cause, "sent": per, "dropped": dict(conn.dropped),
+                "pingpong_sent": conn.pings_sent, "pongs_received": conn.pongs, "firehose_frames": conn.fh_sent,
+                "bytes_sent": conn.bytes_sent}
+
+    def snapshot(self) -> list[dict]:
+        with self.lock:
+            conns = list(self.conns.values())
+        return [{"conn": c.id, "app_key_id": self.sim.auth.key_id(c.app_key), "subscriptions": len(c.subs),
+                 "subs": sorted(f"{tr}:{k}" for tr, k in c.subs), "stalled": c.stalled,
+                 "firehose": c.firehose is not None, "firehose_frames": c.fh_sent,
+                 "pingpong_sent": c.pings_sent, "pongs_received": c.pongs,
+                 "frames_sent": sum(v[0] for v in c.sent.values()), "dropped": dict(c.dropped),
+                 "queued_bytes": c.qbytes} for c in conns]
+
+    def housekeeping(self, pingpong_text: str | None) -> None:
+        now = time.monotonic()
+        with self.lock:
+            conns = list(self.conns.values())
+        for c in conns:
+            if c.drop_at is not None and now >= c.drop_at:
+                c.drop_at = None
+                c.abort("fault:ws_flap")
+                continue
+            if pingpong_text is not None and now >= c.next_ping:
+                c.next_ping = now + self.sim.cfg.pingpong_interval
+                if c.enqueue(ws_frame(pingpong_text.encode())):
+                    c.pings_sent += 1
+
+    def close_all(self, abrupt: bool = False, rst: bool = False, cause: str = "server_stop",
+                  app_key: str | None = None) -> int:
+        with self.lock:
+            conns = [c for c in self.conns.values() if app_key is None or c.app_key == app_key]
+        for c in conns:
+            if abrupt:
+                c.abort(cause, rst=rst)
+            else:
+                c.close_gracefully(1001, cause)
+        return len(conns)
+
+    def stop(self) -> None:
+        self._stop = True
+        try:
+            # shutdown() wakes a thread blocked in accept(); close() alone does not on Linux
+            self.lsock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.lsock.close()
+        self.thread.join(2)
+        self.close_all(cause="server_stop")
