@@ -180,6 +180,10 @@ class TrackB:
                 self.triggers.observe_snapshots(latest_snapshots(self.store.root, self.pname, self.market, day))
             except (OSError, ValueError) as e:
                 log.warning("no Track A snapshots", extra={"error": str(e)})
+            try:  # the broker's volume rank: candidates before Track A's first sweep, and fillers
+                self.triggers.observe_volume_rank(self.provider.rest().volume_rank())
+            except (ProviderError, OSError, ValueError) as e:
+                log.warning("volume rank unavailable", extra={"error": str(e)[:300]})
             cands = self.triggers.candidates(now)
         plan = self.slots.plan(cands, now)
         for slot, sym, reason in plan.release:

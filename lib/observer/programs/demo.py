@@ -41,6 +41,8 @@ candidates_file = "{candidates}"
 env = "sim"
 rest_url = "{rest}"
 ws_url = "{ws}"
+# market time runs --speed times faster, so the REST budget is scaled with it (the simulator too)
+rate_limit_per_s = {rate}
 """
 
 
@@ -88,6 +90,7 @@ def main(argv=None) -> int:
         sim = subprocess.Popen([_bin("observer-sim"), "--seed", "7", "--symbols", str(args.symbols), "--active",
                                 str(args.active), "--speed", str(args.speed), "--start", args.start, "--date",
                                 args.date, "--rest-port", "0", "--ws-port", "0", "--ground-truth", str(gt),
+                                "--rate-limit", str(20 * args.speed / 6), "--pingpong-interval", str(max(0.5, 90 / args.speed)),
                                 "--log-level", "WARNING"], stdout=subprocess.PIPE, text=True)
         procs.append(sim)
         ready = _wait_ready(sim, 60)
@@ -98,7 +101,7 @@ def main(argv=None) -> int:
         a_start = f"{h:02d}:{(m // 10 + 1) * 10 % 60:02d}" if m % 10 else args.start
         cfg = work / "observer.toml"
         cfg.write_text(CONFIG.format(data=data, secrets=secrets, candidates=candidates, rest=ready["rest"],
-                                     ws=ready["ws"], a_start=a_start, b_start=args.start))
+                                     ws=ready["ws"], a_start=a_start, b_start=args.start, rate=19 * args.speed / 6))
         env = dict(os.environ, OBSERVER_CLOCK=ready["clock"])
         clock = parse_clock_spec(ready["clock"])
         logs = {n: open(work / f"{n}.log", "w") for n in ("track-a", "track-b")}  # noqa: SIM115
@@ -107,15 +110,22 @@ def main(argv=None) -> int:
         procs.append(subprocess.Popen([_bin("observer-track-b"), "--provider", "kis", "--config", str(cfg)], env=env,
                                       stderr=logs["track-b"]))
         end_ns = clock.now_ns() + int(args.minutes * 60e9)
+        tty = sys.stdout.isatty()
+        last_print = 0.0
         while clock.now_ns() < end_ns:
             for pr in procs[1:]:
                 if pr.poll() is not None:
                     print(f"observer-demo: {pr.args[0]} exited early with {pr.returncode} (see {work})", file=sys.stderr)
                     return cli.EXIT_FAILED
             left = (end_ns - clock.now_ns()) / 1e9 / args.speed
-            print(f"\r  market {clock.now().astimezone(KST):%H:%M:%S}  ({left:4.0f}s left)", end="", flush=True)
+            if tty:
+                print(f"\r  market {clock.now().astimezone(KST):%H:%M:%S}  ({left:4.0f}s left)", end="", flush=True)
+            elif time.monotonic() - last_print >= 10:
+                last_print = time.monotonic()
+                print(f"  market {clock.now().astimezone(KST):%H:%M:%S} ({left:.0f}s left)", flush=True)
             time.sleep(min(1.0, max(left, 0.01)))
-        print()
+        if tty:
+            print()
         for pr in procs[1:]:
             pr.send_signal(signal.SIGTERM)
         for pr in procs[1:]:
