@@ -186,8 +186,10 @@ def test_mitigation_follows_injected_load(tmp_path):
         for sym in syms:
             after = [b["recv_ns"] for b in books if b["symbol"] == sym and b["recv_ns"] > changed + 3 * 10**9]
             assert len(after) > 5
-            gaps = [b - a for a, b in zip(after, after[1:], strict=False)]
-            assert min(gaps) >= 1.5e9, "books sampled faster than 0.5 Hz at level 2"
+            # at most one sample per 2 market seconds (0.5 Hz), whatever the frame rate; a book's
+            # recv_ns is its arrival, so count samples over the span rather than measure spacing
+            span_s = (after[-1] - after[0]) / 1e9
+            assert len(after) <= span_s / 2 + 2, f"{len(after)} samples in {span_s:.0f} s at level 2"
         assert tb.mitigation.level == 2 and "level 2" in tb.status_text()
     finally:
         env.close()
