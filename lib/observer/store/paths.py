@@ -129,3 +129,8 @@ def heartbeat_file(root: Path, name: str) -> Path:
     if not re.fullmatch(r"[a-z][a-z0-9_@.-]*", name):
         raise ValueError(f"bad heartbeat name {name!r}")
     return Path(root, "state", "heartbeat", f"{name}.json")
+
+
+def backup_root(root: Path) -> Path:
+    """backup/ — one directory per packaged day."""
+    return Path(root, "backup")

@@ -1,0 +1,499 @@
+"""observer-backup-pull: the PC fetches verified packages over SFTP, checks them, and writes a receipt back.
+
+Trust: key authentication only (no agent, no password), and the server's host key must already be
+in the given known_hosts file - an unknown or changed key is refused with its fingerprint; nothing
+is ever auto-accepted.
+
+Per package backup/YYYYMMDD on the server:
+1. manifest.json is fetched and checked against manifest.json.sha256;
+2. every archive is fetched into LOCAL/YYYYMMDD/<name>.<sha16>.part - resumed from the part's
+   size after an interruption (the part is named after the expected hash, so a part of another
+   version of the package is never resumed) - and its SHA-256 and size are checked; a good file is
+   renamed to LOCAL/YYYYMMDD/<name>; a local copy that already matches is not fetched again;
+3. a mismatch: the bad file goes to LOCAL/quarantine/YYYYMMDD/<utc time>/, no receipt, exit 1;
+4. all good: manifest, its .sha256 and receipt.json are kept locally, and pulled.json is written
+   on the server (upload to a temporary name, then an atomic rename).
+
+Transfer speed: paramiko's own prefetch and its channel buffer (an array with a memmove per
+read) cap it far below OpenSSH's sftp on a fast link; we keep up to `concurrency` read requests
+of `request_kb` in flight ourselves and give the channel a chunked buffer (see _ChunkBuffer).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import io
+import os
+import re
+import shutil
+import socket
+import stat
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import paramiko
+from paramiko.sftp import CMD_DATA, CMD_READ, int64
+
+from observer import __version__
+from observer.core.clock import parse_yyyymmdd, yyyymmdd
+from observer.core.logging import get_logger
+from observer.lifecycle import layout
+from observer.lifecycle.backup import manifest_hash_line, parse_manifest_hash
+
+log = get_logger(__name__)
+
+RECEIPT_LOCAL = "receipt.json"
+QUARANTINE = "quarantine"
+_DAY_RE = re.compile(r"^\d{8}$")
+
+
+class PullError(Exception):
+    """Could not talk to the server as required (exit 3)."""
+
+
+class HostKeyError(PullError):
+    pass
+
+
+class VerifyError(Exception):
+    """A file did not match its manifest (exit 1)."""
+
+
+@dataclass(frozen=True)
+class PullConfig:
+    host: str
+    user: str
+    key_file: str
+    known_hosts: str
+    local_dir: str
+    remote_dir: str = "/backup"
+    port: int = 22
+    pc_id: str = ""
+    keep_days: int = 30
+    concurrency: int = 32
+    request_kb: int = 255
+    window_mb: int = 32
+    limit_mb_s: float = 0.0
+    connect_timeout_s: float = 20.0
+
+    @classmethod
+    def from_config(cls, cfg: dict, **over) -> PullConfig:
+        p = dict(cfg.get("pull", {}))
+        p.update({k: v for k, v in over.items() if v is not None})
+        missing = [k for k in ("host", "user", "key_file", "known_hosts", "local_dir") if not p.get(k)]
+        if missing:
+            raise ValueError(f"[pull] needs {', '.join(missing)}")
+        return cls(**{k: p[k] for k in cls.__dataclass_fields__ if k in p})
+
+    @property
+    def id(self) -> str:
+        return self.pc_id or socket.gethostname()
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+# -- a faster channel buffer ------------------------------------------------------------------------
+class _Bytes:
+    __slots__ = ("b",)
+
+    def __init__(self, b: bytes):
+        self.b = b
+
+    def tobytes(self) -> bytes:
+        return self.b
+
+
+class _ChunkBuffer:
+    """Drop-in for the array.array inside paramiko's BufferedPipe (len, frombytes, [:n].tobytes(),
+    del [:n]) that keeps received packets as a deque of chunks: taking n bytes off the front costs
+    O(n), not a memmove of everything buffered behind them."""
+
+    def __init__(self):
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._head = 0
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def frombytes(self, data) -> None:
+        if data:
+            self._chunks.append(bytes(data))
+            self._len += len(data)
+
+    def tobytes(self) -> bytes:
+        return self[:None].tobytes()
+
+    def __getitem__(self, s: slice) -> _Bytes:
+        n = self._len if s.stop is None else min(s.stop, self._len)
+        out = []
+        head = self._head
+        for c in self._chunks:
+            if n <= 0:
+                break
+            piece = c[head:head + n] if head or len(c) - head > n else c
+            out.append(piece)
+            n -= len(piece)
+            head = 0
+        return _Bytes(out[0] if len(out) == 1 else b"".join(out))
+
+    def __delitem__(self, s: slice) -> None:
+        n = self._len if s.stop is None else min(s.stop, self._len)
+        self._len -= n
+        while n:
+            avail = len(self._chunks[0]) - self._head
+            if avail <= n:
+                self._chunks.popleft()
+                self._head = 0
+                n -= avail
+            else:
+                self._head += n
+                n = 0
+
+
+def _speed_up_channel(sftp: paramiko.SFTPClient) -> None:
+    pipe = sftp.sock.in_buffer
+    if not hasattr(pipe, "_buffer"):
+        return  # a paramiko whose pipe has changed: keep its own (slower, still correct)
+    with pipe._lock:
+        nb = _ChunkBuffer()
+        nb.frombytes(pipe._buffer.tobytes())
+        pipe._buffer = nb
+
+
+# -- connecting -------------------------------------------------------------------------------------
+def _known_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def connect(cfg: PullConfig) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
+    kh_path = Path(cfg.known_hosts).expanduser()
+    if not kh_path.is_file():
+        raise HostKeyError(f"known_hosts file {kh_path} does not exist; add the server's key first "
+                           f"(see docs/backup.md: ssh-keyscan, then compare the fingerprint out of band)")
+    known = paramiko.HostKeys(str(kh_path))
+    name = _known_name(cfg.host, cfg.port)
+    entry = known.lookup(name)
+    try:
+        sock = socket.create_connection((cfg.host, cfg.port), timeout=cfg.connect_timeout_s)
+    except OSError as e:
+        raise PullError(f"cannot connect to {cfg.host}:{cfg.port}: {e}") from None
+    win = cfg.window_mb << 20
+    t = paramiko.Transport(sock, default_window_size=win, default_max_packet_size=256 << 10)
+    try:
+        if entry:
+            # offer only the key types we know for this host, so the check below compares like with like
+            prefs = [k for k in t.get_security_options().key_types if k in entry.keys()]
+            if prefs:
+                t.get_security_options().key_types = prefs
+        t.start_client(timeout=cfg.connect_timeout_s)
+        key = t.get_remote_server_key()
+        fp = fingerprint(key)
+        if not entry:
+            raise HostKeyError(f"host key of {name} is unknown ({key.get_name()} {fp}); refusing. "
+                               f"Check that fingerprint out of band, then add the key to {kh_path}")
+        expected = entry.get(key.get_name())
+        if expected is None or expected != key:
+            known_fps = ", ".join(f"{k} {fingerprint(v)}" for k, v in entry.items())
+            raise HostKeyError(f"host key of {name} CHANGED: the server offers {key.get_name()} {fp}, "
+                               f"{kh_path} has {known_fps}; refusing (possible man-in-the-middle; if the "
+                               f"server was really replaced, verify the new fingerprint and update known_hosts)")
+        try:
+            pkey = paramiko.PKey.from_path(str(Path(cfg.key_file).expanduser()))
+        except (OSError, paramiko.SSHException) as e:
+            raise PullError(f"cannot load the private key {cfg.key_file}: {type(e).__name__}") from None
+        try:
+            t.auth_publickey(cfg.user, pkey)
+        except paramiko.AuthenticationException:
+            raise PullError(f"{cfg.user}@{name} refused the key {cfg.key_file} "
+                            f"({pkey.get_name()} {fingerprint(pkey)})") from None
+        sftp = paramiko.SFTPClient.from_transport(t, window_size=win, max_packet_size=256 << 10)
+        if sftp is None:
+            raise PullError(f"{name}: the SFTP subsystem could not be started")
+        _speed_up_channel(sftp)
+        return t, sftp
+    except paramiko.SSHException as e:
+        t.close()
+        raise PullError(f"SSH with {name} failed: {e}") from None
+    except BaseException:
+        t.close()
+        raise
+
+
+# -- transferring -----------------------------------------------------------------------------------
+class _Sink:
+    def __init__(self):
+        self.got: dict[int, tuple] = {}
+
+    def _async_response(self, t, msg, num):
+        self.got[num] = (t, msg)
+
+
+class _Throttle:
+    def __init__(self, mb_s: float):
+        self.rate = mb_s * 1e6
+        self.t0 = time.monotonic()
+        self.n = 0
+
+    def __call__(self, n: int) -> None:
+        if self.rate > 0:
+            self.n += n
+            ahead = self.n / self.rate - (time.monotonic() - self.t0)
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def fetch(sftp: paramiko.SFTPClient, remote: str, part: Path, size: int, *, concurrency: int = 32,
+          request: int = 255 << 10, limit_mb_s: float = 0.0, progress: Progress | None = None) -> str:
+    """Append remote[offset:size] to `part` (offset = its current size), keeping `concurrency` reads
+    in flight; returns the SHA-256 of the whole part. Data is fsync'd so a resume never trusts
+    bytes the disk did not keep."""
+    h = hashlib.sha256()
+    offset = part.stat().st_size if part.exists() else 0
+    if offset > size:
+        return "oversize"
+    if offset:
+        with open(part, "rb") as f:
+            while b := f.read(1 << 20):
+                h.update(b)
+    throttle = _Throttle(limit_mb_s)
+    rf = sftp.open(remote, "rb")
+    try:
+        handle = rf.handle
+        sink = _Sink()
+        pending: collections.deque = collections.deque()
+        nxt = offset
+        with open(part, "ab") as out:
+            last_sync = time.monotonic()
+            while pending or nxt < size:
+                while len(pending) < concurrency and nxt < size:
+                    n = min(request, size - nxt)
+                    # paramiko's request/response API (what its own prefetch uses), one thread
+                    num = sftp._async_request(sink, CMD_READ, handle, int64(nxt), int(n))
+                    pending.append((num, nxt, n))
+                    nxt += n
+                num, off, n = pending.popleft()
+                r = sink.got.pop(num, None)
+                if r is None:
+                    try:
+                        r = sftp._read_response(num)
+                    except EOFError:
+                        raise VerifyError(f"{remote}: ends before {size} bytes (at {off})") from None
+                t, msg = r
+                if t != CMD_DATA:
+                    raise PullError(f"{remote}: unexpected SFTP reply {t} at offset {off}")
+                data = msg.get_string()
+                if len(data) < n:  # a short read is legal: fetch the rest of this range now
+                    while len(data) < n:
+                        t2, m2 = sftp._request(CMD_READ, handle, int64(off + len(data)), int(n - len(data)))
+                        more = m2.get_string()
+                        if not more:
+                            raise VerifyError(f"{remote}: ends before {size} bytes")
+                        data += more
+                out.write(data)
+                h.update(data)
+                throttle(len(data))
+                if progress:
+                    progress(remote, off + n, size)
+                if time.monotonic() - last_sync > 1.0:
+                    out.flush()
+                    os.fsync(out.fileno())
+                    last_sync = time.monotonic()
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        for num, _, _ in list(pending):
+            sink.got.pop(num, None)
+        rf.close()
+    return h.hexdigest()
+
+
+# -- the job ----------------------------------------------------------------------------------------
+@dataclass
+class DayResult:
+    day: str
+    status: str                    # pulled | already | mismatch | skipped
+    fetched_bytes: int = 0
+    reused: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+
+
+def _sha256_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()
+
+
+def _rjoin(*parts: str) -> str:
+    return "/".join(p.rstrip("/") for p in parts)
+
+
+def _read_remote(sftp: paramiko.SFTPClient, path: str) -> bytes:
+    with sftp.open(path, "rb") as f:
+        return f.read()
+
+
+def remote_days(sftp: paramiko.SFTPClient, cfg: PullConfig) -> list[str]:
+    out = []
+    for a in sftp.listdir_attr(cfg.remote_dir):
+        if _DAY_RE.match(a.filename) and stat.S_ISDIR(a.st_mode or 0):
+            out.append(a.filename)
+    return sorted(out)
+
+
+def _quarantine(local: Path, day: str, f: Path, now: datetime) -> Path:
+    q = local / QUARANTINE / day / now.strftime("%Y%m%dT%H%M%SZ")
+    q.mkdir(parents=True, exist_ok=True)
+    dest = q / f.name
+    os.replace(f, dest)
+    return dest
+
+
+def build_receipt(day: str, pc_id: str, now: datetime, manifest_sha256: str, archives: dict[str, str]) -> bytes:
+    """pulled.json: who verified which manifest (by its SHA-256) and every archive's SHA-256."""
+    receipt = {"receipt_version": 1, "date": day, "pc_id": pc_id, "pulled_at": now.isoformat(timespec="seconds"),
+               "manifest_sha256": manifest_sha256, "archives": archives, "verified": True,
+               "program": "observer-backup-pull", "observer_version": __version__}
+    return orjson.dumps(receipt, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+
+def pull_day(sftp: paramiko.SFTPClient, cfg: PullConfig, day: str, *, force: bool = False,
+             progress: Progress | None = None, now: datetime | None = None) -> DayResult:
+    now = now or datetime.now(UTC)
+    res = DayResult(day, "pulled")
+    rdir = _rjoin(cfg.remote_dir, day)
+    local = Path(cfg.local_dir).expanduser()
+    ldir = local / day
+    try:
+        mdata = _read_remote(sftp, _rjoin(rdir, layout.MANIFEST))
+        mwant = parse_manifest_hash(_read_remote(sftp, _rjoin(rdir, layout.MANIFEST_SHA)).decode())
+    except FileNotFoundError:
+        return DayResult(day, "skipped", problems=["no manifest (not a finished package)"])
+    msha = hashlib.sha256(mdata).hexdigest()
+    if msha != mwant:
+        ldir.mkdir(parents=True, exist_ok=True)
+        bad = ldir / f"{layout.MANIFEST}.bad"
+        bad.write_bytes(mdata)
+        res.quarantined.append(str(_quarantine(local, day, bad, now)))
+        res.status = "mismatch"
+        res.problems.append(f"{day}/{layout.MANIFEST}: sha256 {msha} != {layout.MANIFEST_SHA} {mwant}")
+        return res
+    manifest = orjson.loads(mdata)
+    if not force:
+        try:
+            r = orjson.loads(_read_remote(sftp, _rjoin(rdir, layout.RECEIPT)))
+            if isinstance(r, dict) and r.get("manifest_sha256") == msha and r.get("verified") is True:
+                return DayResult(day, "already")
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            pass
+    ldir.mkdir(parents=True, exist_ok=True)
+    verified: dict[str, str] = {}
+    for name, a in manifest["archives"].items():
+        dest = ldir / name
+        if dest.exists() and dest.stat().st_size == a["bytes"] and _sha256_file(dest) == a["sha256"]:
+            verified[name] = a["sha256"]
+            res.reused.append(name)
+            continue
+        part = ldir / f"{name}.{a['sha256'][:16]}.part"
+        for stale in ldir.glob(f"{name}.*.part"):
+            if stale != part:
+                stale.unlink()
+        before = part.stat().st_size if part.exists() else 0
+        try:
+            got = fetch(sftp, _rjoin(rdir, name), part, a["bytes"], concurrency=cfg.concurrency,
+                        request=cfg.request_kb << 10, limit_mb_s=cfg.limit_mb_s, progress=progress)
+        except VerifyError as e:
+            got = f"short: {e}"
+        res.fetched_bytes += (part.stat().st_size if part.exists() else 0) - before
+        if got != a["sha256"] or part.stat().st_size != a["bytes"]:
+            res.status = "mismatch"
+            res.problems.append(f"{day}/{name}: sha256 {got[:64]} != manifest {a['sha256']} "
+                                f"({part.stat().st_size} of {a['bytes']} bytes)")
+            res.quarantined.append(str(_quarantine(local, day, part, now)))
+            continue
+        os.replace(part, dest)
+        verified[name] = got
+    if res.status == "mismatch":
+        return res
+    (ldir / layout.MANIFEST).write_bytes(mdata)
+    (ldir / layout.MANIFEST_SHA).write_text(manifest_hash_line(msha))
+    data = build_receipt(day, cfg.id, now, msha, verified)
+    tmp = _rjoin(rdir, f".{layout.RECEIPT}.tmp-{os.getpid()}")
+    sftp.putfo(io.BytesIO(data), tmp, file_size=len(data), confirm=True)
+    try:
+        sftp.posix_rename(tmp, _rjoin(rdir, layout.RECEIPT))
+    except OSError:
+        try:
+            sftp.remove(_rjoin(rdir, layout.RECEIPT))
+        except FileNotFoundError:
+            pass
+        sftp.rename(tmp, _rjoin(rdir, layout.RECEIPT))
+    if _read_remote(sftp, _rjoin(rdir, layout.RECEIPT)) != data:
+        raise PullError(f"{rdir}/{layout.RECEIPT}: read back differs from what was written")
+    (ldir / RECEIPT_LOCAL).write_bytes(data)
+    return res
+
+
+def local_retention(cfg: PullConfig, today: date) -> list[str]:
+    """Delete local packages older than keep_days - only complete ones (with a receipt)."""
+    local = Path(cfg.local_dir).expanduser()
+    removed = []
+    if not local.is_dir():
+        return removed
+    for e in sorted(os.listdir(local)):
+        if not _DAY_RE.match(e):
+            continue
+        try:
+            d = parse_yyyymmdd(e)
+        except ValueError:
+            continue
+        if (today - d) > timedelta(days=cfg.keep_days) and (local / e / RECEIPT_LOCAL).exists():
+            shutil.rmtree(local / e)
+            removed.append(e)
+    return removed
+
+
+class TermProgress:
+    """A one-line progress bar on a terminal (stderr)."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.t0 = time.monotonic()
+        self.last = 0.0
+        self.cur = ""
+        self.start_done = 0
+
+    def __call__(self, remote: str, done: int, size: int) -> None:
+        now = time.monotonic()
+        if remote != self.cur:
+            self.cur, self.t0, self.start_done = remote, now, done
+        if now - self.last < 0.2 and done < size:
+            return
+        self.last = now
+        rate = (done - self.start_done) / max(now - self.t0, 1e-6) / 1e6
+        pct = 100.0 * done / size if size else 100.0
+        bar = "#" * int(pct / 5)
+        self.stream.write(f"\r{'/'.join(remote.split('/')[-2:]):<32} [{bar:<20}] {pct:5.1f}% "
+                          f"{done / 1e6:8.1f} MB {rate:6.1f} MB/s")
+        if done >= size:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def yyyymmdd_today(now: datetime) -> str:
+    return yyyymmdd(now.date())

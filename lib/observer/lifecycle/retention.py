@@ -1,0 +1,298 @@
+"""Retention: delete a day's data only when the PC's receipt proves it is safe.
+
+Rules (config [retention]):
+- a day is kept `keep_days` (3) days, `anomaly_keep_days` (7) if it is an anomaly day, never more
+  than `max_keep_days` (10): a day D with age = today - D is *expired* when age > its keep;
+- a day is *deletable* only with a verified receipt: backup/D/pulled.json names the SHA-256 of the
+  package's current manifest.json and confirms every archive's SHA-256 - whatever the age;
+- expired deletable days go, oldest first, partition by partition (raw, scalp, swing, recovered,
+  reports, system: the evidence last);
+- disk pressure (usage >= `disk_high_pct`, 80): deletable days still inside their keep go too,
+  normal days before anomaly days, oldest first, never today, until the projected usage is below;
+- a file is deleted only if it is still exactly what the manifest lists (same size and mtime);
+  a file appended to or created after packaging is kept and reported (the next backup re-packages);
+- disk at or above `disk_critical_pct` (95) with nothing (or not enough) deletable: nothing more is
+  deleted, a CRITICAL event names every day that blocks and why.
+
+plan() is a pure function of the day states and the disk (the property tests drive it); execute()
+does the deleting and emits one event per deletion (what, why, bytes).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import orjson
+
+from observer.core.clock import yyyymmdd
+from observer.core.logging import get_logger
+from observer.lifecycle import backup as bk
+from observer.lifecycle import layout
+from observer.store import paths
+
+log = get_logger(__name__)
+
+# deletion order inside a day: bulk first, evidence last
+_PREFERRED = ("raw", "scalp", "swing", "recovered", "reports", "system")
+PARTITION_ORDER = tuple(p for p in _PREFERRED if p in paths.DAY_PARTITIONS) + tuple(
+    p for p in paths.DAY_PARTITIONS if p not in _PREFERRED)
+ARCHIVES = "backup-archives"  # pseudo-partition: the package's *.tar.gz (manifest + receipt stay)
+
+
+@dataclass(frozen=True)
+class Policy:
+    keep_days: int = 3
+    anomaly_keep_days: int = 7
+    max_keep_days: int = 10
+    disk_high_pct: float = 80.0
+    disk_critical_pct: float = 95.0
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Policy:
+        r = cfg.get("retention", {})
+        return cls(r.get("keep_days", 3), r.get("anomaly_keep_days", 7), r.get("max_keep_days", 10),
+                   r.get("disk_high_pct", 80.0), r.get("disk_critical_pct", 95.0))
+
+    def keep(self, anomaly: bool) -> int:
+        return min(self.anomaly_keep_days if anomaly else self.keep_days, self.max_keep_days)
+
+
+@dataclass(frozen=True)
+class Disk:
+    total: int
+    used: int
+
+    @property
+    def pct(self) -> float:
+        return 100.0 * self.used / self.total if self.total else 0.0
+
+    @classmethod
+    def of(cls, path: Path) -> Disk:
+        s = os.statvfs(path)
+        used = (s.f_blocks - s.f_bfree) * s.f_frsize
+        avail = s.f_bavail * s.f_frsize
+        return cls(used + avail, used)  # like df: reserved blocks are not ours to fill
+
+
+@dataclass
+class DayState:
+    day: date
+    part_bytes: dict[str, int]          # partition -> bytes on disk now
+    anomaly: bool = False
+    receipted: bool = False
+    receipt_reason: str = ""            # why it is (not) receipted
+    archive_bytes: int = 0              # the package's archives (deleted with the last partition)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.part_bytes.values())
+
+
+@dataclass(frozen=True)
+class Deletion:
+    day: date
+    partition: str
+    bytes: int
+    why: str
+    early: bool = False                 # inside its keep period (disk pressure)
+
+
+@dataclass
+class Plan:
+    today: date
+    disk: Disk
+    deletions: list[Deletion] = field(default_factory=list)
+    blocked: list[tuple[date, str, int]] = field(default_factory=list)  # unreceipted days with data
+    overdue: list[date] = field(default_factory=list)                   # older than max_keep_days, unreceipted
+    projected_pct: float = 0.0
+    pressure: bool = False
+    critical: bool = False              # still >= critical after every possible deletion
+
+    def lines(self) -> list[str]:
+        out = [f"retention plan for {self.today.isoformat()}: disk {self.disk.pct:.1f}% used"
+               f" -> {self.projected_pct:.1f}% after the plan"]
+        for d in self.deletions:
+            out.append(f"  delete {yyyymmdd(d.day)} {d.partition:<16} {_human(d.bytes):>10}  ({d.why})")
+        if not self.deletions:
+            out.append("  nothing to delete")
+        for day, why, n in self.blocked:
+            out.append(f"  keep   {yyyymmdd(day)} {'(all)':<16} {_human(n):>10}  (no verified receipt: {why})")
+        if self.overdue:
+            out.append("  OVERDUE (past max_keep_days, no receipt): " + ", ".join(map(yyyymmdd, self.overdue)))
+        if self.critical:
+            out.append("  CRITICAL: disk stays critically full; blocked by " +
+                       ", ".join(f"{yyyymmdd(d)} ({why})" for d, why, _ in self.blocked) if self.blocked
+                       else "  CRITICAL: disk stays critically full and no day's data is left to delete")
+        return out
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def plan(today: date, days: list[DayState], disk: Disk, policy: Policy) -> Plan:
+    p = Plan(today, disk)
+    used = disk.used
+    deletable = sorted((d for d in days if d.receipted and (d.bytes > 0 or d.archive_bytes > 0)),
+                       key=lambda d: d.day)
+
+    def delete_day(d: DayState, why: str, early: bool, stop_below: float | None) -> None:
+        nonlocal used
+        for part in [x for x in PARTITION_ORDER if d.part_bytes.get(x, 0) > 0]:
+            if stop_below is not None and disk.total and 100.0 * used / disk.total < stop_below:
+                return
+            p.deletions.append(Deletion(d.day, part, d.part_bytes[part], why, early))
+            used -= d.part_bytes[part]
+        if d.archive_bytes:
+            p.deletions.append(Deletion(d.day, ARCHIVES, d.archive_bytes, "the day's data is gone; "
+                                        "the receipt and manifest stay as the record", early))
+            used -= d.archive_bytes
+
+    for d in deletable:
+        age, keep = (today - d.day).days, policy.keep(d.anomaly)
+        if age > keep:
+            delete_day(d, f"expired: age {age} d > keep {keep} d" + (" (anomaly day)" if d.anomaly else ""),
+                       False, None)
+    if disk.total and 100.0 * used / disk.total >= policy.disk_high_pct:
+        p.pressure = True
+        early = [d for d in deletable if 0 < (today - d.day).days <= policy.keep(d.anomaly)]
+        for d in sorted(early, key=lambda d: (d.anomaly, d.day)):
+            if 100.0 * used / disk.total < policy.disk_high_pct:
+                break
+            delete_day(d, f"disk pressure: {100.0 * used / disk.total:.1f}% used >= {policy.disk_high_pct:g}%"
+                       f" (age {(today - d.day).days} d, keep {policy.keep(d.anomaly)} d)", True,
+                       policy.disk_high_pct)
+    p.blocked = [(d.day, d.receipt_reason or "no receipt", d.bytes)
+                 for d in sorted(days, key=lambda d: d.day) if not d.receipted and d.bytes > 0]
+    p.overdue = [d for d, _, _ in p.blocked if (today - d).days > policy.max_keep_days]
+    p.projected_pct = 100.0 * used / disk.total if disk.total else 0.0
+    p.critical = p.projected_pct >= policy.disk_critical_pct
+    return p
+
+
+# -- reading the tree ------------------------------------------------------------------------------
+def receipt_status(root: Path, day: date) -> tuple[bool, str, dict | None]:
+    """(receipted, why, manifest) - the server-side check of backup/D/pulled.json."""
+    pkg = paths.backup_dir(root, day)
+    if not pkg.is_dir():
+        return False, "not packaged", None
+    try:
+        manifest, msha = bk.load_manifest(pkg)
+    except (OSError, ValueError, bk.BackupError) as e:
+        return False, f"package manifest unusable: {e}", None
+    rp = pkg / layout.RECEIPT
+    if not rp.exists():
+        return False, "packaged, not pulled yet", manifest
+    try:
+        r = orjson.loads(rp.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as e:
+        return False, f"receipt unreadable: {e}", manifest
+    if not isinstance(r, dict) or r.get("verified") is not True:
+        return False, "receipt does not say verified", manifest
+    if r.get("manifest_sha256") != msha:
+        return False, "receipt is for another version of the package (re-packaged since; pull again)", manifest
+    want = {n: a["sha256"] for n, a in manifest["archives"].items()}
+    if r.get("archives") != want:
+        return False, "receipt's archive hashes differ from the manifest", manifest
+    return True, f"receipt from {r.get('pc_id', '?')} at {r.get('pulled_at', '?')}", manifest
+
+
+def day_states(root: Path) -> tuple[list[DayState], dict[date, layout.DayFiles], dict[date, dict | None]]:
+    inv = layout.inventory(root)
+    manifests: dict[date, dict | None] = {}
+    states = []
+    for day in sorted(set(inv) | set(layout.package_days(root))):
+        files = inv.get(day, layout.DayFiles(day))
+        ok, why, manifest = receipt_status(root, day)
+        manifests[day] = manifest
+        facts = bk.day_facts(root, day, files)
+        anomaly = facts["anomaly_day"] or bool(manifest and manifest.get("anomaly_day"))
+        arch = 0
+        if manifest:
+            pkg = paths.backup_dir(root, day)
+            arch = sum(os.path.getsize(pkg / n) for n in manifest["archives"] if (pkg / n).exists())
+        states.append(DayState(day, {p: files.bytes(p) for p in files.parts}, anomaly, ok, why, arch))
+    return states, inv, manifests
+
+
+# -- doing it --------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    deleted_bytes: int = 0
+    deleted: list[dict] = field(default_factory=list)
+    kept_changed: list[str] = field(default_factory=list)
+
+
+def _remove_empty_day_dirs(root: Path, rels: list[str], ymd: str) -> None:
+    dirs = set()
+    for rel in rels:
+        parent = (root / rel).parent
+        while parent != root and ymd in parent.relative_to(root).parts:
+            dirs.add(parent)
+            parent = parent.parent
+    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass  # not empty (a kept file) or already gone
+
+
+def execute(root: Path, p: Plan, inv: dict[date, layout.DayFiles], manifests: dict[date, dict | None],
+            emit) -> Outcome:
+    """Carry out the plan. `emit(severity, **fields)` records one `retention` event per deletion."""
+    out = Outcome()
+    for d in p.deletions:
+        ymd = yyyymmdd(d.day)
+        manifest = manifests.get(d.day) or {}
+        if d.partition == ARCHIVES:
+            pkg = paths.backup_dir(root, d.day)
+            freed, names = 0, []
+            for name in manifest.get("archives", {}):
+                f = pkg / name
+                if f.exists():
+                    freed += f.stat().st_size
+                    f.unlink()
+                    names.append(name)
+            out.deleted_bytes += freed
+            out.deleted.append({"date": ymd, "partition": d.partition, "bytes": freed})
+            emit("INFO", date=ymd, action="delete", partition=d.partition, files=len(names), bytes=freed,
+                 why=d.why, early=d.early)
+            continue
+        known = {e["path"]: e for e in manifest.get("files", [])}
+        files = inv.get(d.day, layout.DayFiles(d.day)).parts.get(d.partition, {})
+        freed, removed, kept = 0, [], []
+        for rel in sorted(files):
+            e = known.get(rel)
+            try:
+                now = os.stat(root / rel)
+            except FileNotFoundError:
+                continue
+            if e is None or e["bytes"] != now.st_size or e["mtime_ns"] != now.st_mtime_ns:
+                kept.append(rel)
+                continue
+            os.unlink(root / rel)
+            freed += now.st_size
+            removed.append(rel)
+        if d.partition == "reports":
+            rep = paths.reports_dir(root, d.day)
+            if rep.is_dir() and not any(rep.rglob("*")):
+                shutil.rmtree(rep, ignore_errors=True)
+        _remove_empty_day_dirs(root, removed, ymd)
+        out.deleted_bytes += freed
+        out.deleted.append({"date": ymd, "partition": d.partition, "bytes": freed, "files": len(removed)})
+        out.kept_changed += kept
+        fields = dict(date=ymd, action="delete", partition=d.partition, files=len(removed), bytes=freed,
+                      why=d.why, early=d.early)
+        if kept:
+            fields["kept_changed"] = kept[:50]
+            fields["kept_changed_count"] = len(kept)
+        emit("WARNING" if (kept or d.early) else "INFO", **fields)
+    return out

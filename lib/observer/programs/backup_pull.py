@@ -1,0 +1,86 @@
+"""observer-backup-pull: runs on the user's PC (cron or a systemd user timer). See docs/backup.md."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from observer import cli
+from observer.core.clock import parse_yyyymmdd
+from observer.core.logging import get_logger
+from observer.lifecycle import pull as pl
+from observer.lifecycle.notify import notify_failure
+
+PROG = "observer-backup-pull"
+log = get_logger(PROG)
+
+
+def main(argv=None) -> int:
+    p = cli.make_parser(PROG, "Pull verified backup packages from the server over SFTP (key auth, strict host key), "
+                        "verify every archive's SHA-256 against the manifest, keep them locally and write the "
+                        "receipt (pulled.json) back. Resumes interrupted downloads.")
+    p.add_argument("--date", metavar="YYYYMMDD", help="only this day's package")
+    p.add_argument("--force", action="store_true", help="pull and verify again even if a receipt exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar even on a terminal")
+    for name, kind, what in (("host", str, "server"), ("port", int, "SSH port"), ("user", str, "SFTP user"),
+                             ("key-file", str, "private key"), ("known-hosts", str, "known_hosts file"),
+                             ("remote-dir", str, "backup dir on the server"), ("local-dir", str, "local package dir"),
+                             ("pc-id", str, "name of this PC in receipts"),
+                             ("limit-mb-s", float, "download rate limit, MB/s")):
+        p.add_argument(f"--{name}", type=kind, help=f"{what} (overrides [pull] {name.replace('-', '_')})")
+    args = p.parse_args(argv)
+    ctx = cli.start(PROG, args)
+    try:
+        cfg = pl.PullConfig.from_config(ctx.cfg, host=args.host, port=args.port, user=args.user,
+                                        key_file=args.key_file, known_hosts=args.known_hosts,
+                                        remote_dir=args.remote_dir, local_dir=args.local_dir, pc_id=args.pc_id,
+                                        limit_mb_s=args.limit_mb_s)
+    except (ValueError, TypeError) as e:
+        print(f"{PROG}: config: {e}", file=sys.stderr)
+        return cli.EXIT_USAGE
+    if args.date:
+        try:
+            parse_yyyymmdd(args.date)
+        except ValueError as e:
+            print(f"{PROG}: {e}", file=sys.stderr)
+            return cli.EXIT_USAGE
+    progress = None if args.quiet or not sys.stderr.isatty() else pl.TermProgress()
+    try:
+        transport, sftp = pl.connect(cfg)
+    except pl.PullError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        notify_failure(None, "backup_pull", ok=False, error=str(e))
+        return cli.EXIT_FAILED
+    bad = False
+    try:
+        days = [args.date] if args.date else pl.remote_days(sftp, cfg)
+        for day in days:
+            try:
+                r = pl.pull_day(sftp, cfg, day, force=args.force, progress=progress, now=ctx.clock.now())
+            except FileNotFoundError as e:
+                r = pl.DayResult(day, "mismatch", problems=[f"missing on the server: {e}"])
+            fields = {"date": r.day, "status": r.status, "fetched_bytes": r.fetched_bytes, "reused": r.reused}
+            if r.status == "mismatch":
+                bad = True
+                fields.update(problems=r.problems, quarantined=r.quarantined)
+                notify_failure(None, "backup_pull", ok=False, **fields)
+                print(f"{PROG}: {day}: VERIFICATION FAILED, no receipt written: " + "; ".join(r.problems),
+                      file=sys.stderr)
+            else:
+                log.info("backup_pull", extra={"event_fields": fields})
+            if progress is not None or args.log_level == "DEBUG":
+                print(json.dumps(fields), file=sys.stderr)
+        removed = pl.local_retention(cfg, ctx.clock.today_kst())
+        if removed:
+            log.info("local retention", extra={"removed": removed})
+    except pl.PullError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        notify_failure(None, "backup_pull", ok=False, error=str(e))
+        return cli.EXIT_FAILED
+    except OSError as e:
+        print(f"{PROG}: {type(e).__name__}: {e}", file=sys.stderr)
+        notify_failure(None, "backup_pull", ok=False, error=str(e))
+        return cli.EXIT_FAILED
+    finally:
+        transport.close()
+    return cli.EXIT_PROBLEMS if bad else cli.EXIT_OK
