@@ -17,6 +17,7 @@ from observer.core.calendar import KrxCalendar
 from observer.core.clock import NS, Clock, kst
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
+from observer.metrics import MetricsWriter
 from observer.providers.base import MarketRest, ProviderError
 from observer.store.store import Store
 
@@ -51,6 +52,7 @@ class TrackA:
         self.events = store.events(provider)
         self.swing = store.partition("swing", provider, self.market)
         self.hb = Heartbeat(store.root, "track-a", clock)
+        self.metrics = MetricsWriter.from_config(store.root, "track-a", cfg, provider=provider, clock=clock)
         self.sweeps_done = 0
         self.last_status = ""
 
@@ -126,6 +128,12 @@ class TrackA:
               "degraded": degraded, "errors": errors}
         self.events.emit("sweep", "WARNING" if failed else "INFO", **ev)
         self.sweeps_done += 1
+        m = self.metrics
+        m.set("observer_collection_ratio", ev["coverage_pct"] / 100.0, track="A")
+        m.inc("observer_gaps_total", len(failed))
+        m.set("observer_records_acked_total", self.store.acked)
+        m.sample_system()
+        m.write_now()
         return ev
 
     # -- the day -----------------------------------------------------------------------------

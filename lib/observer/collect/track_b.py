@@ -10,9 +10,9 @@ If the queue ever fills, the overflow is counted, evented and marked as a gap â€
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import deque
 from datetime import date
 
 import orjson
@@ -33,6 +33,7 @@ from observer.core.clock import NS, Clock
 from observer.core.contracts import ContractError
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
+from observer.metrics import MetricsWriter
 from observer.providers.base import TRADES, Provider, ProviderError, RegistrationLimitError
 from observer.store.store import Store
 from observer.store.writer import StoreError
@@ -58,7 +59,11 @@ class TrackB:
         self.notifier = notifier or Notifier()
         self.stop = stop or threading.Event()
         self.events = store.events(self.pname)
-        self.q: queue.Queue = queue.Queue(maxsize=int(self.bcfg.get("queue_max", 100_000)))
+        # A deque, not queue.Queue: append/popleft are atomic under the GIL and cost a fraction of
+        # Queue's lock + condition per item; the bound is enforced by the sink itself.
+        self.q: deque = deque()
+        self.q_max = int(self.bcfg.get("queue_max", 100_000))
+        self._q_wake = threading.Event()
         self.raw = store.partition("raw", self.pname)
         self.mitigation = MitigationController(cfg, clock)
         self.scalp = store.partition("scalp", self.pname, self.market,
@@ -74,6 +79,8 @@ class TrackB:
         self.rate = RecordingRate(float(self.bcfg.get("recording_rate", {}).get("window_s", 60)),
                                   book_interval_s(self.mitigation.level))
         self.anomaly = AnomalyTracker(cfg, clock)
+        self.metrics = MetricsWriter.from_config(store.root, f"track-b@{self.pname}", cfg, provider=self.pname,
+                                                 clock=clock)
         self._reconnects_seen = 0
         self._connected = True
         self.stream = None
@@ -98,9 +105,12 @@ class TrackB:
 
     # -- the socket side: never blocks ------------------------------------------------------
     def sink(self, frame: str, recv_ns: int, records: list[dict]) -> None:
-        try:
-            self.q.put_nowait((frame, recv_ns, records))
-        except queue.Full:
+        q = self.q
+        if len(q) < self.q_max:
+            q.append((frame, recv_ns, records))
+            if len(q) == 1:
+                self._q_wake.set()
+        else:
             self.dropped += 1
             if not self._drop_first_ns:
                 self._drop_first_ns = recv_ns
@@ -160,6 +170,7 @@ class TrackB:
             return
         n, a, b = self.dropped, self._drop_first_ns, self._drop_last_ns
         self.dropped, self._drop_first_ns, self._drop_last_ns = 0, 0, 0
+        self.metrics.inc("observer_frames_dropped_total", n)
         self.events.emit("recording", "CRITICAL", state="queue_overflow", dropped=n,
                          reason=f"the writer fell behind; {n} frames dropped", anomaly_day=True)
         for sym in sorted(self._slot_of):
@@ -258,7 +269,7 @@ class TrackB:
     def _mitigate(self) -> None:
         lag = 0.0
         try:
-            head = self.q.queue[0]
+            head = self.q[0]
             lag = (self.clock.now_ns() - head[1]) / NS
         except IndexError:
             pass
@@ -272,6 +283,24 @@ class TrackB:
             self.rate.set_interval(self.clock.now_ns(), book_interval_s(new))
             self.events.emit("mitigation", "WARNING" if new > old else "INFO", level=new, previous=old, reason=reason)
             self.notifier.status(self.status_text())
+
+    def _metrics(self) -> None:
+        m = self.metrics
+        st = self.stream.stats() if self.stream is not None else {}
+        conns = st.get("connections", {})
+        m.set("observer_messages_per_second", self.msgs_per_s)
+        m.set("observer_messages_total", self.frames)
+        m.set("observer_records_acked_total", self.store.acked)
+        m.set("observer_records_rejected_total", self.rejected)
+        m.set("observer_ws_connected", bool(conns) and all(c.get("connected") for c in conns.values()))
+        m.set("observer_ws_reconnects_total", st.get("reconnects", 0))
+        m.set("observer_slots_used", len(self._slot_of))
+        m.set("observer_slots_capacity", self.slots.capacity)
+        m.set("observer_mitigation_level", self.mitigation.level)
+        m.set("observer_store_fsync_seconds", self.store.last_fsync_s)
+        m.set("observer_collection_ratio", self.rate.overall(self.clock.now_ns()), track="B")
+        m.sample_system()
+        m.maybe_write()
 
     def status_text(self) -> str:
         rate = self.rate.overall(self.clock.now_ns())
@@ -303,13 +332,19 @@ class TrackB:
         mitigate_every = MITIGATION_SAMPLE_S
         try:
             while not self.stop.is_set() and self.clock.now_ns() < end_ns:
+                q = self.q
+                if not q:
+                    self._q_wake.clear()
+                    if not q:
+                        self._q_wake.wait(0.05)
                 deadline = time.monotonic() + 0.05
+                write = self._write
                 try:
-                    item = self.q.get(timeout=0.05)
-                    self._write(*item)
-                    while time.monotonic() < deadline:
-                        self._write(*self.q.get_nowait())
-                except queue.Empty:
+                    while True:
+                        write(*q.popleft())
+                        if not (len(q) & 255) and time.monotonic() >= deadline:
+                            break
+                except IndexError:
                     pass
                 now = time.monotonic()
                 if now >= next_sample:
@@ -327,6 +362,7 @@ class TrackB:
                                  acked=self.store.acked, rec_rate=self.rate.overall(self.clock.now_ns()))
                     self.notifier.status(self.status_text())
                     self.notifier.progress()
+                    self._metrics()
                 if now >= next_mitigate:
                     next_mitigate = now + mitigate_every / self.clock.speed
                     self._mitigate()
@@ -343,13 +379,13 @@ class TrackB:
         """Stop receiving, write what was received, make it durable."""
         if self.stream is not None:
             self.stream.stop(timeout=3.0)
-        while True:
-            try:
-                self._write(*self.q.get_nowait())
-            except queue.Empty:
-                break
+        while self.q:
+            self._write(*self.q.popleft())
         self._sample_books()
         self._report_drops()
         self.scalp.close()
         self.raw.close()
         self.store.sync_all()
+        if self.stream is not None:
+            self._metrics()
+        self.metrics.write_now()

@@ -73,7 +73,7 @@ class ScaledClock(Clock):
     def spec(self) -> str:
         """OBSERVER_CLOCK value that makes another process share this clock."""
         anchor = self._anchor if self._anchor is not None else time.time_ns() - int(
-            (time.monotonic_ns() - self._real0))
+            time.monotonic_ns() - self._real0)
         return f"{from_ns(self._start_ns, KST).isoformat()}@{self._speed:g}@{anchor}"
 
     def monotonic(self) -> float:

@@ -122,7 +122,7 @@ def main(argv=None) -> int:
             return cli.EXIT_PROBLEMS
         except BackupError as e:
             print(f"{PROG}: FAILED: {e}", file=sys.stderr)
-            notify_failure(store, "backup", date=yyyymmdd(day), ok=False, action="failed", error=str(e)[:2000])
+            notify_failure(store, "backup", cfg, date=yyyymmdd(day), ok=False, action="failed", error=str(e)[:2000])
             return cli.EXIT_FAILED
         for r in results:
             fields = _event_fields(r)

@@ -44,7 +44,7 @@ def run(root: Path, cfg: dict, clock, *, dry_run: bool = False, disk: rt.Disk | 
         try:
             rt.execute(root, pl, inv, manifests, emit)
         except OSError as e:
-            notify_failure(store, "retention", date=yyyymmdd(today), action="failed", error=str(e))
+            notify_failure(store, "retention", cfg, date=yyyymmdd(today), action="failed", error=str(e))
             return cli.EXIT_FAILED
         blocking = [{"date": yyyymmdd(d), "why": w, "bytes": n} for d, w, n in pl.blocked]
         for d in pl.overdue:
@@ -52,7 +52,7 @@ def run(root: Path, cfg: dict, clock, *, dry_run: bool = False, disk: rt.Disk | 
             emit("ERROR", date=yyyymmdd(d), action="overdue",
                  why=f"older than max_keep_days={policy.max_keep_days} but kept: {why}")
         if pl.critical:
-            notify_failure(store, "retention", date=yyyymmdd(today), action="blocked",
+            notify_failure(store, "retention", cfg, date=yyyymmdd(today), action="blocked",
                            why="disk critically full and nothing more may be deleted without a verified receipt",
                            disk_pct=round(disk.pct, 2), projected_pct=round(pl.projected_pct, 2), blocking=blocking)
             print(f"{PROG}: CRITICAL: disk {disk.pct:.1f}% used; blocked by: "

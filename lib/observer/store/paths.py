@@ -90,6 +90,11 @@ def prom_file(root: Path) -> Path:
     return Path(root, "metrics", "observer.prom")
 
 
+def prom_parts_dir(root: Path) -> Path:
+    """metrics/.observer.parts/ — each program's share of observer.prom (not *.prom: node_exporter skips it)."""
+    return Path(root, "metrics", ".observer.parts")
+
+
 def universe_file(root: Path, day: date, market: str = "kr_stocks") -> Path:
     return Path(root, "universe", f"{yyyymmdd(day)}_{market}.json")
 

@@ -1,0 +1,77 @@
+"""observer-gap-filler: detect gaps, backfill recoverable trades into recovered/, write the quality report."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from observer import cli
+from observer.collect.runtime import open_runtime
+from observer.core.clock import parse_yyyymmdd
+from observer.core.logging import get_logger
+from observer.core.secrets import SecretsError
+from observer.providers.base import ProviderError
+from observer.recover.audit import build_quality, write_quality
+from observer.recover.gapfill import GapFiller
+from observer.store.writer import StoreError
+
+PROG = "observer-gap-filler"
+log = get_logger(PROG)
+
+
+def main(argv=None) -> int:
+    p = cli.make_parser(PROG, "Find the day's gaps (live markers, the exchange's cumulative volume, silences, missed "
+                        "sweeps), mark each one once, backfill the trades the broker can still give into recovered/ "
+                        "with provenance (resumable: a checkpoint in state/gapfill/), then write the quality report. "
+                        "Order-book gaps are never filled. Exit 1 when something stayed unrecoverable.")
+    p.add_argument("--date", metavar="YYYYMMDD", help="the day (default: today, KST); KIS serves today's trades only")
+    p.add_argument("--provider", help="broker whose REST calls fill the gaps (default: gapfill.provider)")
+    p.add_argument("--no-audit", action="store_true", help="do not write reports/YYYYMMDD/quality.*")
+    p.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
+                   help="progress bar on stderr (auto: only on a terminal)")
+    args = p.parse_args(argv)
+    ctx = cli.start(PROG, args)
+    provider = args.provider or ctx.cfg.get("gapfill", {}).get("provider", "kis")
+    try:
+        day = parse_yyyymmdd(args.date) if args.date else ctx.clock.today_kst()
+    except ValueError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return cli.EXIT_USAGE
+    try:
+        rt = open_runtime(ctx, provider, PROG)
+    except (SecretsError, ValueError) as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return cli.EXIT_USAGE
+    ev = rt.store.events(provider)
+    try:
+        if not rt.calendar.is_trading_day(day):
+            reason = rt.calendar.closed_reason(day)
+            ev.emit("collector", "INFO", state="standing_down", reason=f"{day}: not a KRX trading day ({reason})")
+            return cli.EXIT_OK
+        ev.emit("collector", "INFO", state="started", reason=f"gap-filler for {args.date or day}")
+        try:
+            rest = rt.provider.rest()
+        except ProviderError as e:
+            log.error("no REST client; gaps are detected and marked only", extra={"error": str(e)})
+            rest = None
+        progress = None if args.progress == "auto" else args.progress == "on"
+        gf = GapFiller(store=rt.store, rest=rest, cfg=ctx.cfg, clock=ctx.clock, day=day, provider=provider,
+                       market=rt.provider.market or "krx", calendar=rt.calendar, progress=progress)
+        summary = gf.run()
+        reason = (f"{summary['recovered_trades']} trades recovered in {summary['calls']} calls; "
+                  f"{summary['markers_emitted']} new markers; {summary['unrecoverable_holes']} holes unrecoverable; "
+                  f"{summary['failed_jobs']} jobs failed")
+        q = None
+        if ctx.cfg.get("gapfill", {}).get("run_audit", True) and not args.no_audit:
+            q = build_quality(rt.store.root, day, ctx.cfg, provider=provider, clock=ctx.clock, calendar=rt.calendar)
+            write_quality(rt.store.root, day, q)
+        ev.emit("collector", "INFO" if not summary["failed_jobs"] else "WARNING", state="stopped", reason=reason)
+        print(json.dumps({"summary": summary, "dataset_complete": q["dataset_complete"] if q else None}))
+        bad = summary["failed_jobs"] or summary["unrecoverable_holes"]
+        return cli.EXIT_PROBLEMS if bad else cli.EXIT_OK
+    except (StoreError, OSError) as e:
+        log.error("gap-filler failed", extra={"error": str(e)})
+        return cli.EXIT_FAILED
+    finally:
+        rt.notifier.stopping()
+        rt.store.close()

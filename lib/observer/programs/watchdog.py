@@ -1,0 +1,72 @@
+"""observer-watchdog: restarts stuck or silent collectors, stops crash loops, guards the disk and the backup."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from observer import cli
+from observer.core.calendar import calendar_from_config
+from observer.core.config import data_dir, host_id
+from observer.core.logging import get_logger
+from observer.core.notify import Notifier
+from observer.core.secrets import SecretsError, load_secrets
+
+log = get_logger("observer-watchdog")
+PROGRAM = "observer-watchdog"
+
+
+def main(argv=None) -> int:
+    p = cli.make_parser(PROGRAM, "Watch the collectors through the tree (heartbeats, newest records, events) and "
+                        "systemd (unit states, journal): restart a stuck or silent collector inside its window, "
+                        "stop restarting a crash loop (CRITICAL alert with its error), alert on WebSocket flapping, "
+                        "a full disk (and start an emergency retention run) and a missing backup.", dry_run=True)
+    p.add_argument("--once", action="store_true", help="one pass, then exit (exit 1 when it found something)")
+    p.add_argument("--interval", type=float, metavar="S", help="seconds between passes (default watchdog.interval_s)")
+    args = p.parse_args(argv)
+    ctx = cli.start(PROGRAM, args)
+    from observer.heal.alerting import AlertSink
+    from observer.heal.watchdog import Watchdog
+    from observer.store.store import Store
+
+    cfg = ctx.cfg
+    root = data_dir(cfg)
+    try:
+        secrets = load_secrets(cfg)
+    except SecretsError as e:
+        log.error("secrets unreadable: alerts are only logged", extra={"error": str(e)})
+        secrets = {}
+    store = Store(root, clock=ctx.clock, program=PROGRAM, provider="system", host=host_id(cfg))
+    alerts = None if args.dry_run else AlertSink(root, cfg, secrets, PROGRAM)
+    wd = Watchdog(cfg, ctx.clock, calendar_from_config(cfg), store=store, alerts=alerts, dry_run=args.dry_run,
+                  out=sys.stdout if (args.dry_run or args.once) else None)
+    notifier = Notifier()
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    interval = args.interval or float(cfg["watchdog"]["interval_s"])
+    found = []
+    try:
+        while True:
+            found = wd.run_pass()
+            if args.once:
+                break
+            if wd.passes == 1:
+                notifier.ready(f"watching {', '.join(c.unit for c in wd.collectors)}")
+            acted = [f for f in found if f.what != "note"]
+            notifier.status(f"pass {wd.passes}: " + ("; ".join(f"{f.what} {f.subject}" for f in acted)[:200]
+                                                      if acted else "all quiet"))
+            notifier.progress()  # only after a completed pass: a hung watchdog is killed by systemd
+            if stop.wait(interval):
+                break
+    finally:
+        notifier.stopping()
+        if alerts is not None:
+            alerts.close()
+        store.close()
+    return (1 if [f for f in found if f.what != "note"] else 0) if args.once else 0

@@ -1,0 +1,46 @@
+import time
+from datetime import datetime
+
+import pytest
+
+from observer.core import redact
+from observer.core.clock import KST
+from tests.alerts.fake_telegram import FakeTelegram
+
+TOKEN = "7123456789:AAHk3xQ-fakeTokenForTests_0123456789"
+CHAT = "987654321"
+SECRETS = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_CHAT_ID": CHAT}
+DAY_START = datetime(2026, 3, 3, 10, 0, tzinfo=KST)   # a Tuesday
+
+
+@pytest.fixture
+def tg():
+    f = FakeTelegram(TOKEN)
+    yield f
+    f.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_redaction():
+    yield
+    redact.clear_for_tests()
+
+
+def make_cfg(tg=None, **alerts):
+    a = {"send_timeout_s": 1, "retry_backoff_s": 0, "claim_timeout_s": 1}
+    if tg is not None:
+        a["telegram_api_base"] = tg.base
+    a.update(alerts)
+    return {"alerts": a, "host_id": "testhost"}
+
+
+def wait_until(pred, timeout=10.0, what="condition"):
+    """Poll a condition until it holds or the deadline passes (no sleep-and-hope)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
