@@ -18,8 +18,10 @@ def test_sample_config_is_valid_and_equals_defaults(repo):
     defaults = validate_config({})
     cfg.pop("_source")
     # the sample documents the defaults: if one drifts, this says which
-    for key in ("data_dir", "log", "store", "windows", "calendar"):
+    for key in ("data_dir", "log", "store", "windows", "calendar", "universe", "track_a", "track_b",
+                "alerts"):
         assert cfg[key] == defaults[key], key
+    assert cfg["providers"]["kis"]["accounts"] == defaults["providers"]["kis"]["accounts"]
 
 
 def test_all_errors_at_once_each_naming_key_value_and_allowed(tmp_path):
