@@ -33,8 +33,28 @@ class Context:
     args: argparse.Namespace
 
 
+class ObserverParser(argparse.ArgumentParser):
+    """--self-test wins over everything else on the command line (even missing required arguments),
+    so preflight can run `<program> --self-test` for every program the same way."""
+
+    def parse_args(self, args=None, namespace=None):
+        argv = sys.argv[1:] if args is None else list(args)
+        if "--self-test" in argv:
+            run_self_test(self.prog)
+        return super().parse_args(argv, namespace)
+
+
+def run_self_test(program: str) -> None:
+    """Import everything the program needs; print the result and exit (0 ok, 3 failed)."""
+    failures = self_test()
+    for f in failures:
+        print(f"self-test: {f}", file=sys.stderr)
+    print(f"self-test: {program}: {'FAILED' if failures else 'ok'}", file=sys.stderr)
+    sys.exit(EXIT_FAILED if failures else EXIT_OK)
+
+
 def make_parser(program: str, description: str, *, dry_run: bool = False) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=program, description=description, epilog=EPILOG)
+    p = ObserverParser(prog=program, description=description, epilog=EPILOG)
     p.add_argument("--config", metavar="PATH", help="observer.toml to use")
     p.add_argument("--check-config", action="store_true", help="validate the config (and show every error), then exit")
     p.add_argument("--self-test", action="store_true",
@@ -75,11 +95,7 @@ def start(program: str, args: argparse.Namespace, *, need_config: bool = True) -
     setup_logging(program, args.log_level or "INFO")
     log = get_logger(program)
     if args.self_test:
-        failures = self_test()
-        for f in failures:
-            print(f"self-test: {f}", file=sys.stderr)
-        print(f"self-test: {program}: {'FAILED' if failures else 'ok'}", file=sys.stderr)
-        sys.exit(EXIT_FAILED if failures else EXIT_OK)
+        run_self_test(program)
     try:
         cfg = load_config(args.config) if need_config or args.config or args.check_config else {}
     except ConfigError as e:

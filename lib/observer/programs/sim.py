@@ -80,10 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--firehose-frames", type=int, default=None, help="stop the firehose after N frames per connection")
     f.add_argument("--tick-ms", type=float, default=10.0, help="pump period in real milliseconds (default 10)")
     f.add_argument("--log-level", default="INFO", help="log level (default INFO)")
+    f.add_argument("--self-test", action="store_true",
+                   help="import every module and dependency, then exit (preflight runs this)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--self-test" in (sys.argv[1:] if argv is None else argv):
+        from observer.cli import run_self_test
+
+        run_self_test("observer-sim")
     args = build_parser().parse_args(argv)
     setup_logging("observer-sim", args.log_level)
     log = logging.getLogger("observer.sim")

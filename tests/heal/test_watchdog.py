@@ -1,0 +1,65 @@
+"""The watchdog outside systemd: the real observer-track-b streaming from the simulator, the real
+observer-watchdog judging it from the tree only (the restart path itself: test_watchdog_system.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import orjson
+
+from tests.system.harness import wait_for
+
+from .conftest import BIN, PY, Env
+
+
+def _heartbeat(env: Env) -> dict:
+    try:
+        return orjson.loads((env.root / "state" / "heartbeat" / "track-b@kis.json").read_bytes())
+    except (OSError, ValueError):
+        return {}
+
+
+def test_dead_feed_with_a_live_loop_is_caught_quiet_symbol_is_not(tmp_path):
+    env = Env(tmp_path, start="09:40:00", cfg={"watchdog": {"track_a": False, "start_grace_s": 0, "no_data_s": 4,
+                                                            "heartbeat_stale_s": 30}})
+    active = [u["symbol"] for u in env.universe if u["active"]][:3]
+    quiet = next(u["symbol"] for u in env.universe if not u["active"])
+    tb = subprocess.Popen([PY, str(BIN / "observer-track-b"), "--provider", "kis", "--symbols", ",".join(active + [quiet]),
+                           "--config", str(env.config)], env=env.env(), stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _heartbeat(env).get("trades", 0) > 0, 60, "track-b to record trades")
+        r = env.run("observer-watchdog", "--once")
+        assert r.returncode == 0 and r.stdout == "", r.stdout  # one symbol never traded: not a dead collector
+        env.sim.apply_fault({"kind": "ws_stall", "scope": "all", "duration_real": 60})
+        wait_for(lambda: time.time() - max(p.stat().st_mtime for p in (env.root / "scalp").rglob("*.jsonl")) > 5,
+                 30, "the scalp partition to fall silent")
+        assert time.time_ns() - _heartbeat(env)["wall_ns"] < 5e9  # the loop itself is alive
+        r = env.run("observer-watchdog", "--once")
+        assert r.returncode == 1
+        assert "restart observer-track-b@kis.service: no new scalp record for" in r.stdout
+        assert "the feed is dead" in r.stdout and "NOT restarted: not under systemd" in r.stdout
+    finally:
+        tb.terminate()
+        tb.wait(30)
+        env.close()
+
+
+def test_backup_missing_and_disk_pressure(tmp_path):
+    env = Env(tmp_path, start="22:30:00", cfg={"watchdog": {"track_a": False, "providers": [], "disk_alert_pct": 1,
+                                                            "programs_dir": str(BIN)}})
+    try:
+        r = env.run("observer-watchdog", "--once", "--dry-run")
+        assert "would disk" in r.stdout and "backup 20260316" in r.stdout
+        assert env.events() == []  # a dry run changes nothing
+        r = env.run("observer-watchdog", "--once")
+        assert r.returncode == 1
+        assert "backup of 20260316 missing at 22:00 KST" in r.stdout
+        assert "emergency retention started (observer-retention exit" in r.stdout
+        dp = env.events("disk_pressure")
+        assert len(dp) == 1 and dp[0]["action"] == "retention_run" and dp[0]["anomaly_day"] is True
+        assert len(env.events("backup_missing")) == 1
+        r = env.run("observer-watchdog", "--once")  # reported once a day; retention once per cooldown
+        assert r.stdout == "" and r.returncode == 0
+    finally:
+        env.close()
