@@ -137,6 +137,15 @@ class TrackA:
         return ev
 
     # -- the day -----------------------------------------------------------------------------
+    def _sweeps_already_done(self, day: date) -> set[int]:
+        from observer.store import paths
+        from observer.store.reader import read_file
+
+        f = paths.events_file(self.store.root, self.provider, day)
+        if not f.exists():
+            return set()
+        return {r["sweep_ns"] for r in read_file(f) if r.get("event") == "sweep" and "sweep_ns" in r}
+
     def run_day(self, day: date) -> int:
         """Sweep every slot of the day's window that has not passed. Returns the number of sweeps."""
         win = self.cfg.get("windows", {}).get("track_a", {"start": "09:00", "end": "15:30"})
@@ -144,7 +153,8 @@ class TrackA:
         slots = sweep_slots(start, end, self.interval)
         step = self.interval * 60 * NS
         now = self.clock.now_ns()
-        missed = [s for s in slots if s + step <= now]
+        done = self._sweeps_already_done(day)  # a restart mid-day: those sweeps are not gaps
+        missed = [s for s in slots if s + step <= now and s not in done]
         for s in missed:  # started late: say so, once per sweep that never happened
             self.events.emit("gap_marker", "WARNING", market=self.market, symbol="*", start_ns=s, end_ns=s + step,
                              track="A", cause="collector_not_running", recoverable=False,
