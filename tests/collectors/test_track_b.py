@@ -118,6 +118,17 @@ def test_no_fault_session_records_every_trade(env):
     n = assert_trades_match_truth(env, rec, syms)
     assert n > 50 and tb.dropped == 0
     assert verify_tree(env.root)["clean"]
+    # secrets (app key, app secret, and the token and approval key obtained with them) appear nowhere
+    secrets = [env.secrets["KIS_APP_KEY"], env.secrets["KIS_APP_SECRET"]]
+    for f in (env.root / "state").glob("kis_*"):
+        obj = orjson.loads(f.read_bytes())
+        secrets += [v for k, v in obj.items() if k in ("token", "access_token", "approval_key", "value")
+                    and isinstance(v, str)]
+    assert len(secrets) > 2, "expected a cached token and approval key to check for"
+    for f in env.root.rglob("*.jsonl"):
+        blob = f.read_bytes()
+        for sec in secrets:
+            assert sec.encode() not in blob, f"a secret leaked into {f}"
     books = [r for r in iter_day(env.root, env.day, kinds=("scalp",)) if r["kind"] == "book"]
     assert {b["symbol"] for b in books} == set(syms)
     # raw/ decodes back to exactly the trades in scalp/

@@ -32,7 +32,12 @@ def test_ready_line_health_and_clean_stop(tmp_path):
     sim = SimProcess(["--seed", "3", "--speed", "60", "--start", "09:00", "--ground-truth", str(gt), *BASE],
                      stderr_path=str(tmp_path / "err.log"))
     try:
-        assert set(sim.urls) == {"rest", "ws", "control"}
+        assert set(sim.urls) == {"rest", "ws", "control", "clock"}
+        from observer.core.clock import parse_clock_spec
+
+        # the clock spec gives another process the simulator's market time
+        assert abs(parse_clock_spec(sim.urls["clock"]).now_ns() - requests.get(
+            sim.control + "/health", timeout=5).json()["t_ms"] * 10**6 - _midnight_ns()) < 30 * 10**9
         h = requests.get(sim.control + "/health", timeout=5).json()
         assert h["ok"] and h["date"] == "20260316" and h["rest"] == sim.rest
     finally:
@@ -96,3 +101,9 @@ def test_firehose_feeds_a_bare_reader(tmp_path):
     lines = read_jsonl(str(gt / "firehose.jsonl"))
     assert lines[-1]["done"] and lines[-1]["frames"] == n_frames
     assert sum(x["n"] for x in lines if "n" in x) == n_frames
+
+
+def _midnight_ns() -> int:
+    from observer.core.clock import kst_datetime, parse_yyyymmdd
+
+    return int(kst_datetime(parse_yyyymmdd("20260316"), "000000").timestamp()) * 10**9

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--log-level", default="INFO", help="log level (default INFO)")
     f.add_argument("--self-test", action="store_true",
                    help="import every module and dependency, then exit (preflight runs this)")
+    f.add_argument("--config", metavar="PATH",
+                   help="observer.toml; the simulator needs none, but its log level is taken from it when given")
+    f.add_argument("--check-config", action="store_true", help="validate --config (every error at once), then exit")
     return p
 
 
@@ -91,6 +94,17 @@ def main(argv: list[str] | None = None) -> int:
 
         run_self_test("observer-sim")
     args = build_parser().parse_args(argv)
+    if args.config or args.check_config:
+        from observer.core.config import ConfigError, load_config
+
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as e:
+            print(f"observer-sim: config error: {e}", file=sys.stderr)
+            return 2
+        if args.check_config:
+            print(f"observer-sim: config {cfg['_source']} is valid")
+            return 0
     setup_logging("observer-sim", args.log_level)
     log = logging.getLogger("observer.sim")
     from observer.core.redact import register_secret
