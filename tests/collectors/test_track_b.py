@@ -120,7 +120,7 @@ def test_no_fault_session_records_every_trade(env):
     assert verify_tree(env.root)["clean"]
     # secrets (app key, app secret, and the token and approval key obtained with them) appear nowhere
     secrets = [env.secrets["KIS_APP_KEY"], env.secrets["KIS_APP_SECRET"]]
-    for f in (env.root / "state").glob("kis_*"):
+    for f in (env.root / "state").glob("kis_*.json"):
         obj = orjson.loads(f.read_bytes())
         secrets += [v for k, v in obj.items() if k in ("token", "access_token", "approval_key", "value")
                     and isinstance(v, str)]
