@@ -204,3 +204,47 @@ def test_mitigation_follows_injected_load(tmp_path):
         assert tb.mitigation.level == 2 and "level 2" in tb.status_text()
     finally:
         env.close()
+
+
+def test_slots_follow_the_manual_override_live_and_overflow_is_ledgered(tmp_path):
+    env = SimEnv(tmp_path, start=START, speed=30, symbols=40, active=10,
+                 cfg_overrides={**WINDOWS, "track_b": {"slots": 3, "fill_idle_slots": False,
+                                                        "reallocate_interval_s": 10}})
+    try:
+        syms = busiest(env, 4)
+        manual = env.root / "state" / "manual_slots.txt"
+        manual.parent.mkdir(parents=True, exist_ok=True)
+        manual.write_text(f"# operator's picks\n{syms[0]}\n{syms[1]}\n")
+
+        def add_two(env, tb):
+            assert set(tb._slot_of) == {syms[0], syms[1]}
+            manual.write_text(f"{syms[0]}\n{syms[1]}\n{syms[2]}\n{syms[3]}\n")
+
+        store = env.store("observer-track-b@kis")
+        prov = get_provider("kis", env.cfg, env.secrets, store, env.clock)
+        stop = threading.Event()
+        tb = TrackB(store=store, provider=prov, clock=env.clock, calendar=calendar_from_config(env.cfg),
+                    cfg=env.cfg, stop=stop)
+        t = threading.Thread(target=tb.run_day, args=(env.day,), daemon=True)
+        t.start()
+        assert wait_for(lambda: tb.trades > 0, 60)
+        add_two(env, tb)
+        assert wait_for(lambda: len(tb._slot_of) == 3, 30), tb._slot_of
+        stop.set()
+        t.join(30)
+        store.close()
+        slots = [r for r in iter_day(env.root, env.day, kinds=("events",)) if r["event"] == "slot"]
+        first = [s["symbol"] for s in slots if s["action"] == "allocate"][:2]
+        assert set(first) == set(syms[:2]), "the manual picks were allocated first"
+        assert len({s["slot"] for s in slots if s["action"] == "allocate"}) == 3
+        from observer.store import paths
+
+        ledger = paths.overflow_file(env.root, "kis", env.day)
+        over = [orjson.loads(x) for x in ledger.read_bytes().splitlines()]
+        held = set(tb._slot_of)
+        assert len(held) == 3 and held >= set(syms[:2])
+        left_out = (set(syms) - held).pop()
+        assert any(o["symbol"] == left_out and o["trigger"] == "manual" for o in over)
+        assert verify_tree(env.root)["clean"]
+    finally:
+        env.close()
