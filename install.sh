@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # install.sh — set up Stock Trading Observer.
 #   ./install.sh --dev        developer/CI setup: .venv in the repo + test tools + apt packages the tests need
-#   ./install.sh              VM install (root): see docs/deployment.md (comes with the deployment issue)
+#   ./install.sh [--providers kis,..] [--with-sim] [--force] [--no-start] [--no-preflight]
+#                             VM install or upgrade (root; refused in KR market hours unless --force)
+#   ./install.sh --uninstall  VM: remove code and units, keep config and data (docs/deployment.md)
 # Idempotent: a second run changes nothing and only checks.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODE=vm
+VM_ARGS=()
 for a in "$@"; do
   case "$a" in
     --dev) MODE=dev ;;
-    -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "install.sh: unknown option '$a' (try --help)" >&2; exit 2 ;;
+    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) VM_ARGS+=("$a") ;;  # VM-mode options: checked by lib/observer/deploy/install_vm.sh
   esac
 done
+if [ "$MODE" = dev ] && [ ${#VM_ARGS[@]} -gt 0 ]; then
+  echo "install.sh: unknown option '${VM_ARGS[0]}' (try --help)" >&2; exit 2
+fi
 
 log() { printf '[install] %s\n' "$*" >&2; }
 
@@ -79,6 +85,5 @@ dev_install() {
 case "$MODE" in
   dev) dev_install ;;
   vm)
-    if [ -x "$REPO/lib/observer/deploy/install_vm.sh" ]; then exec "$REPO/lib/observer/deploy/install_vm.sh" "$@"; fi
-    echo "install.sh: VM mode is not built yet (see docs/deployment.md); use --dev" >&2; exit 2 ;;
+    exec bash "$REPO/lib/observer/deploy/install_vm.sh" ${VM_ARGS[@]+"${VM_ARGS[@]}"} ;;
 esac
