@@ -72,8 +72,12 @@ def compile_checker(schema: dict, name: str):
             if kw in node:
                 lines.append(f"{pad}if {numeric} and x {op} {node[kw]!r}: {fail}'{kw} {node[kw]}')")
         if "pattern" in node:
-            lines.append(f"{pad}if t is str and {const(re.compile(node['pattern']))}.search(x) is None: "
+            # the same few strings (provider, market) recur in every record: remember the good ones
+            memo = const(set())
+            lines.append(f"{pad}if t is str and x not in {memo}:")
+            lines.append(f"{pad}    if {const(re.compile(node['pattern']))}.search(x) is None: "
                          f"{fail}{('does not match ' + node['pattern'])!r})")
+            lines.append(f"{pad}    if len({memo}) < 1024: {memo}.add(x)")
         if "minLength" in node:
             lines.append(f"{pad}if t is str and len(x) < {node['minLength']}: {fail}'too short')")
         if "maxLength" in node:
