@@ -335,9 +335,9 @@ class TrackB:
                 q = self.q
                 if not q:
                     self._q_wake.clear()
-                    if not q:
-                        self._q_wake.wait(0.05)
-                deadline = time.monotonic() + 0.05
+                    if not q:  # sleep until frames arrive or the next book sample is due
+                        self._q_wake.wait(max(0.0, min(0.05, next_sample - time.monotonic())))
+                deadline = min(time.monotonic() + 0.05, next_sample)
                 write = self._write
                 try:
                     while True:
