@@ -185,3 +185,28 @@ def test_oom_kill_is_detected_and_reported(ns, tmp_path):
         assert events(ns, "kis", "crash_loop")[0]["result"] == "oom-kill"
     finally:
         env.close()
+
+
+def test_streamer_past_memory_max_is_killed_and_restarted(ns, tmp_path):
+    """A leak (test-only fault) pushes the real streamer past MemoryMax: the kernel kills it, systemd's
+    Restart= brings it back, and the new process records again."""
+    env = Env(tmp_path, start="09:40:00")
+    try:
+        active = [u["symbol"] for u in env.universe if u["active"]][:3]
+        install(ns, env, active, "Environment=OBSERVER_TEST_FAULTS=1\nMemoryHigh=infinity\nMemoryMax=200M\n"
+                                 "MemorySwapMax=0\nRestartSec=200ms\n")
+        ns.run("systemctl", "start", UNIT, check=True)
+        harness.wait_for(lambda: (heartbeat(ns) or {}).get("trades", 0) > 0, 60, "track-b to record trades")
+        pid = ns.show(UNIT, "MainPID")["MainPID"]
+        write(ns, f"{DATA}/state/test_faults/leak_mb_per_s", "40\n")
+        harness.wait_for(lambda: (lambda s: s["ActiveState"] == "active" and s["MainPID"] not in ("0", pid)
+                                  and int(s["NRestarts"]) >= 1)(ns.show(UNIT, "ActiveState", "MainPID", "NRestarts")),
+                         90, "the OOM-killed streamer to be restarted")
+        new_pid = ns.show(UNIT, "MainPID")["MainPID"]
+        harness.wait_for(lambda: str((heartbeat(ns) or {}).get("pid")) == new_pid
+                         and (heartbeat(ns) or {}).get("trades", 0) > 0, 60, "the restarted streamer to record")
+        log = ns.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat").stdout
+        assert "test fault: leaking memory" in log
+        assert "memory" in log.lower() and ("oom" in log.lower() or "SIGKILL" in log or "status=9" in log), log[-2000:]
+    finally:
+        env.close()

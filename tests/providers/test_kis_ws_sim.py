@@ -265,3 +265,34 @@ def test_design_backoff_default():
 
     assert validate_config({})["providers"]["kis"]["ws"]["backoff_s"] == [1, 2, 5, 10, 20, 30, 60]
     assert APP_KEY
+
+
+def test_dropped_symbol_is_reported_stale_and_comes_back(sim, tree, store, streams):
+    stream, sink, syms = make_stream(sim, tree, store, n_syms=3,
+                                     stale_s={"trades": {"continuous": 3}, "book": {"continuous": 3}})
+    start(stream, streams, sink)
+    victim = syms[0]
+    sim.apply_fault({"kind": "ws_drop_symbol", "symbol": victim, "duration": 8})
+    t_fault = sim.clock.now_ns()
+
+    def stale(state):
+        return [e for e in events(store, "stream_stale") if e["symbol"] == victim and e["state"] == state]
+
+    wait_for(lambda: stale("stale"), 15, what="a stale event for the dropped symbol")
+    # the connection stayed up: a quiet symbol is not a dead connection
+    assert stream.stats()["reconnects"] == 0
+    others = [r for r in sink.records() if r["symbol"] != victim and r["recv_ns"] > t_fault]
+    assert others, "the other symbols kept flowing during the fault"
+    wait_for(lambda: stale("resumed"), 30, what="the dropped symbol's data to resume")
+
+
+def test_second_connection_with_the_same_app_key_is_reported(sim, tree, store, streams):
+    s1, sink1, _ = make_stream(sim, tree, store, n_syms=1)
+    start(s1, streams, sink1)
+    s2, _, _ = make_stream(sim, tree, store, n_syms=1)
+    streams.append(s2)
+    s2.start()
+    wait_for(lambda: [e for e in events(store, "subscription_error") if e.get("code") == "OPSP8996"], 20,
+             what="OPSP8996 (ALREADY IN USE appkey) reported")
+    n = sink1.count()
+    wait_for(lambda: sink1.count() > n + 3, 15, what="the first connection unaffected")
