@@ -26,12 +26,14 @@ def main():
     ap.add_argument("--symbols", type=int, default=2500)
     ap.add_argument("--server-limit", type=float, default=20.0, help="the simulator's per-key limit (KIS real: 20/s)")
     ap.add_argument("--rate", type=float, default=19.0, help="the client's configured rate (default 19 = 20 minus headroom)")
+    ap.add_argument("--workers", type=int, default=None, help="track_a.workers (default: the config default)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         env = SimEnv(Path(d), start="09:59:59", speed=1.0, symbols=a.symbols, active=40,
                      sim_kw={"rate_limit": a.server_limit},
                      cfg_overrides={"providers": {"kis": {"rate_limit_per_s": a.rate}},
-                                    "track_a": {"interval_minutes": 10, "workers": 4}})
+                                    "track_a": {"interval_minutes": 10,
+                                                **({"workers": a.workers} if a.workers else {})}})
         try:
             store = env.store("bench")
             prov = get_provider("kis", env.cfg, env.secrets, store, env.clock)

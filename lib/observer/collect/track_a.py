@@ -48,7 +48,7 @@ class TrackA:
         self.stop = stop or threading.Event()
         tcfg = cfg.get("track_a", {})
         self.interval = tcfg.get("interval_minutes", 10)
-        self.workers = tcfg.get("workers", 4)
+        self.workers = tcfg.get("workers", 1)
         self.events = store.events(provider)
         self.swing = store.partition("swing", provider, self.market)
         self.hb = Heartbeat(store.root, "track-a", clock)

@@ -99,7 +99,7 @@ def ensure_universe(root: Path, day: date, rest: MarketRest, cfg: dict, calendar
         uni = create_universe(rest, read_candidates(ucfg.get("candidates_file", "/etc/observer/symbols.txt")), day,
                               min_prev_close=ucfg.get("min_prev_close", 4000),
                               max_failed_ratio=ucfg.get("max_failed_ratio", 0.05),
-                              workers=ucfg.get("workers", 4), clock=clock, provider=provider)
+                              workers=ucfg.get("workers", 1), clock=clock, provider=provider)
     except (UniverseError, ProviderError, OSError) as e:
         prev = day
         for _ in range(LOOKBACK_DAYS):
