@@ -63,3 +63,28 @@ def test_backup_missing_and_disk_pressure(tmp_path):
         assert r.stdout == "" and r.returncode == 0
     finally:
         env.close()
+
+
+def test_flapping_websocket_is_reported_and_alerted(tmp_path):
+    """The incident's "no close frame" drops every few seconds: the streamer heals each one itself
+    (tests/collectors), and the watchdog sees the pattern in the reconnect events and alerts."""
+    env = Env(tmp_path, start="09:40:00", cfg={"watchdog": {"track_a": False, "start_grace_s": 0, "no_data_s": 600,
+                                                            "heartbeat_stale_s": 60, "flap_reconnects": 3}})
+    active = [u["symbol"] for u in env.universe if u["active"]][:2]
+    tb = subprocess.Popen([PY, str(BIN / "observer-track-b"), "--provider", "kis", "--symbols", ",".join(active),
+                           "--config", str(env.config)], env=env.env(), stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _heartbeat(env).get("trades", 0) > 0, 60, "track-b to record trades")
+        env.sim.apply_fault({"kind": "ws_flap", "duration_real": 120, "min_real": 1, "max_real": 2})
+        wait_for(lambda: len(env.events("reconnect", "kis")) >= 3, 90, "three reconnects")
+        r = env.run("observer-watchdog", "--once")
+        assert "WebSocket is flapping" in r.stdout, r.stdout + r.stderr
+        ev = env.events("ws_flapping", "kis")
+        assert ev and ev[0]["reconnects"] >= 3
+        outbox = [orjson.loads(x) for p in (env.root / "system" / "alerts").glob("*.jsonl")
+                  for x in p.read_bytes().splitlines()]
+        assert any(a["key"].startswith("ws_flapping") for a in outbox), outbox
+    finally:
+        tb.terminate()
+        tb.wait(30)
+        env.close()
