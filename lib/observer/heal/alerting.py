@@ -46,6 +46,24 @@ class AlertSink:
         except Exception as e:
             log.error("alert not queued", extra={"alert_key": key, "error": f"{type(e).__name__}: {e}"[:300]})
 
+    def drain(self, timeout_s: float = 5) -> dict:
+        """Retry what the outbox still holds (this program's and every other program's alerts)."""
+        if self._a is None:
+            return {}
+        try:
+            return self._a.drain(timeout_s=timeout_s)
+        except Exception as e:
+            log.error("alerts drain failed", extra={"error": f"{type(e).__name__}: {e}"[:300]})
+            return {}
+
+    def undelivered(self) -> int | None:
+        if self._a is None:
+            return None
+        try:
+            return int(self._a.stats().get("undelivered", 0))
+        except Exception:
+            return None
+
     def close(self) -> None:
         if self._a is None:
             return

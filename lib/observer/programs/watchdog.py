@@ -26,8 +26,10 @@ def main(argv=None) -> int:
     p.add_argument("--interval", type=float, metavar="S", help="seconds between passes (default watchdog.interval_s)")
     args = p.parse_args(argv)
     ctx = cli.start(PROGRAM, args)
+    from observer.alerts import daily_summary_due, send_daily_summary
     from observer.heal.alerting import AlertSink
     from observer.heal.watchdog import Watchdog
+    from observer.metrics import MetricsWriter
     from observer.store.store import Store
 
     cfg = ctx.cfg
@@ -50,10 +52,27 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     interval = args.interval or float(cfg["watchdog"]["interval_s"])
+    metrics = MetricsWriter.from_config(root, "watchdog", cfg, clock=ctx.clock)
     found = []
     try:
         while True:
             found = wd.run_pass()
+            if alerts is not None:
+                # the always-on program retries every program's undelivered alerts and sends the
+                # day's summary once it is due (send_daily_summary is idempotent)
+                alerts.drain()
+                due = daily_summary_due(cfg, ctx.clock)
+                if due is not None and not args.once:
+                    try:
+                        send_daily_summary(root, cfg, secrets, due, clock=ctx.clock)
+                    except Exception:
+                        log.exception("daily summary failed")
+                metrics.set("observer_alerts_undelivered", alerts.undelivered())
+            for f in found:
+                if f.what == "restart" and f.done:
+                    metrics.inc("observer_watchdog_restarts_total", 1, unit=f.subject)
+            metrics.sample_system()
+            metrics.maybe_write()
             if args.once:
                 break
             if wd.passes == 1:
