@@ -21,7 +21,7 @@ def _heartbeat(env: Env) -> dict:
 
 
 def test_dead_feed_with_a_live_loop_is_caught_quiet_symbol_is_not(tmp_path):
-    env = Env(tmp_path, start="09:40:00", cfg={"watchdog": {"track_a": False, "start_grace_s": 0, "no_data_s": 4,
+    env = Env(tmp_path, start="09:40:00", cfg={"watchdog": {"track_a": False, "start_grace_s": 0, "no_data_s": 4, "disk_alert_pct": 100,
                                                             "heartbeat_stale_s": 30}})
     active = [u["symbol"] for u in env.universe if u["active"]][:3]
     quiet = next(u["symbol"] for u in env.universe if not u["active"])
@@ -68,7 +68,7 @@ def test_backup_missing_and_disk_pressure(tmp_path):
 def test_flapping_websocket_is_reported_and_alerted(tmp_path):
     """The incident's "no close frame" drops every few seconds: the streamer heals each one itself
     (tests/collectors), and the watchdog sees the pattern in the reconnect events and alerts."""
-    env = Env(tmp_path, start="09:40:00", cfg={"watchdog": {"track_a": False, "start_grace_s": 0, "no_data_s": 600,
+    env = Env(tmp_path, start="09:40:00", cfg={"watchdog": {"track_a": False, "start_grace_s": 0, "no_data_s": 600, "disk_alert_pct": 100,
                                                             "heartbeat_stale_s": 60, "flap_reconnects": 3}})
     active = [u["symbol"] for u in env.universe if u["active"]][:2]
     tb = subprocess.Popen([PY, str(BIN / "observer-track-b"), "--provider", "kis", "--symbols", ",".join(active),

@@ -54,7 +54,9 @@ def install(ns, env: Env, symbols: list[str], extra_service: str = "") -> None:
     cfg = dict(env.cfg)
     cfg["data_dir"] = DATA
     cfg["secrets_file"] = "/etc/observer/secrets.env"
+    # disk_alert_pct 100: the host's own disk level is not what these tests are about
     cfg["watchdog"] = {"track_a": False, "providers": ["kis"], "heartbeat_stale_s": 3, "start_grace_s": 1,
+                       "disk_alert_pct": 100,
                        "no_data_s": 120, "crash_loop_restarts": 3, "crash_loop_minutes": 15}
     write(ns, "/etc/observer/observer.toml", toml_dump(cfg))
     write(ns, "/etc/observer/secrets.env", env.secrets.read_text(), "0600")
