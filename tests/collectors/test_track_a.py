@@ -18,7 +18,7 @@ from tests.collectors.simenv import SimEnv
 
 @pytest.fixture
 def env(tmp_path):
-    e = SimEnv(tmp_path, start="08:58:00", speed=120, symbols=60, active=12,
+    e = SimEnv(tmp_path, start="08:58:00", speed=60, symbols=60, active=12,
                cfg_overrides={"windows": {"track_a": {"start": "09:00", "end": "09:20"}}})
     yield e
     e.close()
