@@ -229,6 +229,19 @@ def test_restart_broker_restarts_allowed_units_only(installed):
     assert r.returncode != 0
 
 
+def test_install_ends_with_the_preflight_table(installed):
+    """install.sh runs preflight as the service user at the end and prints its table; on a fresh host
+    with an empty secrets template it must say the host is not ready, and why."""
+    ns = installed["ns"]
+    r = run_install(ns, "--with-sim", clock="2026-11-23T17:30:00+09:00")  # a trading day, after hours
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    assert "[install] preflight:" in out
+    for check in ("config", "secrets", "disk", "self-test"):
+        assert check in out, f"preflight table lacks {check!r}:\n{out[-3000:]}"
+    assert "preflight: FAILED" in out and "not ready" in out
+
+
 def test_deploy_guard_refuses_an_upgrade_in_market_hours(installed):
     ns = installed["ns"]
     # --deploy-guard alone: the verdict for a clock inside and outside market hours
