@@ -27,7 +27,6 @@ import fcntl
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,8 +37,8 @@ import psutil
 from observer.core.clock import NS, Clock
 from observer.core.logging import get_logger
 from observer.store import paths
-from observer.store.state import read_json, write_json_atomic
-from observer.store.writer import FILE_MODE, StoreError, ensure_dir
+from observer.store.state import read_json, write_bytes_atomic, write_json_atomic
+from observer.store.writer import StoreError, ensure_dir
 
 log = get_logger(__name__)
 
@@ -212,27 +211,7 @@ def render_prom(samples: list[tuple[str, dict, float]]) -> str:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, FILE_MODE)
-        data = text.encode()
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_bytes_atomic(path, text.encode())
 
 
 def merge_prom(root, now_ns: int | None = None) -> str:

@@ -40,3 +40,37 @@ def open_runtime(ctx: Context, provider_name: str, program: str) -> Runtime:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     return Runtime(store, provider, secrets, calendar_from_config(ctx.cfg), Notifier(), stop)
+
+
+def run_collector(ctx: Context, provider_name: str, program: str, body) -> int:
+    """What both collectors do around their day: open the runtime (secrets, store, provider,
+    signals), stand down on a day KRX is closed, turn refused credentials into a clear exit, and
+    always leave the tree durable. `body(rt, day, events)` does the day's work and returns the exit code."""
+    import sys
+
+    from observer import cli
+    from observer.core.logging import get_logger
+    from observer.core.secrets import SecretsError
+    from observer.providers.base import AuthError
+
+    log = get_logger(program)
+    try:
+        rt = open_runtime(ctx, provider_name, program)
+    except (SecretsError, ValueError) as e:
+        print(f"{program}: {e}", file=sys.stderr)
+        return cli.EXIT_USAGE
+    day = ctx.clock.today_kst()
+    ev = rt.store.events(provider_name)
+    try:
+        if not rt.calendar.is_trading_day(day):
+            reason = rt.calendar.closed_reason(day)
+            ev.emit("collector", "INFO", state="standing_down", reason=f"{day}: not a KRX trading day ({reason})")
+            rt.notifier.ready(f"standing down: {day} is not a trading day ({reason})")
+            return cli.EXIT_OK
+        return body(rt, day, ev)
+    except AuthError as e:
+        log.error("broker refused the credentials", extra={"error": str(e)})
+        return cli.EXIT_FAILED
+    finally:
+        rt.notifier.stopping()
+        rt.store.close()

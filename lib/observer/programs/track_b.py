@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 from observer import cli
-from observer.collect.runtime import open_runtime
+from observer.collect.runtime import run_collector
 from observer.collect.track_b import TrackB
-from observer.core.logging import get_logger
-from observer.core.secrets import SecretsError
-from observer.providers.base import AuthError, provider_names
-
-log = get_logger("observer-track-b")
+from observer.providers.base import provider_names
 
 
 def main(argv=None) -> int:
@@ -21,30 +15,17 @@ def main(argv=None) -> int:
     p.add_argument("--provider", default="kis", help=f"which broker ({', '.join(provider_names())}; default kis)")
     p.add_argument("--symbols", help="comma-separated symbols to hold instead of trigger-chosen slots (tests, demos)")
     args = p.parse_args(argv)
-    ctx = cli.start(f"observer-track-b@{args.provider}", args)
-    try:
-        rt = open_runtime(ctx, args.provider, f"observer-track-b@{args.provider}")
-    except (SecretsError, ValueError) as e:
-        print(f"observer-track-b: {e}", file=sys.stderr)
-        return cli.EXIT_USAGE
-    day = ctx.clock.today_kst()
-    ev = rt.store.events(args.provider)
-    try:
-        if not rt.calendar.is_trading_day(day):
-            reason = rt.calendar.closed_reason(day)
-            ev.emit("collector", "INFO", state="standing_down", reason=f"{day}: not a KRX trading day ({reason})")
-            rt.notifier.ready(f"standing down: {day} is not a trading day ({reason})")
-            return cli.EXIT_OK
-        fixed = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    program = f"observer-track-b@{args.provider}"
+    ctx = cli.start(program, args)
+    fixed = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+
+    def day_of_streaming(rt, day, ev) -> int:
         tb = TrackB(store=rt.store, provider=rt.provider, clock=ctx.clock, calendar=rt.calendar, cfg=ctx.cfg,
                     notifier=rt.notifier, stop=rt.stop, fixed_symbols=fixed)
         tb.run_day(day)
         ev.emit("collector", "INFO", state="stopped",
-                reason=f"{tb.trades} trades, {tb.books_written} books; {'signal' if rt.stop.is_set() else 'window over'}")
+                reason=f"{tb.trades} trades, {tb.books_written} books; "
+                       f"{'signal' if rt.stop.is_set() else 'window over'}")
         return cli.EXIT_OK
-    except AuthError as e:
-        log.error("broker refused the credentials", extra={"error": str(e)})
-        return cli.EXIT_FAILED
-    finally:
-        rt.notifier.stopping()
-        rt.store.close()
+
+    return run_collector(ctx, args.provider, program, day_of_streaming)

@@ -12,15 +12,16 @@ import orjson
 from observer.store.writer import FILE_MODE, _fsync_dir, ensure_dir
 
 
-def write_json_atomic(path: Path, obj, *, durable: bool = True, indent: bool = False) -> None:
+def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace `path` with `data` all at once: temp file in the same dir, (fsync,) rename (, fsync dir)."""
     path = Path(path)
     ensure_dir(path.parent)
-    opts = orjson.OPT_INDENT_2 if indent else 0
-    data = orjson.dumps(obj, option=opts | orjson.OPT_APPEND_NEWLINE)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, FILE_MODE)
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
         if durable:
             os.fsync(fd)
         os.close(fd)
@@ -36,6 +37,11 @@ def write_json_atomic(path: Path, obj, *, durable: bool = True, indent: bool = F
         except FileNotFoundError:
             pass
         raise
+
+
+def write_json_atomic(path: Path, obj, *, durable: bool = True, indent: bool = False) -> None:
+    opts = orjson.OPT_INDENT_2 if indent else 0
+    write_bytes_atomic(path, orjson.dumps(obj, option=opts | orjson.OPT_APPEND_NEWLINE), durable=durable)
 
 
 def read_json(path: Path, default=None):
