@@ -31,18 +31,20 @@ from observer.collect.slots import SlotManager, slot_capacity
 from observer.collect.triggers import TriggerEngine, latest_snapshots
 from observer.core.calendar import KrxCalendar
 from observer.core.clock import NS, Clock
-from observer.core.contracts import ContractError
+from observer.core.contracts import ContractError, check
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
 from observer.metrics import MetricsWriter
 from observer.providers.base import TRADES, Provider, ProviderError, RegistrationLimitError
 from observer.store.store import Store
-from observer.store.writer import StoreError
+from observer.store.writer import StoreError, StoreFull
 
 log = get_logger(__name__)
 _LINE = orjson.OPT_APPEND_NEWLINE
-PAUSE_AFTER_S = 300.0
-MITIGATION_SAMPLE_S = 5.0  # market seconds between load samples fed to the mitigation controller  # design §4: 5 min of continuous failure pauses scalp recording
+PAUSE_AFTER_S = 300.0  # design §4: 5 min of continuous failure pauses scalp recording
+MITIGATION_SAMPLE_S = 5.0  # market seconds between load samples fed to the mitigation controller
+WRITE_BATCH = 256  # queue items written per block: amortises the writers' locks, bounds one step's latency
+dumps = orjson.dumps
 
 
 class TrackB:
@@ -89,9 +91,12 @@ class TrackB:
         self.frames = 0
         self.trades = 0
         self.books_written = 0
-        self.dropped = 0
-        self._drop_first_ns = 0
-        self._drop_last_ns = 0
+        self._drops: dict[str, list[int]] = {}  # cause -> [count, first recv_ns, last recv_ns]
+        self._drop_lock = threading.Lock()
+        self.dropped = 0  # frames/records lost to backpressure or a full disk, all reported and marked
+        self.store_refused = 0
+        self._raw_prefix = (b'{"v":1,"kind":"raw","provider":' + dumps(self.pname)
+                            + b',"recv_ns":%d,"frame":%b}\n')  # the line orjson makes of the raw record
         self.rejected = 0
         self.paused = False
         self._down_since: float | None = None
@@ -116,36 +121,69 @@ class TrackB:
             if len(q) == 1:
                 self._q_wake.set()
         else:
-            self.dropped += 1
-            if not self._drop_first_ns:
-                self._drop_first_ns = recv_ns
-            self._drop_last_ns = recv_ns
+            self._drop_window(recv_ns, recv_ns, 1, "queue_overflow")
 
     # -- the main loop ------------------------------------------------------------------------
-    def _write(self, frame: str, recv_ns: int, records: list[dict]) -> None:
-        self.frames += 1
-        raw = {"v": 1, "kind": "raw", "provider": self.pname, "recv_ns": recv_ns, "frame": frame}
-        self.raw.append_line(orjson.dumps(raw, option=_LINE), recv_ns)
+    def _write_batch(self, batch: list) -> None:
+        """Write a batch of (frame, recv_ns, records) from the queue: every frame to raw/, every trade
+        to scalp/ (checked against its contract), books kept for the sampler. Lines are built here
+        and each partition takes the batch as one block (one lock, one buffer append)."""
+        self.frames += len(batch)
+        raw_prefix = self._raw_prefix
+        raw_lines = [raw_prefix % (recv_ns, dumps(frame)) for frame, recv_ns, _ in batch]
+        raw_ts = [item[1] for item in batch]
+        try:
+            self.raw.append_lines(raw_lines, raw_ts)
+        except StoreFull:
+            self._refused("raw", raw_ts)
         if self.paused:
             return
         lvl = self.mitigation.level
-        for rec in records:
-            sym = rec.get("symbol")
-            rec["track"] = "B"
-            rec["mitigation"] = lvl
-            slot = self._slot_of.get(sym)
-            if slot is not None:
-                rec["slot"] = slot
-            if rec["kind"] == "trade":
-                try:
-                    self.scalp.append(rec, recv_ns)
-                    self.trades += 1
-                except ContractError as e:
-                    self.rejected += 1
-                    self.events.emit("record_rejected", "WARNING", record_kind="trade", reason=str(e)[:300], symbol=sym)
-            elif rec["kind"] == "book":
-                self._latest_book[sym] = rec
-                self._book_fresh.add(sym)
+        slot_of = self._slot_of
+        lines, ts = [], []
+        for _, recv_ns, records in batch:
+            for rec in records:
+                sym = rec["symbol"]
+                rec["track"] = "B"
+                rec["mitigation"] = lvl
+                slot = slot_of.get(sym)
+                if slot is not None:
+                    rec["slot"] = slot
+                if rec["kind"] == "trade":
+                    try:
+                        check(rec)
+                    except ContractError as e:
+                        self.rejected += 1
+                        self.events.emit("record_rejected", "WARNING", record_kind="trade", reason=str(e)[:300],
+                                         symbol=sym)
+                        continue
+                    lines.append(dumps(rec, option=_LINE))
+                    ts.append(recv_ns)
+                elif rec["kind"] == "book":
+                    self._latest_book[sym] = rec
+                    self._book_fresh.add(sym)
+        if lines:
+            try:
+                self.scalp.append_lines(lines, ts)
+                self.trades += len(lines)
+            except StoreFull:
+                self._refused("scalp", ts)
+
+    def _refused(self, partition: str, ts: list[int]) -> None:
+        """The store refused a block (disk full and its buffer at the bound): nothing of it is
+        acknowledged, so it is counted and marked like a queue overflow instead of crashing."""
+        self.store_refused += len(ts)
+        self._drop_window(ts[0], ts[-1], len(ts), "store_full")
+        log.error("store refused a block", extra={"partition": partition, "records": len(ts)})
+
+    def _drop_window(self, first_ns: int, last_ns: int, n: int, cause: str) -> None:
+        with self._drop_lock:  # the socket thread and the main loop both count; only the main loop reports
+            d = self._drops.get(cause)
+            if d is None:
+                self._drops[cause] = [n, first_ns, last_ns]
+            else:
+                d[0] += n
+                d[2] = last_ns
 
     def _sample_books(self) -> None:
         """One sampling tick: write the newest book of every slot that changed since the last tick.
@@ -171,18 +209,23 @@ class TrackB:
                     self.rate.record(slot, now)
 
     def _report_drops(self) -> None:
-        if not self.dropped:
+        reasons = {"queue_overflow": "the writer fell behind; {n} frames dropped",
+                    "store_full": "the disk refused writes and the store's buffer is full; {n} records not kept"}
+        if not self._drops:
             return
-        n, a, b = self.dropped, self._drop_first_ns, self._drop_last_ns
-        self.dropped, self._drop_first_ns, self._drop_last_ns = 0, 0, 0
-        self.metrics.inc("observer_frames_dropped_total", n)
-        self.events.emit("recording", "CRITICAL", state="queue_overflow", dropped=n,
-                         reason=f"the writer fell behind; {n} frames dropped", anomaly_day=True)
-        for sym in sorted(self._slot_of):
-            for ch in self.channels:
-                self.events.emit("gap_marker", "WARNING", market=self.market, symbol=sym, start_ns=a, end_ns=b,
-                                 track="B", cause="queue_overflow", recoverable=(ch == TRADES), channel=ch,
-                                 gap_id=f"B-{self.pname}-{sym}-{ch}-{a}")
+        with self._drop_lock:
+            drops, self._drops = self._drops, {}
+        for cause, (n, a, b) in drops.items():
+            self.dropped += n
+            if cause == "queue_overflow":
+                self.metrics.inc("observer_frames_dropped_total", n)
+            self.events.emit("recording", "CRITICAL", state=cause, dropped=n, reason=reasons[cause].format(n=n),
+                             anomaly_day=True)
+            for sym in sorted(self._slot_of):
+                for ch in self.channels:
+                    self.events.emit("gap_marker", "WARNING", market=self.market, symbol=sym, start_ns=a, end_ns=b,
+                                     track="B", cause=cause, recoverable=(ch == TRADES), channel=ch,
+                                     gap_id=f"B-{self.pname}-{sym}-{ch}-{cause}-{a}")
 
     # -- slots ----------------------------------------------------------------------------------
     def reallocate(self, day: date) -> None:
@@ -356,14 +399,12 @@ class TrackB:
                     if not q:  # sleep until frames arrive or the next book sample is due
                         self._q_wake.wait(max(0.0, min(0.05, next_sample - time.monotonic())))
                 deadline = min(time.monotonic() + 0.05, next_sample)
-                write = self._write
-                try:
-                    while True:
-                        write(*q.popleft())
-                        if not (len(q) & 255) and time.monotonic() >= deadline:
-                            break
-                except IndexError:
-                    pass
+                pop = q.popleft
+                while q:
+                    # popleft is atomic against the socket thread's append; len() only shrinks here
+                    self._write_batch([pop() for _ in range(min(len(q), WRITE_BATCH))])
+                    if time.monotonic() >= deadline:
+                        break
                 now = time.monotonic()
                 if now >= next_sample:
                     self._sample_books()
@@ -399,8 +440,9 @@ class TrackB:
         """Stop receiving, write what was received, make it durable."""
         if self.stream is not None:
             self.stream.stop(timeout=3.0)
-        while self.q:
-            self._write(*self.q.popleft())
+        q = self.q
+        while q:
+            self._write_batch([q.popleft() for _ in range(min(len(q), WRITE_BATCH))])
         self._sample_books()
         self._report_drops()
         self.scalp.close()

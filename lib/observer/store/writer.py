@@ -175,35 +175,38 @@ class JsonlWriter:
             check(record, self.partition)
         self.append_line(orjson.dumps(record, option=_DUMPS_OPTS))
 
-    def append_line(self, line: bytes) -> None:
-        """Append one pre-serialised, already validated JSON line ending in '\\n'."""
+    def append_line(self, line: bytes, count: int = 1) -> None:
+        """Append pre-serialised, already validated JSON line(s), each ending in '\\n'.
+
+        `count` is how many records `line` holds (a batch joined by the caller costs one lock
+        instead of one per record); on StoreFull none of them is accepted."""
         with self._lock:
             if self.closed:
                 raise StoreError(f"{self.path}: writer is closed")
             if self.shared:
                 self._buf += line
-                self._pending += 1
+                self._pending += count
                 self._flush_locked()
                 if self._buf:
-                    self._bound_buffer()
+                    self._bound_buffer(len(line), count)
                 return
             if not self._pending:
                 self._first_pending = time.monotonic()
             self._buf += line
-            self._pending += 1
+            self._pending += count
             if self._pending >= self.durability.max_records or \
                     (time.monotonic() - self._first_pending) * 1000 >= self.durability.interval_ms:
                 self._flush_locked()
             if self._failing_since is not None:
-                self._bound_buffer()
+                self._bound_buffer(len(line), count)
 
-    def _bound_buffer(self) -> None:
+    def _bound_buffer(self, nbytes: int, count: int) -> None:
         if len(self._buf) > self.durability.max_buffer_bytes:
-            # refuse the newest record, keep everything accepted before it
-            cut = self._buf.rfind(b"\n", 0, len(self._buf) - 1) + 1
-            del self._buf[cut:]
-            self._pending -= 1
-            raise StoreFull(f"{self.path}: disk refuses writes and {len(self._buf)} bytes are buffered; record not accepted")
+            # refuse the newest append, keep everything accepted before it
+            del self._buf[len(self._buf) - nbytes:]
+            self._pending -= count
+            raise StoreFull(f"{self.path}: disk refuses writes and {len(self._buf)} bytes are buffered; "
+                            f"{count} record(s) not accepted")
 
     @property
     def pending(self) -> int:

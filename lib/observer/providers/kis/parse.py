@@ -256,12 +256,8 @@ class KisFrameDecoder:
                 continue
             t = f[1]
             off = tcache.get(t)
-            if off is None:
-                off = _hms_offset(t)
-                if off is None:
-                    d.errors.append(f"{d.tr_id} record {i + 1}/{count}: STCK_CNTG_HOUR {t[:12]!r} is not HHMMSS")
-                    continue
-                tcache[t] = off
+            if off is None and (off := self._time_offset(d, t, "STCK_CNTG_HOUR", i, count)) is None:
+                continue
             bd = f[33]
             mid = dcache.get(bd)
             if mid is None:
@@ -330,12 +326,8 @@ class KisFrameDecoder:
                 continue
             t = f[1]
             off = tcache.get(t)
-            if off is None:
-                off = _hms_offset(t)
-                if off is None:
-                    d.errors.append(f"{d.tr_id} record {i + 1}/{count}: BSOP_HOUR {t[:12]!r} is not HHMMSS")
-                    continue
-                tcache[t] = off
+            if off is None and (off := self._time_offset(d, t, "BSOP_HOUR", i, count)) is None:
+                continue
             rec["exch_ns"] = midnight + off
             if width > ASP_FIELDS:
                 extra = {}
@@ -371,6 +363,15 @@ class KisFrameDecoder:
                 rec["quality"] = "degraded"
                 rec["flags"] = flags
             out.append(rec)
+
+    def _time_offset(self, d: Decoded, t: str, name: str, i: int, count: int) -> int | None:
+        """ns since midnight of an HHMMSS field (cached per distinct value), or None with the error noted."""
+        off = _hms_offset(t)
+        if off is None:
+            d.errors.append(f"{d.tr_id} record {i + 1}/{count}: {name} {t[:12]!r} is not HHMMSS")
+        else:
+            self._tcache[t] = off
+        return off
 
     @staticmethod
     def _bad_field(f: list[str], names: tuple[str, ...], idx: tuple[int, ...], i: int, count: int,

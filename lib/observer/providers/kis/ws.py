@@ -51,6 +51,7 @@ from observer.providers.base import (
 )
 from observer.providers.kis.auth import KisAuth
 from observer.providers.kis.parse import CHANNEL_BY_TR, TR_BY_CHANNEL, KisFrameDecoder, subscribe_message
+from observer.providers.wsframes import OP_BINARY, OP_CLOSE, OP_PING, FrameReader
 
 log = get_logger(__name__)
 
@@ -73,36 +74,6 @@ def session_phase(hour: int, minute: int) -> str:
     if hm < 1530:
         return "auction"
     return "after"
-
-
-class _BufferedRecv:
-    """Socket reads for websocket-client's frame parser, 256 KiB at a time.
-
-    websocket-client reads each frame with three recv() calls (header, length, payload); at tens of
-    thousands of ~300-byte frames per second those syscalls dominate. This reader serves the parser
-    from one large read instead. Timeouts and EOF raise the exceptions websocket-client raises itself.
-    """
-
-    __slots__ = ("sock", "buf", "pos")
-
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-        self.buf = b""
-        self.pos = 0
-
-    def __call__(self, bufsize: int) -> bytes:
-        buf, pos = self.buf, self.pos
-        if pos >= len(buf):
-            try:
-                buf = self.sock.recv(262144)
-            except TimeoutError:
-                raise websocket.WebSocketTimeoutException("timed out") from None
-            if not buf:
-                raise websocket.WebSocketConnectionClosedException("Connection to remote host was lost.")
-            self.buf, pos = buf, 0
-        chunk = buf[pos:pos + bufsize]
-        self.pos = pos + len(chunk)
-        return chunk
 
 
 @dataclass
@@ -267,8 +238,6 @@ class KisConnection:
         ws = websocket.create_connection(self.ws_url, timeout=self.connect_timeout_s, skip_utf8_validation=True,
                                          enable_multithread=True, sockopt=opts)
         ws.settimeout(self.poll_s)
-        if getattr(ws, "frame_buffer", None) is not None and ws.sock is not None:
-            ws.frame_buffer.recv = _BufferedRecv(ws.sock)
         return ws
 
     # -- the connection thread -----------------------------------------------------------------
@@ -359,9 +328,10 @@ class KisConnection:
         flowing_since = 0.0
         flowed = False
         next_check = now
+        recv = FrameReader(ws.sock).recv  # websocket-client handshakes and sends; frames are read here
         while not self._stop.is_set():
             try:
-                opcode, data = ws.recv_data()
+                opcode, data = recv()
             except websocket.WebSocketTimeoutException:
                 opcode, data = -1, b""
             except websocket.WebSocketConnectionClosedException:
@@ -374,9 +344,20 @@ class KisConnection:
                 else:
                     return f"error_{type(e).__name__}", flowed
             now = clock.monotonic()
-            if opcode >= 0:
-                if opcode == websocket.ABNF.OPCODE_CLOSE:
+            if opcode > OP_BINARY:  # control frames
+                if opcode == OP_CLOSE:
+                    try:
+                        ws.send_close()
+                    except Exception:
+                        pass
                     return "close_frame", flowed
+                if opcode == OP_PING:
+                    try:
+                        ws.pong(data)
+                    except Exception:
+                        return "reset", flowed
+                opcode = -1
+            if opcode >= 0:
                 last_any = now
                 recv_ns = clock.now_ns()
                 text = data.decode("utf-8", "replace") if isinstance(data, bytes | bytearray) else str(data)
