@@ -4,8 +4,11 @@ over the same files, side by side.
     .venv/bin/python tests/bench/bench_audit.py [--mb 200]
 
 The tree is synthetic but shaped like a Track B day: 20 held symbols, trades + book samples in scalp/
-(10-minute files), every frame in raw/, a few hundred events. Target: audit >= 0.1 x the wc -l rate
-(wc -l only counts newlines; the audit parses every scalp line as JSON and scans raw/ for receive times).
+(10-minute files), every frame in raw/, a few hundred events. wc -l only counts newlines; the audit
+parses every scalp line as JSON and scans raw/ for receive times, so the ratio is printed for scale.
+The issue sets no target; ours is operational: the largest day we plan for (20 slots with trades and
+books at ~15 frames/s each over the 6.5-hour session, ~700 bytes of raw/ + scalp/ per frame: ~5 GB)
+audited within 5 minutes of the 15:40 gap-fill, i.e. >= 17 MB/s on the B2s.
 """
 
 import argparse
@@ -26,6 +29,7 @@ from observer.store import paths  # noqa: E402
 from observer.store.reader import day_files  # noqa: E402
 
 DAY = date(2026, 3, 16)
+TARGET_MB_S = 17.0  # ~5 GB day in 5 min (docstring)
 
 
 def build(root: Path, mb: float) -> None:
@@ -85,8 +89,8 @@ def main():
     print(f"tree {total:.0f} MB in {len(files)} files; audit found {q['completeness'][0]['recorded_trades']:,} trades "
           f"of {q['completeness'][0]['symbol']}, {q['connection']['raw_frames']:,} raw frames")
     print(f"wc -l {t_wc:.2f} s = {wc_rate:.0f} MB/s; audit {t_audit:.2f} s = {audit_rate:.0f} MB/s; ratio {ratio:.3f}")
-    print(f"BENCH audit value={audit_rate:.1f} MB/s baseline={wc_rate:.1f} ratio={ratio:.3f} target=0.1 "
-          f"{'pass' if ratio >= 0.1 else 'miss'}")
+    print(f"BENCH audit value={audit_rate:.1f} MB/s baseline={wc_rate:.1f} ratio={ratio:.3f} target=17MB/s "
+          f"{'pass' if audit_rate >= TARGET_MB_S else 'miss'}")
 
 
 if __name__ == "__main__":
