@@ -107,7 +107,9 @@ def steady_rate(samples) -> float:
     """Durable records/s in steady state: from the first fsync to the last one made while frames were
     still arriving. The final fsync is left out: it comes up to one fsync window after the last frame
     and would count that idle wait (an artefact of a finite run) as throughput."""
-    (t0, _, a0), (t1, _, a1) = samples[0], samples[-2] if len(samples) > 2 else samples[-1]
+    if len(samples) < 3:
+        raise SystemExit(f"only {len(samples)} fsync(s) during the run: too short to measure, use more frames")
+    (t0, _, a0), (t1, _, a1) = samples[0], samples[-2]
     return (a1 - a0) / (t1 - t0)
 
 

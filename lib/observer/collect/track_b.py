@@ -115,33 +115,19 @@ class TrackB:
 
     # -- the socket side: never blocks ------------------------------------------------------
     def sink(self, frame: str, recv_ns: int, records: list[dict]) -> None:
+        """Called by the connection thread for every frame: stamps and checks the records here (CPU
+        only, no allocation to speak of) so the writer only serialises and appends; it never touches
+        the disk and never waits. Serialising stays with the writer: orjson's output buffers are
+        malloc'd, and queueing them from this thread fragmented its malloc arena (hundreds of MB of
+        RSS after a writer stall). The slot and mitigation level stamped are those at receive time."""
         q = self.q
-        if len(q) < self.q_max:
-            q.append((frame, recv_ns, records))
-            if len(q) == 1:
-                self._q_wake.set()
-        else:
+        if len(q) >= self.q_max:
             self._drop_window(recv_ns, recv_ns, 1, "queue_overflow")
-
-    # -- the main loop ------------------------------------------------------------------------
-    def _write_batch(self, batch: list) -> None:
-        """Write a batch of (frame, recv_ns, records) from the queue: every frame to raw/, every trade
-        to scalp/ (checked against its contract), books kept for the sampler. Lines are built here
-        and each partition takes the batch as one block (one lock, one buffer append)."""
-        self.frames += len(batch)
-        raw_prefix = self._raw_prefix
-        raw_lines = [raw_prefix % (recv_ns, dumps(frame)) for frame, recv_ns, _ in batch]
-        raw_ts = [item[1] for item in batch]
-        try:
-            self.raw.append_lines(raw_lines, raw_ts)
-        except StoreFull:
-            self._refused("raw", raw_ts)
-        if self.paused:
             return
-        lvl = self.mitigation.level
-        slot_of = self._slot_of
-        lines, ts = [], []
-        for _, recv_ns, records in batch:
+        trades = books = bad = None
+        if records and not self.paused:
+            lvl = self.mitigation.level
+            slot_of = self._slot_of
             for rec in records:
                 sym = rec["symbol"]
                 rec["track"] = "B"
@@ -149,19 +135,47 @@ class TrackB:
                 slot = slot_of.get(sym)
                 if slot is not None:
                     rec["slot"] = slot
-                if rec["kind"] == "trade":
+                kind = rec["kind"]
+                if kind == "trade":
                     try:
                         check(rec)
                     except ContractError as e:
-                        self.rejected += 1
-                        self.events.emit("record_rejected", "WARNING", record_kind="trade", reason=str(e)[:300],
-                                         symbol=sym)
+                        (bad := bad or []).append((sym, str(e)[:300]))
                         continue
+                    (trades := trades or []).append(rec)
+                elif kind == "book":
+                    (books := books or []).append(rec)
+        q.append((frame, recv_ns, trades, books, bad))
+        if len(q) == 1:
+            self._q_wake.set()
+
+    # -- the main loop ------------------------------------------------------------------------
+    def _write_batch(self, batch: list) -> None:
+        """Write a batch of queue items (frame, recv_ns, checked trades, books, rejects): every frame
+        to raw/, every trade to scalp/, each partition the batch as one block (one lock, one buffer
+        append); books are kept for the sampler, contract rejects reported here (events write)."""
+        self.frames += len(batch)
+        raw_prefix = self._raw_prefix
+        raw_ts = [item[1] for item in batch]
+        try:
+            self.raw.append_lines([raw_prefix % (item[1], dumps(item[0])) for item in batch], raw_ts)
+        except StoreFull:
+            self._refused("raw", raw_ts)
+        lines, ts = [], []
+        for _, recv_ns, trades, books, bad in batch:
+            if trades is not None:
+                for rec in trades:
                     lines.append(dumps(rec, option=_LINE))
                     ts.append(recv_ns)
-                elif rec["kind"] == "book":
+            if books is not None:
+                for rec in books:
+                    sym = rec["symbol"]
                     self._latest_book[sym] = rec
                     self._book_fresh.add(sym)
+            if bad is not None:
+                for sym, reason in bad:
+                    self.rejected += 1
+                    self.events.emit("record_rejected", "WARNING", record_kind="trade", reason=reason, symbol=sym)
         if lines:
             try:
                 self.scalp.append_lines(lines, ts)

@@ -3,7 +3,8 @@
 Append-only files; a record counts as *acknowledged* only once it is durable (written and fsync'd).
 Two modes:
 - exclusive (data partitions): the file is locked with flock for the writer's lifetime, records
-  are buffered and made durable every `interval_ms` or `max_records`, whichever comes first;
+  are buffered, written to the file in 1 MiB chunks as they accumulate, and made durable (fsync)
+  every `interval_ms` or `max_records`, whichever comes first; only that fsync acknowledges them;
 - shared (events, alerts, metrics: several programs append to one file): every append takes the
   lock, checks the tail, writes, fsyncs and releases.
 
@@ -34,6 +35,7 @@ log = get_logger(__name__)
 FILE_MODE = 0o640
 DIR_MODE = 0o750
 _DUMPS_OPTS = orjson.OPT_APPEND_NEWLINE
+WRITE_CHUNK = 1 << 20  # bytes buffered before they are written (not fsync'd) between fsync windows
 
 # on_event(event, severity, **fields): how a writer reports store_repaired / store_error upward
 EventSink = Callable[..., None]
@@ -148,6 +150,7 @@ class JsonlWriter:
                     raise WriterBusy(f"{self.path}: another writer holds this file (one writer per file)") from None
                 self._repair()
             self._durable_size = os.fstat(self._fd).st_size
+            self._written_size = self._durable_size  # complete lines handed to the kernel (maybe not fsync'd)
         except BaseException:
             os.close(self._fd)
             raise
@@ -197,6 +200,10 @@ class JsonlWriter:
             if self._pending >= self.durability.max_records or \
                     (time.monotonic() - self._first_pending) * 1000 >= self.durability.interval_ms:
                 self._flush_locked()
+            elif len(self._buf) >= WRITE_CHUNK and self._failing_since is None:
+                # hand full chunks to the kernel between fsyncs: memory stays bounded by the chunk,
+                # not by rate x fsync window; they are acknowledged only by the fsync that follows
+                self._write_out(time.monotonic())
             if self._failing_since is not None:
                 self._bound_buffer(len(line), count)
 
@@ -229,8 +236,25 @@ class JsonlWriter:
                 raise StoreError(f"{self.path}: {self._pending} record(s) not yet durable (disk error)")
             return self.acked
 
+    def _write_out(self, now: float) -> bool:
+        """Write the buffer to the file (not fsync'd). On a disk error the file is cut back to its
+        last complete write, the buffer is kept and False is returned."""
+        view = memoryview(self._buf)
+        written = 0
+        try:
+            while written < len(view):
+                written += os.write(self._fd, view[written:])
+        except OSError as e:
+            view.release()
+            self._write_failed(e, now)
+            return False
+        view.release()
+        self._written_size += written
+        self._buf.clear()
+        return True
+
     def _flush_locked(self, force: bool = False) -> None:
-        if not self._buf or self.closed:
+        if not self._pending or self.closed:
             return
         now = time.monotonic()
         if self._failing_since is not None and not force and now < self._next_retry:
@@ -240,36 +264,31 @@ class JsonlWriter:
         try:
             if self.shared:
                 self._repair()
-                self._durable_size = os.fstat(self._fd).st_size
-            view = memoryview(self._buf)
-            written = 0
+                self._durable_size = self._written_size = os.fstat(self._fd).st_size
+            if self._buf and not self._write_out(now):
+                return
             try:
-                while written < len(view):
-                    written += os.write(self._fd, view[written:])
                 t0 = time.monotonic()
                 os.fsync(self._fd)
                 self.last_fsync_s = time.monotonic() - t0
             except OSError as e:
-                view.release()
-                self._write_failed(e, now)
+                self._write_failed(e, now)  # written lines stay (cut-back is to the last complete write)
                 return
-            view.release()
-            self._durable_size += written
+            self._durable_size = self._written_size
             self.acked += self._pending
             if self._failing_since is not None:
                 self._event("store_recovered", "INFO", file=str(self.path),
                             outage_s=round(now - self._failing_since, 3), records_written=self._pending)
                 self._failing_since = None
-            self._buf.clear()
             self._pending = 0
         finally:
             if self.shared:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _write_failed(self, e: OSError, now: float) -> None:
-        # a partial line on disk would be a torn record: cut the file back to its durable size
+        # a partial line on disk would be a torn record: cut the file back to its last complete write
         try:
-            os.ftruncate(self._fd, self._durable_size)
+            os.ftruncate(self._fd, self._written_size)
         except OSError:
             pass
         self._next_retry = now + self.durability.retry_ms / 1000
