@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import orjson
 import requests
 import websocket
 
@@ -71,8 +72,8 @@ def sub_msg(approval: str, tr_id: str, key: str, tr_type: str = "1") -> str:
 
 
 class Ws:
-    def __init__(self, url: str, timeout: float = 10):
-        self.ws = websocket.create_connection(url + "/tryitout", timeout=timeout, skip_utf8_validation=True)
+    def __init__(self, url: str, timeout: float = 10, **kw):
+        self.ws = websocket.create_connection(url + "/tryitout", timeout=timeout, skip_utf8_validation=True, **kw)
         self.controls: list[dict] = []
         self.frames: list[str] = []
 
@@ -144,5 +145,5 @@ def records(frame: str) -> tuple[str, list[list[str]]]:
 
 
 def read_jsonl(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(x) for x in f if x.strip()]
+    with open(path, "rb") as f:
+        return [orjson.loads(x) for x in f if x.strip()]

@@ -24,6 +24,7 @@ KINDS: dict[str, tuple[bool, set[str]]] = {
     "rate_limit_storm": (True, set()),
     "token_expire": (False, {"reset_issue_limit"}),
     "token_invalidate": (False, {"reset_issue_limit"}),
+    "approval_invalidate": (False, {"app_key"}),
     "rest_slow": (True, {"delay", "scope"}),
     "ws_malformed": (True, {"count", "mode", "symbol", "tr_id", "app_key"}),
     "ws_duplicate": (True, {"count", "symbol", "tr_id", "app_key"}),

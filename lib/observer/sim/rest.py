@@ -72,7 +72,7 @@ class Auth:
         self.approvals: dict[str, str] = {}  # approval key → app key
         self.key_ids: dict[str, str] = {}
         self.stats = {"token_requests": 0, "tokens_issued": 0, "tokens_reused": 0, "issue_rejected": 0,
-                      "bad_appkey": 0, "approvals": 0, "revoked": 0}
+                      "bad_appkey": 0, "approvals": 0, "revoked": 0, "approvals_invalidated": 0}
         self.per_key: dict[str, dict[str, int]] = {}
 
     def key_id(self, app_key: str | None) -> str | None:
@@ -195,6 +195,16 @@ class Auth:
             if reset_issue_limit:
                 self.last_issue_ns.clear()
         return n
+
+    def fault_approvals(self, app_key: str | None = None) -> int:
+        """Forget every approval key issued so far (of `app_key` only, if given): the next subscribe
+        that offers one gets OPSP0011; keys issued afterwards work."""
+        with self.lock:
+            gone = [k for k, owner in self.approvals.items() if app_key is None or owner == app_key]
+            for k in gone:
+                del self.approvals[k]
+            self.stats["approvals_invalidated"] += len(gone)
+        return len(gone)
 
 
 class RateLimiter:

@@ -36,6 +36,7 @@ from observer.sim.ws import WsServer, ws_frame
 
 log = logging.getLogger("observer.sim")
 _by_t = attrgetter("t")
+SLICE_MS = 5_000  # market ms per pump tick at most (a busy 5 s of 200 active symbols is a few thousand events)
 
 
 @dataclass
@@ -90,6 +91,10 @@ class Simulator:
         self.quotes = Quotes(self)
         self.rng = random.Random(f"{cfg.seed}|faults")
         self.dispatched_ms = -1
+        # held by the pump for a whole tick (generate, ground truth, hand frames to the connections); taken by
+        # subscribe/unsubscribe/close so that they fall between ticks (RLock: a slow-consumer abort closes a
+        # connection from inside the pump's tick)
+        self.dispatch_lock = threading.RLock()
         self.generated = {"trades": 0, "books": 0}
         self.sym_counts: dict[str, list[int]] = {}  # code → [trades, books, last acml_vol]
         self._lock = threading.Lock()
@@ -247,18 +252,31 @@ class Simulator:
         self.truth.flush()
 
     def _pump_once(self) -> None:
+        """Bring the feed up to the market clock, one slice of at most SLICE_MS market time per tick, so a
+        late start or a pump that fell behind never holds more than one slice of events in memory."""
         now = self.market_ms()
-        evs: list = []
-        for s in self.active_syms:
-            with s.lock:
-                s.advance(now)
-                if s.outbox:
-                    evs.extend(s.take(now))
-        if evs:
-            evs.sort(key=_by_t)  # stable: each symbol's own order (and a cluster's records) is kept
-            self.truth.events(evs)
-            self._dispatch(evs)
-        self.dispatched_ms = now
+        t = max(self.dispatched_ms, T_PREOPEN - 1)  # nothing happens before the pre-open
+        while now - t > SLICE_MS:
+            t += SLICE_MS
+            self._tick(t)
+        if now > self.dispatched_ms:
+            self._tick(now)
+
+    def _tick(self, upto: int) -> None:
+        # Under dispatch_lock: a (un)subscription or a close takes effect between two ticks, never inside
+        # one, so "frames for events with from_t_ms < t <= until_t_ms were sent" holds exactly.
+        with self.dispatch_lock:
+            evs: list = []
+            for s in self.active_syms:
+                with s.lock:
+                    s.advance(upto)
+                    if s.outbox:
+                        evs.extend(s.take(upto))
+            if evs:
+                evs.sort(key=_by_t)  # stable: each symbol's own order (and a cluster's records) is kept
+                self.truth.events(evs)
+                self._dispatch(evs)
+            self.dispatched_ms = upto
 
     def _dispatch(self, evs: list) -> None:
         index = self.ws.index if self.ws else {}
@@ -342,8 +360,9 @@ class Simulator:
                                          app_key=app_key)
         elif kind == "ws_stall":
             conns = self._conns(app_key)
-            for c in conns:
-                c.stalled = True
+            with self.dispatch_lock:  # between ticks: a tick's frames are all sent or all counted as stalled
+                for c in conns:
+                    c.stalled = True
             a.spec = {**spec, "_conns": [c.id for c in conns]}
             affected = len(conns)
             if "duration" not in spec and "duration_real" not in spec and spec.get("scope") != "all":
@@ -355,6 +374,8 @@ class Simulator:
         elif kind in ("token_expire", "token_invalidate"):
             affected = self.auth.fault_tokens("expired" if kind == "token_expire" else "invalid",
                                               bool(spec.get("reset_issue_limit")))
+        elif kind == "approval_invalidate":
+            affected = self.auth.fault_approvals(app_key)
         line = {"event": "start", "id": a.id, "kind": kind, "t_ms": now, "time": hhmmss(now), "ns": time.time_ns(),
                 "scheduled": scheduled, "spec": _public_spec(spec, self), "affected": affected}
         self.truth.line("faults", line)
@@ -362,16 +383,17 @@ class Simulator:
         return {"id": a.id, "kind": kind, "t_ms": now, "affected": affected}
 
     def _fault_ended(self, a) -> None:
-        if a.kind == "ws_stall":
-            ids = set(a.spec.get("_conns", []))
-            for c in self._conns():
-                if c.id in ids or a.spec.get("scope") == "all":
-                    c.stalled = False
-        if a.kind == "ws_out_of_order":
-            for c in self._conns():
-                for frame in c.held.values():
-                    c.enqueue(frame)
-                c.held.clear()
+        with self.dispatch_lock:  # between ticks (see _tick)
+            if a.kind == "ws_stall":
+                ids = set(a.spec.get("_conns", []))
+                for c in self._conns():
+                    if c.id in ids or a.spec.get("scope") == "all":
+                        c.stalled = False
+            if a.kind == "ws_out_of_order":
+                for c in self._conns():
+                    for frame in c.held.values():
+                        c.enqueue(frame)
+                    c.held.clear()
         now = self.market_ms()
         self.truth.line("faults", {"event": "end", "id": a.id, "kind": a.kind, "t_ms": now, "time": hhmmss(now),
                                    "ns": time.time_ns(), "hits": a.hits})

@@ -12,16 +12,25 @@ from observer.sim.market import BookEv, TradeEv, hhmmss
 
 FILES = ("trades", "books", "connections", "subscriptions", "sent", "faults", "firehose", "auth")
 _SIDE = {"1": "buy", "5": "sell", "3": "auction"}
+_NL = orjson.OPT_APPEND_NEWLINE
+# A file's pending lines are written out once they reach this size (and every 0.25 s by the pump, and on
+# stop), so the log never holds more than ~1 MiB per file in memory however much the market generates.
+BUF_BYTES = 1 << 20
 
 
 class GroundTruth:
-    """Append-only JSONL files in one directory; buffered, flushed by the pump and on stop."""
+    """Append-only JSONL files in one directory, streamed through one bounded byte buffer per file.
+
+    Lines are serialised straight into a bytearray rather than kept as one bytes object each: orjson
+    allocates every output with a 4 KiB-class buffer and RSS pays that per *live* line (~10× the text),
+    which is what made a buffered catch-up of a market morning cost gigabytes.
+    """
 
     def __init__(self, directory: str | None, date: str):
         self.dir = directory
         self.date = date
         self._lock = threading.Lock()
-        self._bufs: dict[str, list[bytes]] = {k: [] for k in FILES}
+        self._bufs: dict[str, bytearray] = {k: bytearray() for k in FILES}
         self._files = {}
         if directory:
             os.makedirs(directory, exist_ok=True)
@@ -47,46 +56,57 @@ class GroundTruth:
     def line(self, kind: str, obj: dict) -> None:
         if not self.dir:
             return
-        b = orjson.dumps(obj)
+        b = orjson.dumps(obj, option=_NL)
         with self._lock:
-            self._bufs[kind].append(b)
+            self._append(kind, b)
 
     def events(self, evs: list) -> None:
-        """Trades and books of one pump tick."""
+        """Trades and books of one pump tick (one slice of market time, so `evs` is bounded)."""
         if not self.dir:
             return
         date = self.date
-        trades, books = [], []
+        dumps = orjson.dumps
+        trades, books = bytearray(), bytearray()
         for ev in evs:
             if type(ev) is TradeEv:
-                trades.append(orjson.dumps({
+                trades += dumps({
                     "symbol": ev.sym, "date": date, "time": hhmmss(ev.t), "t_ms": ev.t, "seq": ev.seq,
                     "group": ev.group, "price": ev.price, "qty": ev.qty, "acml_vol": ev.acml_vol,
                     "side": _SIDE[ev.ccld], "ccld_dvsn": ev.ccld, "phase": ev.phase,
                     "askp1": ev.ask1, "bidp1": ev.bid1,
-                }))
+                }, option=_NL)
             elif type(ev) is BookEv:
-                books.append(orjson.dumps({
+                books += dumps({
                     "symbol": ev.sym, "date": date, "time": hhmmss(ev.t), "t_ms": ev.t, "seq": ev.seq,
                     "hour_cls": ev.hour_cls, "phase": ev.phase, "askp": ev.askp, "askq": ev.askq,
                     "bidp": ev.bidp, "bidq": ev.bidq, "total_ask": ev.tot_ask, "total_bid": ev.tot_bid,
                     "antc_price": ev.antc_p, "antc_qty": ev.antc_q, "acml_vol": ev.acml_vol,
-                }))
+                }, option=_NL)
         with self._lock:
-            self._bufs["trades"].extend(trades)
-            self._bufs["books"].extend(books)
+            if trades:
+                self._append("trades", trades)
+            if books:
+                self._append("books", books)
+
+    def _append(self, kind: str, data: bytes) -> None:
+        # lock held; written out under the lock so the lines of one file never interleave out of order
+        if kind not in self._files:
+            return  # closed
+        buf = self._bufs[kind]
+        buf += data
+        if len(buf) >= BUF_BYTES:
+            self._files[kind].write(buf)
+            buf.clear()
 
     def flush(self, fsync: bool = False) -> None:
         if not self.dir:
             return
         with self._lock:
-            pending = {k: v for k, v in self._bufs.items() if v}
-            for k in pending:
-                self._bufs[k] = []
-            # written under the lock so lines of one file never interleave out of order
-            for k, lines in pending.items():
-                f = self._files[k]
-                f.write(b"\n".join(lines) + b"\n")
+            for k, f in self._files.items():
+                buf = self._bufs[k]
+                if buf:
+                    f.write(buf)
+                    buf.clear()
                 f.flush()
                 if fsync:
                     os.fsync(f.fileno())

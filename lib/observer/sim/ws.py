@@ -30,6 +30,7 @@ log = logging.getLogger("observer.sim.ws")
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_QUEUE_BYTES = 64 << 20  # a reader this far behind is cut off (counted), as a real server would
+SEND_CHUNK = 256 << 10  # the writer joins queued frames into sendall()s of about this size, not one huge copy
 KNOWN_TR = {encode.CNT, encode.ASP, "H0STCNI0", "H0STCNI9", "H0STANC0", "H0STMKO0",
             "H0NXCNT0", "H0NXASP0", "H0UNCNT0", "H0UNASP0"}
 
@@ -73,6 +74,9 @@ class WsConn:
         self.queue: list[bytes] = []
         self.qbytes = 0
         self.closed = False
+        self.closing = False  # our close frame is queued: nothing may follow it (RFC 6455 §5.5.1)
+        self.closing_cause: str | None = None
+        self.until_mt: int | None = None  # the pump's dispatched_ms when the connection stopped taking frames
         self.close_cause: str | None = None
         self.abort_cause: str | None = None
         self.stalled = False
@@ -93,7 +97,7 @@ class WsConn:
     # ---- sending ------------------------------------------------------------------------------------
     def enqueue(self, data: bytes) -> bool:
         with self.cond:
-            if self.closed:
+            if self.closed or self.closing:
                 return False
             if self.stalled:
                 self.dropped["stall"] = self.dropped.get("stall", 0) + 1
@@ -137,18 +141,25 @@ class WsConn:
         try:
             while True:
                 with self.cond:
-                    while not self.queue and not self.closed and self.firehose is None:
+                    while not self.queue and not self.closed and (self.firehose is None or self.closing):
                         self.cond.wait(0.5)
                     if self.closed:
                         return
                     batch = self.queue
                     self.queue = []
                     self.qbytes = 0
-                if batch:
-                    data = b"".join(batch) if len(batch) > 1 else batch[0]
-                    sock.sendall(data)
-                    self.bytes_sent += len(data)
-                if self.firehose is not None:
+                # in chunks: joining a reader's whole backlog (up to MAX_QUEUE_BYTES) would copy it once more
+                i, n = 0, len(batch)
+                while i < n:
+                    j, size = i, 0
+                    while j < n and size < SEND_CHUNK:
+                        size += len(batch[j])
+                        j += 1
+                    sock.sendall(batch[i] if j == i + 1 else b"".join(batch[i:j]))
+                    self.bytes_sent += size
+                    i = j
+                del batch
+                if self.firehose is not None and not self.closing:
                     self._firehose_batch()
         except OSError as e:
             self.finish(f"send_error:{e.__class__.__name__}")
@@ -268,12 +279,26 @@ class WsConn:
         except OSError as e:
             self.finish(f"recv_error:{e.__class__.__name__}")
 
-    def _on_close_frame(self, payload: bytes) -> None:
-        with self.cond:
-            if not self.closed and not self.stalled:
-                self.queue.append(ws_frame(payload[:2], 8))
+    def _queue_close(self, frame: bytes | None, cause: str) -> bool:
+        """Queue our close frame (None: none, e.g. stalled) as the last thing this connection is sent; False if
+        it is already closing. Between two pump ticks, so until_mt says exactly which events were sent."""
+        with self.sim.dispatch_lock, self.cond:
+            if self.closed or self.closing:
+                return False
+            if frame is not None:
+                self.queue.append(frame)
                 self.cond.notify()
-        self._flush_then_close("client_close")
+            self.closing = True
+            self.closing_cause = cause
+            self.until_mt = self.sim.dispatched_ms
+        return True
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        if self._queue_close(None if self.stalled else ws_frame(payload[:2], 8), "client_close"):
+            self._flush_then_close("client_close")
+        else:
+            # the client's answer to our close frame: the closing handshake is complete
+            self.finish(self.closing_cause or "client_close")
 
     def _flush_then_close(self, cause: str) -> None:
         # give the writer a moment to send what is queued (the close frame), then close the socket
@@ -301,12 +326,8 @@ class WsConn:
 
     # ---- closing ------------------------------------------------------------------------------------
     def close_gracefully(self, code: int = 1001, cause: str = "server_stop") -> None:
-        with self.cond:
-            if self.closed:
-                return
-            self.queue.append(ws_frame(struct.pack(">H", code), 8))
-            self.cond.notify()
-        self._flush_then_close(cause)
+        if self._queue_close(ws_frame(struct.pack(">H", code), 8), cause):
+            self._flush_then_close(cause)
 
     def abort(self, cause: str, rst: bool = False) -> None:
         """Close the TCP connection with no WebSocket close frame (FIN, or RST with rst=True)."""
@@ -326,11 +347,13 @@ class WsConn:
         self.finish(cause)
 
     def finish(self, cause: str) -> None:
-        with self.cond:
+        with self.sim.dispatch_lock, self.cond:  # between ticks (see _queue_close)
             if self.closed:
                 return
             self.closed = True
             self.close_cause = self.abort_cause or cause
+            if self.until_mt is None:
+                self.until_mt = self.sim.dispatched_ms
             self.queue = []
             self.cond.notify_all()
         try:
@@ -468,41 +491,46 @@ class WsServer:
             return
         key = (tr_id, tr_key)
         mt = self.sim.market_ms()
+        # Between two pump ticks (dispatch_lock): the registration starts (ends) exactly after the last
+        # dispatched tick, so frames for events with from_t_ms < t <= until_t_ms are the ones sent, and the ack
+        # is queued before (after) any frame of the registration.
         if tr_type == "1":
-            with self.lock:
-                if key in conn.subs:
-                    reply = encode.already_subscribed(tr_id, tr_key)
-                elif len(conn.subs) >= self.sim.cfg.max_subscriptions:
-                    self.stats["max_subscribe"] += 1
-                    reply = encode.max_subscribe(tr_id, tr_key)
-                else:
-                    conn.subs.add(key)
-                    self.index[key] = (*self.index.get(key, ()), conn)
-                    self.stats["subscribe"] += 1
-                    reply = None
-            if reply is None:
-                # from_t_ms: frames for events after the pump's last dispatched time go to this connection
-                self.sim.truth.line("subscriptions", {"event": "subscribe", "conn": conn.id, "app_key_id":
-                                                      self.sim.auth.key_id(app_key), "tr_id": tr_id,
-                                                      "symbol": tr_key, "t_ms": mt,
-                                                      "from_t_ms": self.sim.dispatched_ms, "ns": time.time_ns()})
-                reply = encode.subscribe_ok(tr_id, tr_key)
-            conn.send_text(reply)
+            with self.sim.dispatch_lock:
+                with self.lock:
+                    if key in conn.subs:
+                        reply = encode.already_subscribed(tr_id, tr_key)
+                    elif len(conn.subs) >= self.sim.cfg.max_subscriptions:
+                        self.stats["max_subscribe"] += 1
+                        reply = encode.max_subscribe(tr_id, tr_key)
+                    else:
+                        conn.subs.add(key)
+                        self.index[key] = (*self.index.get(key, ()), conn)
+                        self.stats["subscribe"] += 1
+                        reply = None
+                if reply is None:
+                    self.sim.truth.line("subscriptions", {"event": "subscribe", "conn": conn.id, "app_key_id":
+                                                          self.sim.auth.key_id(app_key), "tr_id": tr_id,
+                                                          "symbol": tr_key, "t_ms": mt,
+                                                          "from_t_ms": self.sim.dispatched_ms, "ns": time.time_ns()})
+                    reply = encode.subscribe_ok(tr_id, tr_key)
+                conn.send_text(reply)
         elif tr_type == "2":
-            with self.lock:
-                if key not in conn.subs:
-                    reply = encode.not_registered(tr_id, tr_key)
-                else:
-                    conn.subs.discard(key)
-                    self.index[key] = tuple(c for c in self.index.get(key, ()) if c is not conn)
-                    self.stats["unsubscribe"] += 1
-                    reply = None
-            if reply is None:
-                self.sim.truth.line("subscriptions", {"event": "unsubscribe", "conn": conn.id, "tr_id": tr_id,
-                                                      "symbol": tr_key, "t_ms": mt,
-                                                      "until_t_ms": self.sim.dispatched_ms, "ns": time.time_ns()})
-                reply = encode.unsubscribe_ok(tr_id, tr_key)
-            conn.send_text(reply)
+            with self.sim.dispatch_lock:
+                with self.lock:
+                    if key not in conn.subs:
+                        reply = encode.not_registered(tr_id, tr_key)
+                    else:
+                        conn.subs.discard(key)
+                        self.index[key] = tuple(c for c in self.index.get(key, ()) if c is not conn)
+                        self.stats["unsubscribe"] += 1
+                        reply = None
+                if reply is None:
+                    self.sim.truth.line("subscriptions", {"event": "unsubscribe", "conn": conn.id, "tr_id": tr_id,
+                                                          "symbol": tr_key, "t_ms": mt,
+                                                          "until_t_ms": self.sim.dispatched_ms,
+                                                          "ns": time.time_ns()})
+                    reply = encode.unsubscribe_ok(tr_id, tr_key)
+                conn.send_text(reply)
         else:
             conn.send_text(encode.internal_error(tr_id, tr_key, "invalid tr_type"))
 
@@ -517,7 +545,7 @@ class WsServer:
         mt = self.sim.market_ms()
         self.sim.truth.line("connections", {
             "event": "close", "conn": conn.id, "cause": conn.close_cause, "t_ms": mt, "time": hhmmss(mt),
-            "until_t_ms": self.sim.dispatched_ms, "ns": time.time_ns(),
+            "until_t_ms": conn.until_mt, "ns": time.time_ns(),
             "subscriptions": sorted(f"{tr}:{k}" for tr, k in conn.subs)})
         self.sim.truth.line("sent", self.sent_summary(conn, final=True))
         log.info("ws closed", extra={"conn": conn.id, "cause": conn.close_cause})
