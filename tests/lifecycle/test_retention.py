@@ -32,24 +32,29 @@ def histories(draw):
         parts = draw(st.dictionaries(st.sampled_from(rt.PARTITION_ORDER), st.integers(1, 3 * GB), min_size=0,
                                      max_size=len(rt.PARTITION_ORDER)))
         receipted = draw(st.booleans())
+        # metrics and gap-filler checkpoints: any day may have them, receipted or not, with or without data
+        extra = draw(st.dictionaries(st.sampled_from(layout.UNGATED), st.integers(1, GB), max_size=2))
         days.append(rt.DayState(TODAY - timedelta(days=age), parts, draw(st.booleans()), receipted,
                                 "receipt ok" if receipted else draw(st.sampled_from(
                                     ["not packaged", "packaged, not pulled yet", "receipt is for another version"])),
-                                draw(st.integers(0, GB)) if receipted else 0))
-    data = sum(d.bytes + d.archive_bytes for d in days)
+                                draw(st.integers(0, GB)) if receipted else 0, extra))
+    data = sum(d.bytes + d.archive_bytes + sum(d.extra.values()) for d in days)
     total = draw(st.integers(max(data, 1), max(data, 1) * 4 + 100 * GB))
     used = draw(st.integers(data, total))
     return days, rt.Disk(total, used)
 
 
-@settings(max_examples=400, deadline=None)
-@given(histories())
-def test_plan_properties(h):
+@settings(max_examples=600, deadline=None)
+@given(histories(), st.sampled_from([POLICY, rt.Policy(metrics_keep_days=2)]))
+def test_plan_properties(h, policy):
     days, disk = h
-    p = rt.plan(TODAY, days, disk, POLICY)
+    p = rt.plan(TODAY, days, disk, policy)
     by_day = {d.day: d for d in days}
-    deleted_days = {x.day for x in p.deletions}
-    # never an unreceipted day, whatever its age or the disk
+    market = [x for x in p.deletions if x.partition not in layout.UNGATED]
+    metrics = [x for x in p.deletions if x.partition == layout.METRICS]
+    checkpoints = [x for x in p.deletions if x.partition == layout.GAPFILL_STATE]
+    deleted_days = {x.day for x in market}
+    # never an unreceipted day's market data, whatever its age or the disk
     assert all(by_day[d].receipted for d in deleted_days)
     # every deletion is of bytes that exist, partitions in order, nothing twice
     seen = set()
@@ -58,45 +63,66 @@ def test_plan_properties(h):
         seen.add((x.day, x.partition))
         if x.partition == rt.ARCHIVES:
             assert x.bytes == by_day[x.day].archive_bytes
+        elif x.partition in layout.UNGATED:
+            assert x.bytes == by_day[x.day].extra[x.partition]
         else:
             assert x.bytes == by_day[x.day].part_bytes[x.partition]
     for d in deleted_days:
-        parts = [x.partition for x in p.deletions if x.day == d and x.partition != rt.ARCHIVES]
+        parts = [x.partition for x in market if x.day == d and x.partition != rt.ARCHIVES]
         assert parts == [q for q in rt.PARTITION_ORDER if q in parts]
     # 3/7/10: every receipted day past its keep goes; none inside its keep unless the disk is under pressure
     for d in days:
-        age, keep = (TODAY - d.day).days, POLICY.keep(d.anomaly)
+        age, keep = (TODAY - d.day).days, policy.keep(d.anomaly)
         assert keep == min(7 if d.anomaly else 3, 10)
         if d.receipted and age > keep and (d.bytes or d.archive_bytes):
             assert all((d.day, q) in seen for q in d.part_bytes), "an expired receipted day is deleted whole"
-    early = [x for x in p.deletions if x.early]
-    normal = [x for x in p.deletions if not x.early]
+        # metrics past metrics_keep_days go whatever the receipt says; today's never
+        if d.extra.get(layout.METRICS) and age > policy.metrics_keep_days:
+            assert (d.day, layout.METRICS) in seen
+    assert all((TODAY - x.day).days >= 1 for x in metrics + checkpoints), "today's files are never deleted"
+    normal = [x for x in p.deletions if not x.early and x.partition != layout.GAPFILL_STATE]
+    early = [x for x in market if x.early]
+    early_metrics = [x for x in metrics if x.early]
     for x in normal:
-        assert (TODAY - x.day).days > POLICY.keep(by_day[x.day].anomaly)
-    if early:
+        if x.partition == layout.METRICS:
+            assert (TODAY - x.day).days > policy.metrics_keep_days
+        else:
+            assert (TODAY - x.day).days > policy.keep(by_day[x.day].anomaly)
+    if early or early_metrics:
         assert p.pressure
         after_expired = disk.used - sum(x.bytes for x in normal)
-        assert 100.0 * after_expired / disk.total >= POLICY.disk_high_pct
+        assert 100.0 * after_expired / disk.total >= policy.disk_high_pct
         assert all((TODAY - x.day).days >= 1 for x in early), "today's data is never deleted early"
         # stops once below the threshold: before each early deletion the disk was still >= high
         used = after_expired
-        for x in early:
+        for x in early + early_metrics:
             if x.partition != rt.ARCHIVES:
-                assert 100.0 * used / disk.total >= POLICY.disk_high_pct
+                assert 100.0 * used / disk.total >= policy.disk_high_pct
             used -= x.bytes
+    if early_metrics:
+        # metrics (no copy anywhere) only once every receipted day inside its keep is gone
+        for d in days:
+            if d.receipted and 0 < (TODAY - d.day).days <= policy.keep(d.anomaly):
+                assert all((d.day, q) in seen for q in d.part_bytes)
+        assert [x.day for x in early_metrics] == sorted(x.day for x in early_metrics)
     # oldest first: expired in date order, then early ones normal days before anomaly days, each oldest first
     assert [x.day for x in normal] == sorted(x.day for x in normal)
     keys = [(by_day[x.day].anomaly, x.day) for x in early]
     assert keys == sorted(keys)
-    assert p.deletions == normal + early
+    assert p.deletions == normal + early + early_metrics + checkpoints
+    # a checkpoint goes exactly when its day (not today) has no market data left after the plan
+    for d in days:
+        if d.extra.get(layout.GAPFILL_STATE):
+            left = [q for q, n in d.part_bytes.items() if (d.day, q) not in seen]
+            assert ((d.day, layout.GAPFILL_STATE) in seen) == ((TODAY - d.day).days >= 1 and not left)
     # blocked: exactly the unreceipted days holding data, oldest first; overdue = those past max_keep_days
     assert [b[0] for b in p.blocked] == sorted(d.day for d in days if not d.receipted and d.bytes > 0)
-    assert p.overdue == [b[0] for b in p.blocked if (TODAY - b[0]).days > POLICY.max_keep_days]
+    assert p.overdue == [b[0] for b in p.blocked if (TODAY - b[0]).days > policy.max_keep_days]
     # the emergency path: critical iff still >= critical after everything allowed
     freed = sum(x.bytes for x in p.deletions)
-    assert p.critical == (100.0 * (disk.used - freed) / disk.total >= POLICY.disk_critical_pct)
+    assert p.critical == (100.0 * (disk.used - freed) / disk.total >= policy.disk_critical_pct)
     if not any(d.receipted and (d.bytes or d.archive_bytes) for d in days):
-        assert p.deletions == []
+        assert market == []
 
 
 def test_plan_text_is_readable():

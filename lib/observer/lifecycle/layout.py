@@ -10,6 +10,12 @@ file names *inside* a package directory and the sibling names used while one is 
         pulled.json                      the PC's receipt (written by observer-backup-pull)
     backup/.YYYYMMDD.tmp-<pid>/          a package being built (never counts; swept on the next run)
     backup/.YYYYMMDD.old-<pid>/          the previous package while a rebuild swaps in
+
+Besides the day partitions, two kinds of per-day files are not market data and are never packaged;
+retention deletes them without a receipt (ungated_inventory):
+
+    metrics/YYYYMMDD.jsonl               METRICS: kept retention.metrics_keep_days
+    state/gapfill/<provider>_YYYYMMDD.json  GAPFILL_STATE: kept while the day's data is on the server
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ MANIFEST_VERSION = 1
 
 _TMP_RE = re.compile(r"^\.(?P<day>\d{8})\.(?P<what>tmp|old)-(?P<pid>\d+)$")
 _DAY_RE = re.compile(r"^\d{8}$")
+_CHECKPOINT_RE = re.compile(r"^(?P<provider>[a-z][a-z0-9_]*)_(?P<day>\d{8})\.json$")
+
+# pseudo-partitions of the per-day files retention deletes without a receipt (not market data, not packaged)
+METRICS = "metrics"
+GAPFILL_STATE = "gapfill-state"
+UNGATED = (METRICS, GAPFILL_STATE)
 
 
 def archive_name(partition: str) -> str:
@@ -107,7 +119,11 @@ def inventory(root: Path, only: date | None = None) -> dict[date, DayFiles]:
         c = paths.classify(rel)
         if c is None or (want and c[1] != want):
             continue
-        _add(inv, root, rel, parse_yyyymmdd(c[1]))
+        try:
+            day = parse_yyyymmdd(c[1])
+        except ValueError:
+            continue  # eight digits but no date (20261399): no day owns it; one stray name must not stop the run
+        _add(inv, root, rel, day)
     rep_parent = paths.reports_dir(root, date(2000, 1, 1)).parent
     if rep_parent.is_dir():
         for e in sorted(os.listdir(rep_parent)):
@@ -119,4 +135,37 @@ def inventory(root: Path, only: date | None = None) -> dict[date, DayFiles]:
                 dirnames.sort()
                 for f in sorted(filenames):
                     _add(inv, root, os.path.relpath(os.path.join(dirpath, f), root), d)
+    return inv
+
+
+def ungated_inventory(root: Path) -> dict[date, DayFiles]:
+    """The per-day files that are not packaged (METRICS, GAPFILL_STATE), by day. Two directory
+    listings, no walk: both live flat in their directory (the writers' temp files are skipped)."""
+    root = Path(root)
+    inv: dict[date, DayFiles] = {}
+
+    def add(kind: str, path: Path, ymd: str) -> None:
+        try:
+            day = parse_yyyymmdd(ymd)
+            st = os.stat(path)
+        except (ValueError, FileNotFoundError):
+            return  # not a real date (a stray name), or gone meanwhile
+        inv.setdefault(day, DayFiles(day)).parts.setdefault(kind, {})[str(path.relative_to(root))] = st
+
+    mdir = paths.metrics_file(root, date(2000, 1, 1)).parent
+    cdir = paths.gapfill_checkpoint_file(root, "x", date(2000, 1, 1)).parent
+    for kind, d in ((METRICS, mdir), (GAPFILL_STATE, cdir)):
+        try:
+            names = sorted(os.listdir(d))
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if kind == METRICS:
+                c = paths.classify(str((d / name).relative_to(root)))
+                if c is not None and c[0] == "metrics":
+                    add(kind, d / name, c[1])
+            else:
+                m = _CHECKPOINT_RE.match(name)
+                if m:
+                    add(kind, d / name, m.group("day"))
     return inv

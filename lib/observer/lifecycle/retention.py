@@ -14,6 +14,13 @@ Rules (config [retention]):
 - disk at or above `disk_critical_pct` (95) with nothing (or not enough) deletable: nothing more is
   deleted, a CRITICAL event names every day that blocks and why.
 
+Per-day files that are not market data and are never packaged (layout.UNGATED) need no receipt:
+- metrics/YYYYMMDD.jsonl goes when its age > `metrics_keep_days` (14); under disk pressure, once no
+  receipted day is left to delete early, younger ones go too (oldest first, never today's) - after the
+  market data, because a receipted day has a copy on the PC and metrics have none;
+- state/gapfill/<provider>_YYYYMMDD.json (the gap-filler's checkpoint, read with the day's data by the
+  audit) goes once the day has no market data left on the server (never today's).
+
 plan() is a pure function of the day states and the disk (the property tests drive it); execute()
 does the deleting and emits one event per deletion (what, why, bytes).
 """
@@ -50,12 +57,14 @@ class Policy:
     max_keep_days: int = 10
     disk_high_pct: float = 80.0
     disk_critical_pct: float = 95.0
+    metrics_keep_days: int = 14
 
     @classmethod
     def from_config(cls, cfg: dict) -> Policy:
         r = cfg.get("retention", {})
         return cls(r.get("keep_days", 3), r.get("anomaly_keep_days", 7), r.get("max_keep_days", 10),
-                   r.get("disk_high_pct", 80.0), r.get("disk_critical_pct", 95.0))
+                   r.get("disk_high_pct", 80.0), r.get("disk_critical_pct", 95.0),
+                   r.get("metrics_keep_days", 14))
 
     def keep(self, anomaly: bool) -> int:
         return min(self.anomaly_keep_days if anomaly else self.keep_days, self.max_keep_days)
@@ -86,6 +95,7 @@ class DayState:
     receipted: bool = False
     receipt_reason: str = ""            # why it is (not) receipted
     archive_bytes: int = 0              # the package's archives (deleted with the last partition)
+    extra: dict[str, int] = field(default_factory=dict)  # layout.UNGATED kind -> bytes (no receipt needed)
 
     @property
     def bytes(self) -> int:
@@ -143,6 +153,7 @@ def plan(today: date, days: list[DayState], disk: Disk, policy: Policy) -> Plan:
     used = disk.used
     deletable = sorted((d for d in days if d.receipted and (d.bytes > 0 or d.archive_bytes > 0)),
                        key=lambda d: d.day)
+    deletable_days = {d.day for d in deletable}
 
     def delete_day(d: DayState, why: str, early: bool, stop_below: float | None) -> None:
         nonlocal used
@@ -156,11 +167,21 @@ def plan(today: date, days: list[DayState], disk: Disk, policy: Policy) -> Plan:
                                         "the receipt and manifest stay as the record", early))
             used -= d.archive_bytes
 
-    for d in deletable:
+    def delete_metrics(d: DayState, why: str, early: bool) -> None:
+        nonlocal used
+        p.deletions.append(Deletion(d.day, layout.METRICS, d.extra[layout.METRICS], why, early))
+        used -= d.extra[layout.METRICS]
+
+    # expired, day by day, oldest first: a receipted day's data past its keep, then that day's metrics
+    # past metrics_keep_days (not market data, never packaged: no receipt to wait for)
+    for d in sorted(days, key=lambda d: d.day):
         age, keep = (today - d.day).days, policy.keep(d.anomaly)
-        if age > keep:
+        if d.day in deletable_days and age > keep:
             delete_day(d, f"expired: age {age} d > keep {keep} d" + (" (anomaly day)" if d.anomaly else ""),
                        False, None)
+        if d.extra.get(layout.METRICS, 0) > 0 and age > policy.metrics_keep_days and age > 0:
+            delete_metrics(d, f"expired: age {age} d > metrics_keep_days {policy.metrics_keep_days} d"
+                           " (metrics: not packaged, no receipt needed)", False)
     if disk.total and 100.0 * used / disk.total >= policy.disk_high_pct:
         p.pressure = True
         early = [d for d in deletable if 0 < (today - d.day).days <= policy.keep(d.anomaly)]
@@ -170,6 +191,27 @@ def plan(today: date, days: list[DayState], disk: Disk, policy: Policy) -> Plan:
             delete_day(d, f"disk pressure: {100.0 * used / disk.total:.1f}% used >= {policy.disk_high_pct:g}%"
                        f" (age {(today - d.day).days} d, keep {policy.keep(d.anomaly)} d)", True,
                        policy.disk_high_pct)
+        # then metrics inside their keep: after the receipted days, which have a copy on the PC (metrics
+        # have none); never today's, which is being written
+        for d in sorted(days, key=lambda d: d.day):
+            if 100.0 * used / disk.total < policy.disk_high_pct:
+                break
+            age = (today - d.day).days
+            if d.extra.get(layout.METRICS, 0) > 0 and 0 < age <= policy.metrics_keep_days:
+                delete_metrics(d, f"disk pressure: {100.0 * used / disk.total:.1f}% used >= "
+                               f"{policy.disk_high_pct:g}% (metrics age {age} d, keep {policy.metrics_keep_days} d)",
+                               True)
+    # a gap-filler checkpoint is only read together with its day's data (audit): it goes when the day
+    # has no market data left on the server after this plan. Never today's (the gap-filler's current day).
+    gone = {(x.day, x.partition): x.early for x in p.deletions}
+    for d in sorted(days, key=lambda d: d.day):
+        n = d.extra.get(layout.GAPFILL_STATE, 0)
+        left = [q for q, b in d.part_bytes.items() if b > 0 and (d.day, q) not in gone]
+        if n > 0 and (today - d.day).days > 0 and not left:
+            early = any(gone.get((d.day, q), False) for q in d.part_bytes)
+            p.deletions.append(Deletion(d.day, layout.GAPFILL_STATE, n, "the day's market data is gone from the "
+                                        "server; its gap-filler checkpoint has nothing left to describe", early))
+            used -= n
     p.blocked = [(d.day, d.receipt_reason or "no receipt", d.bytes)
                  for d in sorted(days, key=lambda d: d.day) if not d.receipted and d.bytes > 0]
     p.overdue = [d for d, _, _ in p.blocked if (today - d).days > policy.max_keep_days]
@@ -207,9 +249,10 @@ def receipt_status(root: Path, day: date) -> tuple[bool, str, dict | None]:
 
 def day_states(root: Path) -> tuple[list[DayState], dict[date, layout.DayFiles], dict[date, dict | None]]:
     inv = layout.inventory(root)
+    ungated = layout.ungated_inventory(root)
     manifests: dict[date, dict | None] = {}
     states = []
-    for day in sorted(set(inv) | set(layout.package_days(root))):
+    for day in sorted(set(inv) | set(layout.package_days(root)) | set(ungated)):
         files = inv.get(day, layout.DayFiles(day))
         ok, why, manifest = receipt_status(root, day)
         manifests[day] = manifest
@@ -219,7 +262,13 @@ def day_states(root: Path) -> tuple[list[DayState], dict[date, layout.DayFiles],
         if manifest:
             pkg = paths.backup_dir(root, day)
             arch = sum(os.path.getsize(pkg / n) for n in manifest["archives"] if (pkg / n).exists())
-        states.append(DayState(day, {p: files.bytes(p) for p in files.parts}, anomaly, ok, why, arch))
+        extra = ungated.get(day, layout.DayFiles(day))
+        states.append(DayState(day, {p: files.bytes(p) for p in files.parts}, anomaly, ok, why, arch,
+                               {k: extra.bytes(k) for k in extra.parts}))
+    # execute() finds every file to delete in inv, so the ungated files go in too (after the states:
+    # they are not part of the day's packaged data)
+    for day, extra in ungated.items():
+        inv.setdefault(day, layout.DayFiles(day)).parts.update(extra.parts)
     return states, inv, manifests
 
 
@@ -249,6 +298,7 @@ def execute(root: Path, p: Plan, inv: dict[date, layout.DayFiles], manifests: di
             emit) -> Outcome:
     """Carry out the plan. `emit(severity, **fields)` records one `retention` event per deletion."""
     out = Outcome()
+    kept_days: set[date] = set()        # days with a file kept because it changed after packaging
     for d in p.deletions:
         ymd = yyyymmdd(d.day)
         manifest = manifests.get(d.day) or {}
@@ -266,26 +316,46 @@ def execute(root: Path, p: Plan, inv: dict[date, layout.DayFiles], manifests: di
             emit("INFO", date=ymd, action="delete", partition=d.partition, files=len(names), bytes=freed,
                  why=d.why, early=d.early)
             continue
-        known = {e["path"]: e for e in manifest.get("files", [])}
         files = inv.get(d.day, layout.DayFiles(d.day)).parts.get(d.partition, {})
         freed, removed, kept = 0, [], []
-        for rel in sorted(files):
-            e = known.get(rel)
-            try:
-                now = os.stat(root / rel)
-            except FileNotFoundError:
-                continue
-            if e is None or e["bytes"] != now.st_size or e["mtime_ns"] != now.st_mtime_ns:
-                kept.append(rel)
-                continue
-            os.unlink(root / rel)
-            freed += now.st_size
-            removed.append(rel)
-        if d.partition == "reports":
-            rep = paths.reports_dir(root, d.day)
-            if rep.is_dir() and not any(rep.rglob("*")):
-                shutil.rmtree(rep, ignore_errors=True)
-        _remove_empty_day_dirs(root, removed, ymd)
+        if d.partition in layout.UNGATED:
+            for rel in sorted(files):
+                if d.partition == layout.GAPFILL_STATE and d.day in kept_days:
+                    kept.append(rel)  # the day still has (late) data the audit may read with it
+                    continue
+                then = files[rel]
+                try:
+                    now = os.stat(root / rel)
+                except FileNotFoundError:
+                    continue
+                # no manifest to compare with: unchanged since the inventory means no writer is at it
+                if (now.st_size, now.st_mtime_ns) != (then.st_size, then.st_mtime_ns):
+                    kept.append(rel)
+                    continue
+                os.unlink(root / rel)
+                freed += now.st_size
+                removed.append(rel)
+        else:
+            known = {e["path"]: e for e in manifest.get("files", [])}
+            for rel in sorted(files):
+                e = known.get(rel)
+                try:
+                    now = os.stat(root / rel)
+                except FileNotFoundError:
+                    continue
+                if e is None or e["bytes"] != now.st_size or e["mtime_ns"] != now.st_mtime_ns:
+                    kept.append(rel)
+                    continue
+                os.unlink(root / rel)
+                freed += now.st_size
+                removed.append(rel)
+            if kept:
+                kept_days.add(d.day)
+            if d.partition == "reports":
+                rep = paths.reports_dir(root, d.day)
+                if rep.is_dir() and not any(rep.rglob("*")):
+                    shutil.rmtree(rep, ignore_errors=True)
+            _remove_empty_day_dirs(root, removed, ymd)
         out.deleted_bytes += freed
         out.deleted.append({"date": ymd, "partition": d.partition, "bytes": freed, "files": len(removed)})
         out.kept_changed += kept

@@ -103,6 +103,11 @@ def state_dir(root: Path) -> Path:
     return Path(root, "state")
 
 
+def gapfill_checkpoint_file(root: Path, provider: str, day: date) -> Path:
+    """state/gapfill/<provider>_YYYYMMDD.json — the gap-filler's progress on one day (recover/gapfill.py)."""
+    return Path(root, "state", "gapfill", f"{provider}_{yyyymmdd(day)}.json")
+
+
 def reports_dir(root: Path, day: date) -> Path:
     return Path(root, "reports", yyyymmdd(day))
 
