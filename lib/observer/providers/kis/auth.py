@@ -60,12 +60,14 @@ def _write_private(path: Path, data: dict) -> None:
 class CachedCredential:
     """A secret with an expiry, cached on disk and shared under flock.
 
-    fetch() -> (value, expires_ns) performs the issuance; it is called only under the lock, only
-    when the cache holds nothing usable, and never sooner than min_interval_s after the previous
-    request (by any process) for this key.
+    fetch(urgent) -> (value, expires_ns) performs the issuance; it is called only under the lock, only
+    when the cache holds nothing usable (urgent=True: wait out limits and retry) or the value is due
+    for a refresh ahead of expiry (urgent=False: one attempt, no waiting - a valid value is in hand, and
+    every process needing the credential waits on this lock), and never sooner than min_interval_s
+    after the previous request (by any process) for this key.
     """
 
-    def __init__(self, path: Path, fetch: Callable[[], tuple[str, int]], clock: Clock, *, what: str,
+    def __init__(self, path: Path, fetch: Callable[[bool], tuple[str, int]], clock: Clock, *, what: str,
                  min_interval_s: float, refresh_ahead_s: float, safety_s: float = 60.0,
                  on_issue: Callable[[str, str], None] | None = None):
         self.path = path
@@ -114,10 +116,11 @@ class CachedCredential:
                 return c["value"]
             try:
                 fresh = self._issue(c, invalid)
-            except ProviderError:
+            except ProviderError as e:
                 if self._usable(c, self.clock.now_ns(), invalid):  # refresh-ahead failed: keep the valid one
-                    log.warning(f"{self.what} refresh failed; keeping the cached one until it expires")
-                    self._mem = c
+                    log.warning(f"{self.what} refresh failed; keeping the cached one until it expires",
+                                extra={"error": str(e)[:200]})
+                    self._mem = self._read() or c  # with the attempt time: no new attempt for 10 min
                     return c["value"]
                 raise
             self._mem = fresh
@@ -130,10 +133,11 @@ class CachedCredential:
             log.info(f"waiting {wait:.1f} s before requesting a new {self.what} (issuance limit)")
             self.clock.sleep(wait)
         now = self.clock.now_ns()
+        urgent = not self._usable(cached, now, invalid)
         record = dict(cached or {})
         record["requested_ns"] = now
         try:
-            value, expires_ns = self._fetch()
+            value, expires_ns = self._fetch(urgent)
         except BaseException:
             # remember the attempt so no process asks again within the limit
             _write_private(self.path, record)
@@ -199,14 +203,17 @@ class KisAuth:
     def approval_key(self, invalid: str | None = None) -> str:
         return self.approval_cache.get(invalid)
 
-    def _post(self, path: str, body: dict, what: str) -> dict:
+    def _post(self, path: str, body: dict, what: str, urgent: bool = True) -> dict:
+        """POST an OAuth request. urgent=False (a valid credential is still cached): one attempt, no
+        waiting on EGW00133, 5xx or network errors - the caller keeps the valid one and tries later."""
         url = self.base_url + path
-        for attempt in range(1, self.max_attempts + 1):
+        attempts = self.max_attempts if urgent else 1
+        for attempt in range(1, attempts + 1):
             try:
                 r = self.session.post(url, json=body, timeout=self.timeouts,
                                       headers={"content-type": "application/json; charset=utf-8"})
             except (requests.ConnectionError, requests.Timeout) as e:
-                if attempt == self.max_attempts:
+                if attempt == attempts:
                     raise ProviderError(f"{what}: {path} unreachable after {attempt} attempts: {type(e).__name__}") from None
                 self.clock.sleep(min(30.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0))
                 continue
@@ -220,28 +227,32 @@ class KisAuth:
             if r.status_code == 200 and not code.startswith("EGW"):
                 return reply
             if code == "EGW00133":  # issuance limit: 1 per minute
-                if attempt == self.max_attempts:
+                if not urgent:
+                    raise ProviderError(f"{what}: issuance refused (EGW00133, 1 per minute); the cached one is kept")
+                if attempt == attempts:
                     raise AuthError(f"{what}: issuance still refused (EGW00133) after {attempt} attempts")
                 log.warning(f"{what}: EGW00133 (1 per minute); waiting 61 s")
                 self.clock.sleep(61.0)
                 continue
-            if r.status_code >= 500 and attempt < self.max_attempts:
+            if r.status_code >= 500:  # the broker is unwell: not a refusal of the credentials
+                if attempt == attempts:
+                    raise ProviderError(f"{what}: {path} HTTP {r.status_code} {code} after {attempt} attempts".rstrip())
                 self.clock.sleep(min(30.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0))
                 continue
             desc = str(reply.get("error_description") or reply.get("msg1") or "")[:200]
             raise AuthError(f"{what}: {path} refused: HTTP {r.status_code} {code} {desc}".rstrip())
         raise AuthError(f"{what}: no reply")  # pragma: no cover
 
-    def _fetch_token(self) -> tuple[str, int]:
+    def _fetch_token(self, urgent: bool = True) -> tuple[str, int]:
         body = self._post("/oauth2/tokenP", {"grant_type": "client_credentials", "appkey": self.app_key,
-                                             "appsecret": self.app_secret}, "access token")
+                                             "appsecret": self.app_secret}, "access token", urgent)
         token, expires = parse_token_reply(body, self.clock.now_ns())
         register_secret(token)
         return token, expires
 
-    def _fetch_approval(self) -> tuple[str, int]:
+    def _fetch_approval(self, urgent: bool = True) -> tuple[str, int]:
         body = self._post("/oauth2/Approval", {"grant_type": "client_credentials", "appkey": self.app_key,
-                                               "secretkey": self.app_secret}, "approval key")
+                                               "secretkey": self.app_secret}, "approval key", urgent)
         key = body.get("approval_key")
         if not key or not isinstance(key, str):
             raise AuthError("Approval reply has no approval_key")

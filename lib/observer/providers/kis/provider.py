@@ -75,11 +75,18 @@ class KisProvider(Provider):
             auth = KisAuth(base_url=rest_url, app_key=key, app_secret=secret, state_dir=self.state_dir,
                            clock=self.clock, timeouts=(float(t.get("connect_s", 3.05)), float(t.get("read_s", 10))),
                            token_min_interval_s=float(tk.get("min_interval_s", 61)),
-                           approval_ttl_s=float(tk.get("approval_ttl_s", 82800)))
+                           token_refresh_ahead_s=float(tk.get("refresh_ahead_s", 3600.0)),
+                           approval_ttl_s=float(tk.get("approval_ttl_s", 82800)),
+                           on_issue=lambda what, reason, a=acc["name"]: self._credential_issued(what, reason, a))
             conns.append(KisConnection(ws_url=ws_url, auth=auth, account=acc["name"], wcfg=self.pcfg.get("ws", {}),
                                        clock=self.clock, sink=sink, events=self.events,
                                        custtype=self.pcfg.get("custtype", "P"), trading_date=trading_date))
         return KisStream(conns)
+
+    def _credential_issued(self, what: str, reason: str, account: str) -> None:
+        ev = self.events
+        if ev is not None:
+            ev.emit("credential_issued", "INFO", what=what, reason=reason, account=account)
 
     def decoder(self, *, trading_date=None) -> KisFrameDecoder:
         return KisFrameDecoder(trading_date=trading_date)

@@ -118,6 +118,7 @@ class KisConnection:
         self.decoder = KisFrameDecoder(subscribed=self._ever, trading_date=trading_date)
         self._ws: websocket.WebSocket | None = None
         self._approval: str | None = None
+        self._refused: str | None = None  # the approval key the server refused (OPSP0011)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn_no = 0
@@ -229,7 +230,7 @@ class KisConnection:
         return session_phase(t.hour, t.minute)
 
     def _connect(self) -> websocket.WebSocket:
-        self._approval = self.auth.approval_key()
+        self._approval = self.auth.approval_key(invalid=self._refused)
         opts = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
         for name, val in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3),
                           ("TCP_USER_TIMEOUT", self.tcp_user_timeout_ms)):
@@ -279,16 +280,18 @@ class KisConnection:
                     self._send_reg(reg, True)
             self.stats["connects"] += 1
             self.connected.set()
+            up_ns, up_mono = self.clock.now_ns(), self.clock.monotonic()
             if down_since_ns is not None:
-                downtime = self.clock.monotonic() - down_since_mono
+                downtime = up_mono - down_since_mono
                 self._emit("reconnect", "WARNING", cause=cause, downtime_s=round(downtime, 3), attempt=failures,
                            session_id=self.session_id)
                 if self.gap_markers:
-                    self._gap_markers(down_since_ns, self.clock.now_ns(), cause)
+                    self._gap_markers(down_since_ns, up_ns, cause)
                 # counted after the events are durable: whoever watches the counter finds the events
                 self.stats["last_cause"] = cause
                 self.stats["last_downtime_s"] = round(downtime, 3)
                 self.stats["reconnects"] += 1
+            data_before = self.stats["data_frames"]
             cause, flowed = self._receive(ws)
             self.connected.clear()
             with self._lock:
@@ -302,7 +305,13 @@ class KisConnection:
             if flowed:
                 failures = 0
             failures += 1
-            down_since_ns, down_since_mono = self.clock.now_ns(), self.clock.monotonic()
+            with self._lock:
+                acked = any(r.acked for r in self._regs.values())
+            if down_since_ns is not None and not acked and self.stats["data_frames"] == data_before:
+                # this connection never worked (no ack, no data): the downtime goes on from the last marker's end
+                down_since_ns, down_since_mono = up_ns, up_mono
+            else:
+                down_since_ns, down_since_mono = self.clock.now_ns(), self.clock.monotonic()
             log.warning("KIS WebSocket lost", extra={"account": self.account, "cause": cause,
                                                      "session_id": self.session_id})
 
@@ -394,6 +403,11 @@ class KisConnection:
                 elif kind == "control":
                     cause = self._control(d.control or {})
                     if cause:
+                        try:
+                            sink(text, recv_ns, d.records)  # raw/ keeps the frame that ended the session
+                        except Exception:
+                            stats["sink_errors"] += 1
+                            log.exception("sink failed")
                         return cause, flowed
                 try:
                     sink(text, recv_ns, d.records)
@@ -462,10 +476,7 @@ class KisConnection:
         if code == "OPSP0011":
             self._emit("subscription_error", "ERROR", account=self.account, code=code, message=c.get("msg1", "")[:200],
                        symbol=key)
-            try:
-                self._approval = self.auth.approval_key(invalid=self._approval)
-            except Exception as e:
-                log.error("approval key refresh failed", extra={"error": str(e)[:200]})
+            self._refused = self._approval  # _connect fetches a new one (inside the downtime)
             return "approval_invalid"
         if code == "OPSP8996":
             self._emit("subscription_error", "ERROR", account=self.account, code=code, message=c.get("msg1", "")[:200])
