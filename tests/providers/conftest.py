@@ -106,3 +106,12 @@ def events(store: Store, kind: str | None = None) -> list[dict]:
                 if kind is None or e["event"] == kind:
                     out.append(e)
     return out
+
+
+@pytest.fixture
+def streams():
+    """Streams a test started; stopped at teardown."""
+    made = []
+    yield made
+    for s in made:
+        s.stop()

@@ -66,29 +66,26 @@ def assert_nowhere(secret_values: list[str], *roots: Path) -> None:
                 assert s.encode() not in data, f"a secret leaked into {f}"
 
 
-@pytest.fixture
-def streams():
-    made = []
-    yield made
-    for s in made:
-        s.stop()
-
-
 # -- 1. OPSP0011 ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("trigger", ["subscribe", "reconnect"])
-def test_opsp0011_fetches_a_new_approval_key_and_resubscribes(sim_factory, tree, store, streams, caplog, trigger):
-    caplog.set_level(logging.DEBUG)
-    # speed 10: the 5-s spacing between two approval requests is 0.5 s of real time
-    sim = sim_factory(speed=10)
-    cfg = kis_config(sim, tree)
+def two_symbol_stream(sim, tree, store, streams):
+    """A started KIS stream holding trades and book of the first two of three active symbols."""
     sink = Sink()
-    stream = get_provider("kis", cfg, secrets(), store, sim.clock).stream(sink)
+    stream = get_provider("kis", kis_config(sim, tree), secrets(), store, sim.clock).stream(sink)
     streams.append(stream)
     syms = [s.info.code for s in sim.active_syms[:3]]
     for s in syms[:2]:
         stream.subscribe(s, TRADES)
         stream.subscribe(s, BOOK)
     stream.start()
+    return sink, stream, syms
+
+
+@pytest.mark.parametrize("trigger", ["subscribe", "reconnect"])
+def test_opsp0011_fetches_a_new_approval_key_and_resubscribes(sim_factory, tree, store, streams, caplog, trigger):
+    caplog.set_level(logging.DEBUG)
+    # speed 10: the 5-s spacing between two approval requests is 0.5 s of real time
+    sim = sim_factory(speed=10)
+    sink, stream, syms = two_symbol_stream(sim, tree, store, streams)
     wait_for(lambda: server_subs(sim) == [expected_subs(syms[:2])], 10, what="first registrations")
     wait_for(lambda: sink.count() > 0, 10, what="first records")
     old_key = cache_value(tree, "approval")["value"]
@@ -140,14 +137,7 @@ def test_opsp0011_downtime_is_covered_by_gap_markers(sim_factory, tree, store, s
     trip, slowed here), inside the downtime: the gap markers cover everything from the refusal to the
     resubscription, including a connection that never delivered data, and raw/ keeps the OPSP0011."""
     sim = sim_factory(speed=10)
-    sink = Sink()
-    stream = get_provider("kis", kis_config(sim, tree), secrets(), store, sim.clock).stream(sink)
-    streams.append(stream)
-    syms = [s.info.code for s in sim.active_syms[:3]]
-    for s in syms[:2]:
-        stream.subscribe(s, TRADES)
-        stream.subscribe(s, BOOK)
-    stream.start()
+    sink, stream, syms = two_symbol_stream(sim, tree, store, streams)
     wait_for(lambda: len(sink.records()) > 20, 10, what="records")
     session = stream.stats()["connections"]["main"]["session_id"]
     sim.apply_fault({"kind": "approval_invalidate"})

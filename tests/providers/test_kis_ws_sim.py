@@ -56,14 +56,6 @@ def expected_subs(syms):
     return sorted([f"H0STASP0:{s}" for s in syms] + [f"H0STCNT0:{s}" for s in syms])
 
 
-@pytest.fixture
-def streams():
-    made = []
-    yield made
-    for s in made:
-        s.stop()
-
-
 def start(stream, streams, sink):
     streams.append(stream)
     stream.start()

@@ -69,6 +69,13 @@ class Truth:
             assert sent[ASP][sym] == {"frames": len(books), "records": len(books)}
 
 
+def read_books(client, n: int, what: str) -> list:
+    """The next n book records a client receives (data frames of one record each)."""
+    got = []
+    client.until(lambda m: m.startswith("0|") and got.append(book_of_record(records(m)[1][0])) is None
+                 and len(got) >= n, what=what)
+    return got
+
 def test_frames_match_ground_truth_exactly(make_sim):
     sim = make_sim(start="09:05", speed=40, cnt_fields=47, asp_fields=63)
     rest = Rest(sim.rest_url)
@@ -217,10 +224,7 @@ def test_nothing_is_lost_when_the_pump_falls_behind_a_slow_reader(make_sim):
     slow.until(take, timeout=30, what="the backlog")
     assert got == want
     want2 = [book_of_truth(b) for b in truth.window(conns[1], ASP, codes[0], until=end)]
-    got2 = []
-    other.until(lambda m: m.startswith("0|") and got2.append(book_of_record(records(m)[1][0])) is None
-                and len(got2) >= len(want2), what="the second feed")
-    assert got2 == want2
+    assert read_books(other, len(want2), "the second feed") == want2
     slow.close()
     other.close()
     sim.stop()
@@ -272,10 +276,7 @@ def test_a_subscription_never_lands_inside_a_tick(make_sim):
     end = sim.dispatched_ms
     want = [book_of_truth(bk) for bk in truth.window(a_id, ASP, x, until=end)]
     assert want, "the window after the subscription has books"
-    got = []
-    a.until(lambda m: m.startswith("0|") and got.append(book_of_record(records(m)[1][0])) is None
-            and len(got) >= len(want), what="x's books")
-    assert got == want
+    assert read_books(a, len(want), "x's books") == want
     a.close()
     b.close()
 

@@ -59,8 +59,7 @@ TODAY_ONLY = {"kis"}
 DEFAULT_PAGE_ROWS = 30
 
 
-def checkpoint_path(root: Path, provider: str, day: date) -> Path:
-    return Path(paths.state_dir(root), "gapfill", f"{provider}_{yyyymmdd(day)}.json")
+checkpoint_path = paths.gapfill_checkpoint_file  # one spelling of the path (retention deletes it with its day)
 
 
 def load_checkpoint(root: Path, provider: str, day: date) -> dict:
