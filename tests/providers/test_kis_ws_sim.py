@@ -113,6 +113,11 @@ def test_stall_detected_in_time(sim, tree, store, streams):
     assert stall <= took < stall + 3.0, took
     assert detected is not None
     wait_for(lambda: expected_subs(syms) in server_subs(sim), 5, what="registrations on the new connection")
+    # the gap begins at the last data frame before the stall, not when the stall was noticed
+    (g,) = {(g["start_ns"], g["end_ns"]) for g in events(store, "gap_marker") if g["cause"] == "ws_stall"}
+    before = [r["recv_ns"] for r in sink.records() if r["recv_ns"] <= g[1]]
+    assert g[0] == max(before), (g, max(before))
+    assert g[1] - g[0] >= stall * 10**9  # the whole silent stretch (stall_s, market time) is inside
 
 
 def test_subscribe_and_never_receive_is_a_stall(sim, tree, store, streams):

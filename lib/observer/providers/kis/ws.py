@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import websocket
 
-from observer.core.clock import Clock
+from observer.core.clock import NS, Clock
 from observer.core.logging import get_logger
 from observer.providers.base import (
     BOOK,
@@ -119,6 +119,7 @@ class KisConnection:
         self._ws: websocket.WebSocket | None = None
         self._approval: str | None = None
         self._refused: str | None = None  # the approval key the server refused (OPSP0011)
+        self._last_data_ns = 0  # receive time of the latest data frame (where a stall's gap begins)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn_no = 0
@@ -310,6 +311,12 @@ class KisConnection:
             if down_since_ns is not None and not acked and self.stats["data_frames"] == data_before:
                 # this connection never worked (no ack, no data): the downtime goes on from the last marker's end
                 down_since_ns, down_since_mono = up_ns, up_mono
+            elif cause in ("stall", "silent") and self._last_data_ns > up_ns:
+                # the feed stopped at its last data frame, not when the stall was noticed: the marker
+                # must cover the silent stretch too (a quiet market makes it longer than needed, never short)
+                now_ns, now_mono = self.clock.now_ns(), self.clock.monotonic()
+                down_since_ns = self._last_data_ns
+                down_since_mono = now_mono - (now_ns - down_since_ns) / NS
             else:
                 down_since_ns, down_since_mono = self.clock.now_ns(), self.clock.monotonic()
             log.warning("KIS WebSocket lost", extra={"account": self.account, "cause": cause,
@@ -376,6 +383,7 @@ class KisConnection:
                 if kind == "data":
                     stats["data_frames"] += 1
                     last_data = now
+                    self._last_data_ns = recv_ns
                     if not flowing_since:
                         flowing_since = now
                     elif not flowed and now - flowing_since >= self.backoff_reset_s:
