@@ -26,11 +26,13 @@ import collections
 import hashlib
 import io
 import os
+import queue
 import re
 import shutil
 import socket
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -255,6 +257,51 @@ class _Throttle:
 Progress = Callable[[str, int, int], None]
 
 
+class _DiskWriter:
+    """Appends, hashes and periodically fsyncs a part file in its own thread: file writes and SHA-256
+    release the GIL, so they overlap the SFTP pipeline (paramiko's packet handling is Python and holds
+    it) instead of adding to it. Bounded: at most `depth` chunks wait."""
+
+    def __init__(self, part: Path, h, depth: int = 64):
+        self.h = h
+        self.q: queue.Queue = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self.out = open(part, "ab")  # noqa: SIM115 - closed by the writer thread's finish
+        self.t = threading.Thread(target=self._run, name="pull-disk", daemon=True)
+        self.t.start()
+
+    def _run(self) -> None:
+        last_sync = time.monotonic()
+        try:
+            while (data := self.q.get()) is not None:
+                self.out.write(data)
+                self.h.update(data)
+                if time.monotonic() - last_sync > 1.0:
+                    self.out.flush()
+                    os.fsync(self.out.fileno())
+                    last_sync = time.monotonic()
+            self.out.flush()
+            os.fsync(self.out.fileno())
+        except BaseException as e:  # handed to the SFTP side, which raises it
+            self.error = e
+            while self.q.get() is not None:  # drain so put() never blocks forever
+                pass
+        finally:
+            self.out.close()
+
+    def put(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(data)
+
+    def finish(self) -> None:
+        """Wait until everything put is written, hashed and fsync'd (raises what the thread hit)."""
+        self.q.put(None)
+        self.t.join()
+        if self.error is not None:
+            raise self.error
+
+
 def fetch(sftp: paramiko.SFTPClient, remote: str, part: Path, size: int, *, concurrency: int = 32,
           request: int = 255 << 10, limit_mb_s: float = 0.0, progress: Progress | None = None) -> str:
     """Append remote[offset:size] to `part` (offset = its current size), keeping `concurrency` reads
@@ -270,50 +317,50 @@ def fetch(sftp: paramiko.SFTPClient, remote: str, part: Path, size: int, *, conc
                 h.update(b)
     throttle = _Throttle(limit_mb_s)
     rf = sftp.open(remote, "rb")
+    disk = None
+    sink = _Sink()
+    pending: collections.deque = collections.deque()
     try:
         handle = rf.handle
-        sink = _Sink()
-        pending: collections.deque = collections.deque()
         nxt = offset
-        with open(part, "ab") as out:
-            last_sync = time.monotonic()
-            while pending or nxt < size:
-                while len(pending) < concurrency and nxt < size:
-                    n = min(request, size - nxt)
-                    # paramiko's request/response API (what its own prefetch uses), one thread
-                    num = sftp._async_request(sink, CMD_READ, handle, int64(nxt), int(n))
-                    pending.append((num, nxt, n))
-                    nxt += n
-                num, off, n = pending.popleft()
-                r = sink.got.pop(num, None)
-                if r is None:
-                    try:
-                        r = sftp._read_response(num)
-                    except EOFError:
-                        raise VerifyError(f"{remote}: ends before {size} bytes (at {off})") from None
-                t, msg = r
-                if t != CMD_DATA:
-                    raise PullError(f"{remote}: unexpected SFTP reply {t} at offset {off}")
-                data = msg.get_string()
-                if len(data) < n:  # a short read is legal: fetch the rest of this range now
-                    while len(data) < n:
-                        t2, m2 = sftp._request(CMD_READ, handle, int64(off + len(data)), int(n - len(data)))
-                        more = m2.get_string()
-                        if not more:
-                            raise VerifyError(f"{remote}: ends before {size} bytes")
-                        data += more
-                out.write(data)
-                h.update(data)
-                throttle(len(data))
-                if progress:
-                    progress(remote, off + n, size)
-                if time.monotonic() - last_sync > 1.0:
-                    out.flush()
-                    os.fsync(out.fileno())
-                    last_sync = time.monotonic()
-            out.flush()
-            os.fsync(out.fileno())
+        disk = _DiskWriter(part, h)
+        while pending or nxt < size:
+            while len(pending) < concurrency and nxt < size:
+                n = min(request, size - nxt)
+                # paramiko's request/response API (what its own prefetch uses), one thread
+                num = sftp._async_request(sink, CMD_READ, handle, int64(nxt), int(n))
+                pending.append((num, nxt, n))
+                nxt += n
+            num, off, n = pending.popleft()
+            r = sink.got.pop(num, None)
+            if r is None:
+                try:
+                    r = sftp._read_response(num)
+                except EOFError:
+                    raise VerifyError(f"{remote}: ends before {size} bytes (at {off})") from None
+            t, msg = r
+            if t != CMD_DATA:
+                raise PullError(f"{remote}: unexpected SFTP reply {t} at offset {off}")
+            data = msg.get_string()
+            if len(data) < n:  # a short read is legal: fetch the rest of this range now
+                while len(data) < n:
+                    t2, m2 = sftp._request(CMD_READ, handle, int64(off + len(data)), int(n - len(data)))
+                    more = m2.get_string()
+                    if not more:
+                        raise VerifyError(f"{remote}: ends before {size} bytes")
+                    data += more
+            disk.put(data)
+            throttle(len(data))
+            if progress:
+                progress(remote, off + n, size)
+        d, disk = disk, None
+        d.finish()
     finally:
+        if disk is not None:  # failed mid-way: what was received is still written (resume continues)
+            try:
+                disk.finish()
+            except Exception:
+                pass
         for num, _, _ in list(pending):
             sink.got.pop(num, None)
         rf.close()
