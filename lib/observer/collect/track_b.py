@@ -213,6 +213,8 @@ class TrackB:
             try:
                 self.scalp.append(rec, rec["recv_ns"])
                 self.books_written += 1
+            except StoreFull:
+                self._refused("scalp", [rec["recv_ns"]])
             except ContractError as e:
                 self.rejected += 1
                 self.events.emit("record_rejected", "WARNING", record_kind="book", reason=str(e)[:300], symbol=sym)
