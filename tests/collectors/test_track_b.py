@@ -1,7 +1,6 @@
 """Track B against the simulator: every trade of the held symbols equals ground truth (count, price,
 volume, order); raw/ decodes back to scalp/; WebSocket faults heal by themselves with gap markers."""
 
-import os
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from observer.programs.verify import verify_tree
 from observer.providers.base import get_provider
 from observer.store.reader import iter_day
 from tests.collectors.simenv import SimEnv
+from tests.diskfull import fill, tmpfs
 
 HELD = 4
 BIN = Path(__file__).resolve().parents[2] / "bin"
@@ -305,39 +305,28 @@ def test_full_disk_is_survived_counted_and_recording_resumes(tmp_path):
     """The data tree's disk fills while Track B records (a tmpfs filled by the test): the writers keep
     what they accepted in memory up to their bound, Track B counts what the store refused instead of
     crashing, and once space returns everything accepted reaches the disk and recording goes on."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    data = tmp_path / "data"
-    data.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(data)], check=True)
     env = None
-    try:
-        env = SimEnv(tmp_path, start=START, speed=30, symbols=40, active=10,
-                     cfg_overrides={**WINDOWS, "store": {"max_buffer_bytes": 65536}})
-        filler = data / "filler"
-        freed = {}
+    with tmpfs(tmp_path / "data", "32m") as data:
+        try:
+            env = SimEnv(tmp_path, start=START, speed=30, symbols=40, active=10,
+                         cfg_overrides={**WINDOWS, "store": {"max_buffer_bytes": 65536}})
+            freed = {}
 
-        def fill_disk(env, tb):
-            with open(filler, "wb") as f:
-                try:
-                    while True:
-                        f.write(b"\0" * 65536)
-                        f.flush()
-                except OSError:
-                    pass
-            assert wait_for(lambda: tb.store_refused > 0, 120), "the store never refused a block"
-            filler.unlink()
-            freed["at"] = env.clock.now_ns()
+            def fill_disk(env, tb):
+                fill(data / "filler")
+                assert wait_for(lambda: tb.store_refused > 0, 120), "the store never refused a block"
+                (data / "filler").unlink()
+                freed["at"] = env.clock.now_ns()
 
-        syms = busiest(env, HELD)
-        tb = run_track_b(env, syms, 60, during=fill_disk)
-        assert tb.store_refused > 0 and tb.dropped >= tb.store_refused
-        rec = recorded_trades(env)
-        assert_trades_match_truth(env, rec, syms, allow_gaps=True)
-        for sym in syms:
-            assert any(r["recv_ns"] > freed["at"] for r in rec[sym]), f"{sym}: nothing recorded after space returned"
-        assert verify_tree(env.root)["clean"]  # no torn or partial line anywhere
-    finally:
-        if env is not None:
-            env.close()
-        subprocess.run(["umount", "-l", str(data)], check=False)
+            syms = busiest(env, HELD)
+            tb = run_track_b(env, syms, 60, during=fill_disk)
+            assert tb.store_refused > 0 and tb.dropped >= tb.store_refused
+            rec = recorded_trades(env)
+            assert_trades_match_truth(env, rec, syms, allow_gaps=True)
+            for sym in syms:
+                assert any(r["recv_ns"] > freed["at"] for r in rec[sym]), \
+                    f"{sym}: nothing recorded after space returned"
+            assert verify_tree(env.root)["clean"]  # no torn or partial line anywhere
+        finally:
+            if env is not None:
+                env.close()

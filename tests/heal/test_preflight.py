@@ -7,7 +7,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from observer.core.clock import parse_clock_spec
 from observer.providers.kis.auth import KisAuth
+from tests.diskfull import fill, tmpfs
 
 from .conftest import BIN, PY, REPO, Env, checks, make_venv, report
 
@@ -168,18 +168,9 @@ def test_secrets_owned_by_someone_else_fail(env: Env):
     assert "is owned by nobody, not by the service user" in c["reason"]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
-def test_full_disk_fails(env: Env):
-    mnt = Path(tempfile.mkdtemp(prefix="pf-full-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
-    try:
-        with open(mnt / "filler", "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+def test_full_disk_fails(env: Env, tmp_path):
+    with tmpfs(tmp_path / "full", "2m") as mnt:
+        fill(mnt / "filler")
         (mnt / "state").mkdir(exist_ok=True)
         env.cfg["data_dir"] = str(mnt)
         env.write_config()
@@ -189,9 +180,6 @@ def test_full_disk_fails(env: Env):
         assert c["disk"]["verdict"] == "fail" and "100 % used" in c["disk"]["reason"]
         assert c["disk_write"]["verdict"] == "fail"
         assert "No space left on device" in c["disk_write"]["reason"]
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
-        mnt.rmdir()
 
 
 @pytest.mark.parametrize("skew,verdict", [(7.0, "fail"), (2.0, "warn")])

@@ -1,28 +1,20 @@
 """A full disk (a small tmpfs mounted by the test): clear error and event, earlier data intact,
 writing resumes once space is freed, nothing accepted is lost."""
 
-import os
-import subprocess
 
 import orjson
 import pytest
 
 from observer.programs.verify import verify_tree
 from observer.store.writer import Durability, JsonlWriter, StoreError, StoreFull
+from tests.diskfull import tmpfs
 from tests.integration.crash_writer import record
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path / "mnt", "256k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_enospc_reports_keeps_data_and_recovers(small_disk):
