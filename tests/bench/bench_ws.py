@@ -50,6 +50,17 @@ def approval(rest: str) -> str:
     return r.json()["approval_key"]
 
 
+def wait_idle(control: str, timeout_s: float = 30.0) -> None:
+    """Until the simulator holds no WebSocket session: like KIS, it refuses a second session of one app
+    key (OPSP8996) while the previous one is still open on its side, and a closed socket takes a moment
+    to be noticed there."""
+    deadline = time.monotonic() + timeout_s
+    while requests.get(control + "/stats", timeout=5).json()["ws"]["connections"]:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the simulator still holds a session from the previous run")
+        time.sleep(0.05)
+
+
 def bare(ws_url: str, rest: str, sym: str, n: int) -> float:
     ws = websocket.create_connection(ws_url, skip_utf8_validation=True)
     ws.send(subscribe_message(approval(rest), "H0STCNT0", sym))
@@ -107,7 +118,9 @@ def main() -> int:
         state = Path(tempfile.mkdtemp())
         b_rates, c_rates = [], []
         for r in range(a.rounds):
+            wait_idle(info["control"])
             b_rates.append(bare(info["ws"], info["rest"], sym, a.frames))
+            wait_idle(info["control"])
             c_rates.append(client(info["ws"], info["rest"], sym, a.frames, state))
             print(f"round {r + 1}: bare websocket-client {b_rates[-1]:,.0f} frames/s  KIS client (recv+parse) "
                   f"{c_rates[-1]:,.0f} frames/s  ratio {c_rates[-1] / b_rates[-1]:.3f}")
