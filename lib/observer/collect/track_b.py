@@ -45,6 +45,8 @@ PAUSE_AFTER_S = 300.0  # design §4: 5 min of continuous failure pauses scalp re
 MITIGATION_SAMPLE_S = 5.0  # market seconds between load samples fed to the mitigation controller
 WRITE_BATCH = 256  # queue items written per block: amortises the writers' locks, bounds one step's latency
 dumps = orjson.dumps
+_DROP_REASONS = {"queue_overflow": "the writer fell behind; {n} frames dropped",
+                 "store_full": "the disk refused writes and the store's buffer is full; {n} records not kept"}
 
 
 class TrackB:
@@ -225,8 +227,6 @@ class TrackB:
                     self.rate.record(slot, now)
 
     def _report_drops(self) -> None:
-        reasons = {"queue_overflow": "the writer fell behind; {n} frames dropped",
-                    "store_full": "the disk refused writes and the store's buffer is full; {n} records not kept"}
         if not self._drops:
             return
         with self._drop_lock:
@@ -235,7 +235,7 @@ class TrackB:
             self.dropped += n
             if cause == "queue_overflow":
                 self.metrics.inc("observer_frames_dropped_total", n)
-            self.events.emit("recording", "CRITICAL", state=cause, dropped=n, reason=reasons[cause].format(n=n),
+            self.events.emit("recording", "CRITICAL", state=cause, dropped=n, reason=_DROP_REASONS[cause].format(n=n),
                              anomaly_day=True)
             for sym in sorted(self._slot_of):
                 for ch in self.channels:

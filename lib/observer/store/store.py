@@ -179,9 +179,6 @@ class PartitionWriter:
     def append(self, record: dict, ts_ns: int) -> None:
         self.writer_for(ts_ns).append(record)
 
-    def append_line(self, line: bytes, ts_ns: int) -> None:
-        self.writer_for(ts_ns).append_line(line)
-
     def append_lines(self, lines: list[bytes], ts_ns: list[int]) -> None:
         """Append pre-serialised lines whose record times are `ts_ns` (in arrival order), one joined
         block per file: the hot path's way to pay the writer's lock once per batch, not per record."""

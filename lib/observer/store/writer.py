@@ -149,8 +149,7 @@ class JsonlWriter:
                 except BlockingIOError:
                     raise WriterBusy(f"{self.path}: another writer holds this file (one writer per file)") from None
                 self._repair()
-            self._durable_size = os.fstat(self._fd).st_size
-            self._written_size = self._durable_size  # complete lines handed to the kernel (maybe not fsync'd)
+            self._written_size = os.fstat(self._fd).st_size  # complete lines handed to the kernel
         except BaseException:
             os.close(self._fd)
             raise
@@ -264,7 +263,7 @@ class JsonlWriter:
         try:
             if self.shared:
                 self._repair()
-                self._durable_size = self._written_size = os.fstat(self._fd).st_size
+                self._written_size = os.fstat(self._fd).st_size
             if self._buf and not self._write_out(now):
                 return
             try:
@@ -274,7 +273,6 @@ class JsonlWriter:
             except OSError as e:
                 self._write_failed(e, now)  # written lines stay (cut-back is to the last complete write)
                 return
-            self._durable_size = self._written_size
             self.acked += self._pending
             if self._failing_since is not None:
                 self._event("store_recovered", "INFO", file=str(self.path),

@@ -376,7 +376,7 @@ class KisConnection:
             if opcode >= 0:
                 last_any = now
                 recv_ns = clock.now_ns()
-                text = data.decode("utf-8", "replace") if isinstance(data, bytes | bytearray) else str(data)
+                text = data.decode("utf-8", "replace")  # FrameReader gives bytes
                 d = decode(text, recv_ns)
                 stats["frames"] += 1
                 kind = d.kind
@@ -408,20 +408,14 @@ class KisConnection:
                         ws.send(text)  # echo the identical text (official clients and python-kis)
                     except Exception:
                         return "reset", flowed
-                elif kind == "control":
-                    cause = self._control(d.control or {})
-                    if cause:
-                        try:
-                            sink(text, recv_ns, d.records)  # raw/ keeps the frame that ended the session
-                        except Exception:
-                            stats["sink_errors"] += 1
-                            log.exception("sink failed")
-                        return cause, flowed
+                ended = self._control(d.control or {}) if kind == "control" else ""
                 try:
-                    sink(text, recv_ns, d.records)
+                    sink(text, recv_ns, d.records)  # also the control frame that ends a session: raw/ keeps it
                 except Exception:
                     stats["sink_errors"] += 1
                     log.exception("sink failed")
+                if ended:
+                    return ended, flowed
                 if d.errors or d.rejects:
                     self._report(d, text)
             if now >= next_check:
