@@ -14,7 +14,6 @@ import stat
 import sys
 from dataclasses import dataclass
 from datetime import date
-from importlib import metadata
 from pathlib import Path
 
 from observer.core.clock import Clock, clock_from_env
@@ -119,8 +118,12 @@ def make_parser(program: str, description: str, *, dry_run: bool = False, epilog
 
 def self_test() -> list[str]:
     """Import every observer module and every declared dependency; return the failures."""
-    failures = []
+    # imported here, not at the top: every program's start-up would pay for it
+    from importlib import metadata
+
     import observer
+
+    failures = []
 
     for mod in pkgutil.walk_packages(observer.__path__, "observer."):
         try:

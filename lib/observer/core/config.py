@@ -18,8 +18,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 DEFAULT_CONFIG_PATH = "/etc/observer/observer.toml"
 CONFIG_ENV = "OBSERVER_CONFIG"
 
@@ -112,7 +110,7 @@ def _describe_allowed(schema: dict) -> str:
     return ", ".join(parts) or "see docs/configuration.md"
 
 
-def _format_error(err: jsonschema.ValidationError) -> str:
+def _format_error(err) -> str:  # a jsonschema.ValidationError
     path = ".".join(str(p) for p in err.absolute_path)
     if err.validator == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
@@ -131,6 +129,8 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     schema = config_schema()
     cfg = _apply_defaults(schema, copy.deepcopy(cfg), schema)
     problems: list[str] = []
+    import jsonschema  # imported when a config is loaded, not by every program's start-up
+
     v = jsonschema.Draft202012Validator(schema)
     for err in sorted(v.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path))):
         problems.append(_format_error(err))
@@ -172,13 +172,16 @@ MAX_CONFIG_BYTES = 1 << 20
 def _read_config_text(p: Path) -> str:
     """The file's text; a FIFO or device is refused instead of blocking, a huge file instead of read."""
     fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
+    try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "is a directory")
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
-        data = f.read(MAX_CONFIG_BYTES + 1)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    finally:
+        os.close(fd)
     if len(data) > MAX_CONFIG_BYTES:
         raise OSError(errno.EFBIG, f"larger than {MAX_CONFIG_BYTES} bytes")
     return data.decode("utf-8")

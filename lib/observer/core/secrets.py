@@ -89,16 +89,19 @@ def _read_regular(p: Path, source: str, *, check_mode: bool) -> str:
         if e.errno == errno.ELOOP:  # O_NOFOLLOW on a symlink
             raise SecretsError(f"{source} is a symlink; it must be a regular file (mode 0600) at that path") from None
         raise SecretsError(f"{source}: cannot read: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
+    try:
         st = os.fstat(fd)
         if check_mode:
             check_file_mode(p, st)
         elif not stat.S_ISREG(st.st_mode):
             raise SecretsError(f"{source} is not a regular file")
         try:
-            data = f.read(MAX_BYTES + 1)
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = f.read(MAX_BYTES + 1)
         except OSError as e:
             raise SecretsError(f"{source}: cannot read: {e.strerror}") from None
+    finally:
+        os.close(fd)
     if len(data) > MAX_BYTES:
         raise SecretsError(f"{source}: larger than {MAX_BYTES} bytes, not a secrets file")
     try:
