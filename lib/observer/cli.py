@@ -71,7 +71,7 @@ def one_line(text: str) -> str:
 
 
 def date_arg(s: str) -> date:
-    """argparse type for every --date: ASCII YYYYMMDD, a real day, inside the KRX calendar's years."""
+    """argparse type for every --date: ASCII YYYYMMDD, a real day, inside the trading calendar's years."""
     if not _DATE_RE.fullmatch(s):
         raise argparse.ArgumentTypeError(f"bad date {s!r}: want YYYYMMDD (ASCII digits)")
     try:
@@ -82,7 +82,7 @@ def date_arg(s: str) -> date:
 
     lo, hi = supported_years()
     if not lo <= d.year <= hi:
-        raise argparse.ArgumentTypeError(f"bad date {s!r}: outside the KRX calendar's years {lo}-{hi}")
+        raise argparse.ArgumentTypeError(f"bad date {s!r}: outside the trading calendar's years {lo}-{hi}")
     return d
 
 

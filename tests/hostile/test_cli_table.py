@@ -33,7 +33,7 @@ TIMEOUT_S = 40  # a row that hangs (a program that went on with bad input) fails
 BASE = {
     "observer-decode": ["--provider", "kis"],
     "observer-replay": ["{data}", "--date", "20260316"],
-    # only checks that need no network; --all: the same on a day KRX is closed
+    # only checks that need no network; --all: the same on a day the market is closed
     "observer-preflight": ["--all", "--only", "config,disk,disk_write,secrets"],
 }
 DATE_PROGRAMS = ["observer-audit", "observer-backup", "observer-backup-pull", "observer-decode", "observer-demo",
@@ -49,7 +49,7 @@ OWNERS = ["observer-track-a", "observer-track-b"]  # the collectors may create d
 # programs that cannot run without the broker's keys; the watchdog keeps watching without them
 SECRETS_PROGRAMS = ["observer-track-a", "observer-track-b", "observer-gap-filler", "observer-preflight"]
 
-BAD_DATES = {"99991231": "outside the KRX calendar", "\uff12\uff10\uff12\uff16\uff10\uff13\uff11\uff16": "ASCII",
+BAD_DATES = {"99991231": "outside the trading calendar", "\uff12\uff10\uff12\uff16\uff10\uff13\uff11\uff16": "ASCII",
              "": "want YYYYMMDD", "2026-13-01": "want YYYYMMDD"}
 
 

@@ -31,8 +31,8 @@ def test_date_arg_takes_ascii_yyyymmdd(value, want):
     (" 20260316", "want YYYYMMDD"),
     ("20261301", "month must be in 1..12"),
     ("20260230", "day is out of range"),
-    ("99991231", "outside the KRX calendar's years"),
-    ("00010101", "outside the KRX calendar's years"),
+    ("99991231", "outside the trading calendar's years"),
+    ("00010101", "outside the trading calendar's years"),
 ])
 def test_date_arg_refuses_with_the_reason(value, why):
     with pytest.raises(argparse.ArgumentTypeError) as e:
