@@ -49,8 +49,10 @@ OWNERS = ["observer-track-a", "observer-track-b"]  # the collectors may create d
 # programs that cannot run without the broker's keys; the watchdog keeps watching without them
 SECRETS_PROGRAMS = ["observer-track-a", "observer-track-b", "observer-gap-filler", "observer-preflight"]
 
-BAD_DATES = {"99991231": "outside the trading calendar", "\uff12\uff10\uff12\uff16\uff10\uff13\uff11\uff16": "ASCII",
-             "": "want YYYYMMDD", "2026-13-01": "want YYYYMMDD"}
+# row id -> (value, what the line must say)
+BAD_DATES = {"year-9999": ("99991231", "outside the trading calendar"),
+             "full-width": ("\uff12\uff10\uff12\uff16\uff10\uff13\uff11\uff16", "ASCII"),
+             "empty": ("", "want YYYYMMDD"), "month-13": ("2026-13-01", "want YYYYMMDD")}
 
 
 @dataclass
@@ -81,8 +83,8 @@ def _rows() -> list[Row]:
                         ["observer.toml", "Permission denied"], setup="unreadable", wrap="nocaps"))
     for prog in DATE_PROGRAMS:
         base = [a for a in BASE.get(prog, []) if a not in ("--date", "20260316")]
-        for n, (value, word) in enumerate(BAD_DATES.items()):
-            rows.append(Row(f"{prog}-date-{n}", prog, [*base, "--config", "{config}", "--date", value], 2,
+        for name, (value, word) in BAD_DATES.items():
+            rows.append(Row(f"{prog}-date-{name}", prog, [*base, "--config", "{config}", "--date", value], 2,
                             ["--date", repr(value), word]))
     for prog, by in TREE_BY.items():
         for case in ("missing", "file", "readonly"):
