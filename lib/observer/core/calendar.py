@@ -254,7 +254,7 @@ class KrxCalendar:
 
     def _build_year(self, year: int) -> dict[date, str]:
         # Outside the library's range it returns no holidays at all; refuse rather than guess.
-        lo, hi = holidays.KR.start_year, holidays.KR.end_year
+        lo, hi = supported_years()
         if not lo <= year <= hi:
             raise ValueError(f"year {year} outside the KRX calendar's range {lo}-{hi}")
         out: dict[date, str] = {}
@@ -280,6 +280,11 @@ class KrxCalendar:
             if d.year == year:
                 out.setdefault(d, CONFIG_REASON)
         return out
+
+
+def supported_years() -> tuple[int, int]:
+    """First and last year the calendar can answer for (the holiday library's range); --date is checked against it."""
+    return holidays.KR.start_year, holidays.KR.end_year
 
 
 def _as_date(d) -> date:

@@ -147,7 +147,7 @@ def yyyymmdd(d: date) -> str:
 
 
 def parse_yyyymmdd(s: str) -> date:
-    if len(s) != 8 or not s.isdigit():
+    if len(s) != 8 or not (s.isascii() and s.isdigit()):  # isdigit alone takes full-width digits
         raise ValueError(f"bad date {s!r}: want YYYYMMDD")
     return date(int(s[:4]), int(s[4:6]), int(s[6:8]))
 

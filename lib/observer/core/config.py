@@ -8,15 +8,15 @@ Each program's section lives in its own file so adding a program never edits a s
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import os
+import stat
 import tomllib
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import jsonschema
 
 DEFAULT_CONFIG_PATH = "/etc/observer/observer.toml"
 CONFIG_ENV = "OBSERVER_CONFIG"
@@ -110,7 +110,7 @@ def _describe_allowed(schema: dict) -> str:
     return ", ".join(parts) or "see docs/configuration.md"
 
 
-def _format_error(err: jsonschema.ValidationError) -> str:
+def _format_error(err) -> str:  # a jsonschema.ValidationError
     path = ".".join(str(p) for p in err.absolute_path)
     if err.validator == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
@@ -129,6 +129,8 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     schema = config_schema()
     cfg = _apply_defaults(schema, copy.deepcopy(cfg), schema)
     problems: list[str] = []
+    import jsonschema  # imported when a config is loaded, not by every program's start-up
+
     v = jsonschema.Draft202012Validator(schema)
     for err in sorted(v.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path))):
         problems.append(_format_error(err))
@@ -146,20 +148,43 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
     explicit = path is not None or CONFIG_ENV in os.environ
     p = Path(path or os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_PATH))
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        raw = tomllib.loads(_read_config_text(p))
     except FileNotFoundError:
         if explicit:
             raise ConfigError(str(p), ["file not found"]) from None
         raw = {}
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(str(p), [f"not valid TOML: {e}"]) from None
-    except (PermissionError, IsADirectoryError, UnicodeDecodeError) as e:
-        raise ConfigError(str(p), [f"cannot read: {e}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(p), [f"not UTF-8 text: {e}"]) from None
+    except OSError as e:  # permission denied, a directory, a path through a file, ...
+        raise ConfigError(str(p), [f"cannot read: {e.strerror or e}"]) from None
     if overrides:
         _deep_merge(raw, overrides)
     cfg = validate_config(raw, str(p))
     cfg["_source"] = str(p)
     return cfg
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config_text(p: Path) -> str:
+    """The file's text; a FIFO or device is refused instead of blocking, a huge file instead of read."""
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_CONFIG_BYTES} bytes")
+    return data.decode("utf-8")
 
 
 def _deep_merge(dst: dict, src: dict) -> None:

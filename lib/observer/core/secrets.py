@@ -3,11 +3,13 @@
 Under systemd the unit says `LoadCredential=secrets.env:/etc/observer/secrets.env`; the service then
 reads $CREDENTIALS_DIRECTORY/secrets.env (a private, unswappable copy) and never needs read access
 to /etc/observer. Outside systemd, `secrets_file` from the config is read and refused when group-
-or world-readable, so a mistaken chmod is caught before a key leaks.
+or world-readable, or when it is not a regular file (a symlink's target is never read), so a
+mistaken chmod or a planted link is caught before a key leaks.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Mapping
@@ -64,29 +66,64 @@ def parse_env_file(text: str, source: str) -> dict[str, str]:
     return out
 
 
-def check_file_mode(path: Path) -> None:
-    st = path.stat()
+MAX_BYTES = 1 << 20  # a secrets file is a few lines; anything bigger is not one
+
+
+def check_file_mode(path: Path, st: os.stat_result | None = None) -> None:
+    st = st or os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        # a symlink (or FIFO, directory) could point anywhere: the checked mode would be some other file's
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+        raise SecretsError(f"{path} is {what}; it must be a regular file (mode 0600) at that path")
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SecretsError(
             f"{path}: mode {stat.S_IMODE(st.st_mode):04o} lets group/others read it; "
             f"run: chmod 600 {path}")
 
 
+def _read_regular(p: Path, source: str, *, check_mode: bool) -> str:
+    """Read a regular file without following a symlink at its name; the checks apply to what was opened."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # O_NOFOLLOW on a symlink
+            raise SecretsError(f"{source} is a symlink; it must be a regular file (mode 0600) at that path") from None
+        raise SecretsError(f"{source}: cannot read: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if check_mode:
+            check_file_mode(p, st)
+        elif not stat.S_ISREG(st.st_mode):
+            raise SecretsError(f"{source} is not a regular file")
+        try:
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = f.read(MAX_BYTES + 1)
+        except OSError as e:
+            raise SecretsError(f"{source}: cannot read: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BYTES:
+        raise SecretsError(f"{source}: larger than {MAX_BYTES} bytes, not a secrets file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretsError(f"{source}: not UTF-8 text (the content is not shown)") from None
+
+
 def load_secrets(cfg: Mapping | None = None, path: str | os.PathLike | None = None) -> Secrets:
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     if path is None and cred_dir and (Path(cred_dir) / CREDENTIAL_NAME).is_file():
+        # systemd's private copy (its mode is systemd's business, not the operator's)
         p = Path(cred_dir) / CREDENTIAL_NAME
         source = f"credential {CREDENTIAL_NAME}"
+        text = _read_regular(p, source, check_mode=False)
     else:
         p = Path(path or (cfg or {}).get("secrets_file") or "/etc/observer/secrets.env")
         source = str(p)
-        if not p.exists():
+        if not os.path.lexists(p):  # lexists: a dangling symlink is refused below, not taken as "absent"
             return Secrets({}, source + " (absent)")
-        check_file_mode(p)
-    try:
-        values = parse_env_file(p.read_text(encoding="utf-8"), source)
-    except OSError as e:
-        raise SecretsError(f"{source}: cannot read: {e.strerror}") from None
+        text = _read_regular(p, source, check_mode=True)
+    values = parse_env_file(text, source)
     for v in values.values():
         register_secret(v)
     return Secrets(values, source)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from observer import cli
 from observer.core.calendar import calendar_from_config
-from observer.core.clock import parse_yyyymmdd
 from observer.recover.audit import build_quality, write_quality
 
 PROG = "observer-audit"
@@ -19,23 +18,16 @@ def main(argv=None) -> int:
                         "symbol against the exchange's cumulative volume, gaps and their outcome, reconnects, the "
                         "anomaly-day and dataset-complete verdicts. Writes reports/YYYYMMDD/quality.json and "
                         "quality.html. Exit 1 when the dataset is not complete.")
-    p.add_argument("--date", metavar="YYYYMMDD", help="the day (default: today, KST)")
+    p.add_argument("--date", type=cli.date_arg, metavar="YYYYMMDD", help="the day (default: today, KST)")
     p.add_argument("--data-dir", metavar="DIR", help="the tree (default: data_dir from the config)")
     p.add_argument("--provider", help="default: gapfill.provider")
     p.add_argument("--ground-truth", metavar="DIR", help="the simulator's ground-truth log: also report recorded ÷ "
                    "generated exactly")
     p.add_argument("--json", action="store_true", help="print quality.json to stdout as well")
     args = p.parse_args(argv)
-    ctx = cli.start(PROG, args)
-    try:
-        day = parse_yyyymmdd(args.date) if args.date else ctx.clock.today_kst()
-    except ValueError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return cli.EXIT_USAGE
-    root = Path(args.data_dir or ctx.cfg["data_dir"])
-    if not root.is_dir():
-        print(f"{PROG}: {root}: not a directory", file=sys.stderr)
-        return cli.EXIT_USAGE
+    ctx = cli.start(PROG, args, tree=cli.TREE_WRITE)
+    day = args.date or ctx.clock.today_kst()
+    root = ctx.root
     if args.ground_truth and not Path(args.ground_truth, "trades.jsonl").is_file():
         print(f"{PROG}: {args.ground_truth}: no trades.jsonl (want the simulator's --ground-truth dir)", file=sys.stderr)
         return cli.EXIT_USAGE

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import sys
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
 from observer import cli
-from observer.core.clock import kst_datetime, parse_yyyymmdd, yyyymmdd
+from observer.core.clock import kst_datetime, yyyymmdd
 from observer.core.config import host_id
 from observer.lifecycle import layout
 from observer.lifecycle.backup import BackupBusy, BackupError, BackupOptions, Result, package_day
@@ -64,7 +63,7 @@ def main(argv=None) -> int:
     p = cli.make_parser(PROG, "Package one day of the tree into backup/YYYYMMDD: one tar.gz per partition and "
                         "a manifest (sizes, SHA-256, record counts); built aside, verified by re-reading, then "
                         "renamed into place. Re-running an unchanged day does nothing.")
-    p.add_argument("--date", metavar="YYYYMMDD",
+    p.add_argument("--date", type=cli.date_arg, metavar="YYYYMMDD",
                    help="the day to package (default: today once the collection windows are over, else yesterday)")
     p.add_argument("--force", action="store_true", help="rebuild even if a verified package exists")
     p.add_argument("--data-dir", metavar="PATH", help="the tree (default: data_dir from the config)")
@@ -73,12 +72,9 @@ def main(argv=None) -> int:
     p.add_argument("--limit-mb-s", type=float, help="read rate limit in MB/s (config backup.limit_mb_s)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
-    ctx = cli.start(PROG, args)
+    ctx = cli.start(PROG, args, tree=cli.TREE_WRITE)
     cfg = ctx.cfg
-    root = Path(args.data_dir or cfg["data_dir"])
-    if not root.is_dir():
-        print(f"{PROG}: {root}: not a directory", file=sys.stderr)
-        return cli.EXIT_USAGE
+    root = ctx.root
     b = cfg["backup"]
     opts = BackupOptions(args.level or b["level"], b["workers"] if args.workers is None else args.workers,
                          b["block_mb"] << 20, b["limit_mb_s"] if args.limit_mb_s is None else args.limit_mb_s)
@@ -87,13 +83,9 @@ def main(argv=None) -> int:
     margin = timedelta(minutes=b["after_window_minutes"])
     cutoff = collection_end(cfg, today) + margin
     if args.date:
-        try:
-            day = parse_yyyymmdd(args.date)
-        except ValueError as e:
-            print(f"{PROG}: {e}", file=sys.stderr)
-            return cli.EXIT_USAGE
+        day = args.date
         if day > today:
-            print(f"{PROG}: {args.date} is in the future (today is {yyyymmdd(today)} KST)", file=sys.stderr)
+            print(f"{PROG}: {yyyymmdd(day)} is in the future (today is {yyyymmdd(today)} KST)", file=sys.stderr)
             return cli.EXIT_USAGE
     else:
         day = today if now >= cutoff else today - timedelta(days=1)

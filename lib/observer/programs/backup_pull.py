@@ -6,7 +6,7 @@ import json
 import sys
 
 from observer import cli
-from observer.core.clock import parse_yyyymmdd
+from observer.core.clock import yyyymmdd
 from observer.core.logging import get_logger
 from observer.lifecycle import pull as pl
 from observer.lifecycle.notify import notify_failure
@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     p = cli.make_parser(PROG, "Pull verified backup packages from the server over SFTP (key auth, strict host key), "
                         "verify every archive's SHA-256 against the manifest, keep them locally and write the "
                         "receipt (pulled.json) back. Resumes interrupted downloads.")
-    p.add_argument("--date", metavar="YYYYMMDD", help="only this day's package")
+    p.add_argument("--date", type=cli.date_arg, metavar="YYYYMMDD", help="only this day's package")
     p.add_argument("--force", action="store_true", help="pull and verify again even if a receipt exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar even on a terminal")
     for name, kind, what in (("host", str, "server"), ("port", int, "SSH port"), ("user", str, "SFTP user"),
@@ -38,12 +38,6 @@ def main(argv=None) -> int:
     except (ValueError, TypeError) as e:
         print(f"{PROG}: config: {e}", file=sys.stderr)
         return cli.EXIT_USAGE
-    if args.date:
-        try:
-            parse_yyyymmdd(args.date)
-        except ValueError as e:
-            print(f"{PROG}: {e}", file=sys.stderr)
-            return cli.EXIT_USAGE
     progress = None if args.quiet or not sys.stderr.isatty() else pl.TermProgress()
     try:
         transport, sftp = pl.connect(cfg)
@@ -53,7 +47,7 @@ def main(argv=None) -> int:
         return cli.EXIT_FAILED
     bad = False
     try:
-        days = [args.date] if args.date else pl.remote_days(sftp, cfg)
+        days = [yyyymmdd(args.date)] if args.date else pl.remote_days(sftp, cfg)
         for day in days:
             try:
                 r = pl.pull_day(sftp, cfg, day, force=args.force, progress=progress, now=ctx.clock.now())

@@ -8,7 +8,6 @@ from datetime import date
 import orjson
 
 from observer import cli
-from observer.core.clock import parse_yyyymmdd
 from observer.providers.base import get_provider, provider_names
 
 DESCRIPTION = ("Decode raw frames, one per line (as the WebSocket delivers them, or raw/ JSONL records "
@@ -88,7 +87,7 @@ def decode_stream(provider: str, lines, out, err, *, trading_date: date | None =
 def main(argv=None) -> int:
     p = cli.make_parser("observer-decode", DESCRIPTION)
     p.add_argument("--provider", required=True, choices=provider_names(), help="whose frames these are")
-    p.add_argument("--date", metavar="YYYYMMDD",
+    p.add_argument("--date", type=cli.date_arg, metavar="YYYYMMDD",
                    help="trading date for frames without one (KIS books); default: the trades' BSOP_DATE, a raw "
                         "record's receive date, else today (KST)")
     p.add_argument("--include-rejected", action="store_true",
@@ -96,14 +95,7 @@ def main(argv=None) -> int:
     p.add_argument("--summary", action="store_true", help="print counts as one JSON line on stderr at the end")
     args = p.parse_args(argv)
     cli.start("observer-decode", args, need_config=False)
-    day = None
-    if args.date:
-        try:
-            day = parse_yyyymmdd(args.date)
-        except ValueError as e:
-            print(f"observer-decode: {e}", file=sys.stderr)
-            return cli.EXIT_USAGE
-    counts = decode_stream(args.provider, sys.stdin.buffer, sys.stdout.buffer, sys.stderr, trading_date=day,
+    counts = decode_stream(args.provider, sys.stdin.buffer, sys.stdout.buffer, sys.stderr, trading_date=args.date,
                            include_rejected=args.include_rejected)
     if args.summary:
         print(orjson.dumps(counts).decode(), file=sys.stderr)

@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 
 from observer import cli
-from observer.core.clock import KST, parse_clock_spec
+from observer.core.clock import KST, parse_clock_spec, yyyymmdd
 from observer.programs.verify import format_report, verify_tree
 from observer.store.reader import iter_day
 
@@ -70,15 +70,27 @@ def main(argv=None) -> int:
     p = cli.make_parser("observer-demo", __doc__.strip().splitlines()[0])
     p.add_argument("--minutes", type=float, default=30, help="market minutes to record (default 30)")
     p.add_argument("--speed", type=float, default=30, help="market time runs this many times real time (default 30)")
-    p.add_argument("--start", default="09:25", help="market time at which the simulated session starts (default 09:25)")
-    p.add_argument("--date", default="20260316", help="simulated trading day (default 20260316, a Monday)")
+    p.add_argument("--start", type=cli.time_arg, default="09:25", help="market time at which the simulated session starts (default 09:25)")
+    p.add_argument("--date", type=cli.date_arg, default="20260316", metavar="YYYYMMDD", help="simulated trading day (default 20260316, a Monday)")
     p.add_argument("--symbols", type=int, default=300, help="listed symbols in the simulator (default 300)")
     p.add_argument("--active", type=int, default=40, help="symbols that trade (default 40)")
     p.add_argument("--keep", metavar="DIR", help="keep the data tree in DIR (default: a temporary directory, removed)")
     args = p.parse_args(argv)
+    if args.minutes <= 0 or args.speed <= 0 or args.symbols < 1 or args.active < 0:
+        p.error("--minutes > 0, --speed > 0, --symbols >= 1 and --active >= 0 please")
+    from observer.core.calendar import calendar_from_config
+
+    cal = calendar_from_config({})
+    if not cal.is_trading_day(args.date):  # the collectors would only stand down
+        p.error(f"argument --date: {yyyymmdd(args.date)} is not a KRX trading day ({cal.closed_reason(args.date)})")
     cli.start("observer-demo", args, need_config=False)
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="observer-demo-"))
-    work.mkdir(parents=True, exist_ok=True)
+    try:
+        work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="observer-demo-"))
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"observer-demo: --keep {args.keep}: {e.strerror}", file=sys.stderr)
+        return cli.EXIT_USAGE
+    day = yyyymmdd(args.date)
     data, gt = work / "data", work / "ground-truth"
     secrets = work / "secrets.env"
     secrets.write_text("KIS_APP_KEY=PSdemoappkey0000001\nKIS_APP_SECRET=demo-secret-00000001\n")
@@ -89,11 +101,15 @@ def main(argv=None) -> int:
               f"at {args.speed:g}x; tree in {data}", flush=True)
         sim = subprocess.Popen([_bin("observer-sim"), "--seed", "7", "--symbols", str(args.symbols), "--active",
                                 str(args.active), "--speed", str(args.speed), "--start", args.start, "--date",
-                                args.date, "--rest-port", "0", "--ws-port", "0", "--ground-truth", str(gt),
+                                day, "--rest-port", "0", "--ws-port", "0", "--ground-truth", str(gt),
                                 "--rate-limit", str(20 * args.speed / 6), "--pingpong-interval", str(max(0.5, 90 / args.speed)),
                                 "--log-level", "WARNING"], stdout=subprocess.PIPE, text=True)
         procs.append(sim)
-        ready = _wait_ready(sim, 60)
+        try:
+            ready = _wait_ready(sim, 60)
+        except RuntimeError as e:  # the simulator said why on stderr already
+            print(f"observer-demo: {e}", file=sys.stderr)
+            return cli.EXIT_FAILED
         candidates = work / "symbols.txt"
         uni = orjson.loads((gt / "universe.json").read_bytes())
         candidates.write_text("".join(u["symbol"] + "\n" for u in uni))
@@ -132,7 +148,7 @@ def main(argv=None) -> int:
             pr.wait(timeout=30)
         sim.send_signal(signal.SIGTERM)
         sim.wait(timeout=30)
-        return report(data, gt, args.date)
+        return report(data, gt, day)
     finally:
         for pr in procs:
             if pr.poll() is None:

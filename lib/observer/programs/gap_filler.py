@@ -7,7 +7,6 @@ import sys
 
 from observer import cli
 from observer.collect.runtime import open_runtime
-from observer.core.clock import parse_yyyymmdd
 from observer.core.logging import get_logger
 from observer.core.secrets import SecretsError
 from observer.providers.base import ProviderError
@@ -24,19 +23,15 @@ def main(argv=None) -> int:
                         "sweeps), mark each one once, backfill the trades the broker can still give into recovered/ "
                         "with provenance (resumable: a checkpoint in state/gapfill/), then write the quality report. "
                         "Order-book gaps are never filled. Exit 1 when something stayed unrecoverable.")
-    p.add_argument("--date", metavar="YYYYMMDD", help="the day (default: today, KST); KIS serves today's trades only")
+    p.add_argument("--date", type=cli.date_arg, metavar="YYYYMMDD", help="the day (default: today, KST); KIS serves today's trades only")
     p.add_argument("--provider", help="broker whose REST calls fill the gaps (default: gapfill.provider)")
     p.add_argument("--no-audit", action="store_true", help="do not write reports/YYYYMMDD/quality.*")
     p.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
                    help="progress bar on stderr (auto: only on a terminal)")
     args = p.parse_args(argv)
-    ctx = cli.start(PROG, args)
+    ctx = cli.start(PROG, args, tree=cli.TREE_WRITE)
     provider = args.provider or ctx.cfg.get("gapfill", {}).get("provider", "kis")
-    try:
-        day = parse_yyyymmdd(args.date) if args.date else ctx.clock.today_kst()
-    except ValueError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return cli.EXIT_USAGE
+    day = args.date or ctx.clock.today_kst()
     try:
         rt = open_runtime(ctx, provider, PROG)
     except (SecretsError, ValueError) as e:
@@ -48,7 +43,7 @@ def main(argv=None) -> int:
             reason = rt.calendar.closed_reason(day)
             ev.emit("collector", "INFO", state="standing_down", reason=f"{day}: not a KRX trading day ({reason})")
             return cli.EXIT_OK
-        ev.emit("collector", "INFO", state="started", reason=f"gap-filler for {args.date or day}")
+        ev.emit("collector", "INFO", state="started", reason=f"gap-filler for {day:%Y%m%d}")
         try:
             rest = rt.provider.rest()
         except ProviderError as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 from observer import cli
 from observer.core.calendar import calendar_from_config
@@ -57,6 +58,13 @@ def main(argv=None) -> int:
         locked, msg = deploy_guard(cfg, ctx.clock, calendar_from_config(cfg))
         print(msg)
         return 1 if locked else 0
+    if not config_error:
+        # the disk checks report a tree that is there but unusable; a data_dir that is missing or not a
+        # directory is a config mistake, and preflight must not create a tree there by probing it
+        problem = cli.check_tree(Path(cfg["data_dir"]), cli.TREE_EXISTS)
+        if problem is not None:
+            print(f"{PROGRAM}: {problem[1]}", file=sys.stderr)
+            return EXIT_FAIL
     return run(cfg, ctx.clock, args, config_error)
 
 
@@ -64,27 +72,38 @@ def run(cfg: dict, clock, args, config_error: str | None) -> int:
     from observer.heal.alerting import AlertSink
     from observer.heal.preflight import Preflight, format_table, summary_text
     from observer.store.store import Store
+    from observer.store.writer import StoreError
 
     root = cfg["data_dir"]
     only = {x.strip() for x in args.only.split(",") if x.strip()} if args.only else None
-    store = Store(root, clock=clock, program=PROGRAM, provider="system", host=host_id(cfg))
+    if config_error:  # every other check would test the defaults, not the config that is in use
+        only = {"config"}
+    # the event and the alert's outbox go into the tree only when it is there (never created here:
+    # with a broken config, root is the default data_dir)
+    tree_ok = os.path.isdir(root)
+    store = Store(root, clock=clock, program=PROGRAM, provider="system", host=host_id(cfg)) if tree_ok else None
     try:
         secrets = load_secrets(cfg)
     except SecretsError:
         secrets = None  # the secrets check reports why
     pf = Preflight(cfg, clock, config_error=config_error, systemd=args.systemd or bool(os.environ.get("INVOCATION_ID")),
-                   run_all=args.all, only=only, secrets=secrets, store=store)
+                   run_all=args.all or bool(config_error), only=only, secrets=secrets, store=store)
     rep = pf.run()
-    ev = store.events("system")
     day = rep.day.strftime("%Y%m%d")
-    if rep.skipped_day:
-        nxt = rep.checks[-1].detail.get("next_trading_day", "")
-        ev.emit("trading_day_skipped", "INFO", date=day, reason=rep.skipped_day, next_trading_day=nxt)
-    else:
-        sev = {"ok": "INFO", "warn": "WARNING", "fail": "CRITICAL"}[rep.verdict]
-        ev.emit("preflight", sev, verdict=rep.verdict, date=day, counts=rep.counts(),
-                duration_s=round(rep.duration_s, 2), checks=[c.as_dict() for c in rep.checks])
-    if not args.no_alert and not rep.skipped_day and rep.verdict != "ok":
+    try:
+        if store is None:
+            log.error("preflight event not written: no tree", extra={"data_dir": root})
+        elif rep.skipped_day:
+            nxt = rep.checks[-1].detail.get("next_trading_day", "")
+            store.events("system").emit("trading_day_skipped", "INFO", date=day, reason=rep.skipped_day,
+                                        next_trading_day=nxt)
+        else:
+            sev = {"ok": "INFO", "warn": "WARNING", "fail": "CRITICAL"}[rep.verdict]
+            store.events("system").emit("preflight", sev, verdict=rep.verdict, date=day, counts=rep.counts(),
+                                        duration_s=round(rep.duration_s, 2), checks=[c.as_dict() for c in rep.checks])
+    except (StoreError, OSError) as e:  # a read-only or full tree is in the table (disk_write) already
+        log.error("preflight event not written", extra={"error": str(e)})
+    if tree_ok and not args.no_alert and not rep.skipped_day and rep.verdict != "ok":
         alerts = AlertSink(root, cfg, pf.secrets if pf.secrets is not None else {}, PROGRAM)
         text = summary_text(rep, host_id(cfg))
         if rep.verdict == "fail":
@@ -94,7 +113,11 @@ def run(cfg: dict, clock, args, config_error: str | None) -> int:
             alerts.alert(f"preflight_warn:{day}", "WARNING", text, date=day, daily_summary=True,
                          warned=[c.name for c in rep.warned()])
         alerts.close()
-    store.close()
+    if store is not None:
+        try:
+            store.close()
+        except (StoreError, OSError) as e:
+            log.error("preflight event not written", extra={"error": str(e)})
     if args.json:
         print(json.dumps({"date": day, "verdict": rep.verdict, "skipped_day": rep.skipped_day,
                           "checks": [c.as_dict() for c in rep.checks]}, indent=1, ensure_ascii=False))
@@ -104,4 +127,7 @@ def run(cfg: dict, clock, args, config_error: str | None) -> int:
         except OSError:
             width = 160
         print(format_table(rep, width))
+    if rep.verdict == "fail" and not rep.skipped_day:  # the table is on stdout; the verdict in one line here
+        print(f"{PROGRAM}: FAIL: " + "; ".join(f"{c.name}: {cli.one_line(c.reason)[:200]}" for c in rep.failed()),
+              file=sys.stderr)
     return 0 if rep.skipped_day else rep.exit_code

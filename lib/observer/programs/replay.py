@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import orjson
 
 from observer import cli
-from observer.core.clock import NS, parse_yyyymmdd
+from observer.core.clock import NS
 from observer.store.reader import ReadIssue
 from observer.store.replay import Replay, exchange_key
 
@@ -18,7 +17,7 @@ def main(argv=None) -> int:
     p = cli.make_parser("observer-replay", "Stream a recorded day's records (Track A snapshots and Track B trades and "
                         "books; --raw: the raw frames as received) to stdout as JSONL, in exchange-time order.")
     p.add_argument("data_dir", help="the data tree")
-    p.add_argument("--date", required=True, metavar="YYYYMMDD")
+    p.add_argument("--date", type=cli.date_arg, required=True, metavar="YYYYMMDD")
     p.add_argument("--provider", help="only this provider")
     p.add_argument("--symbols", help="comma-separated symbols (default: all)")
     p.add_argument("--raw", action="store_true", help="raw frames in arrival order (decode them with observer-decode)")
@@ -27,16 +26,8 @@ def main(argv=None) -> int:
     p.add_argument("--reorder-window", type=float, default=60.0, metavar="S",
                    help="seconds of arrival time held back to restore exchange order (default 60)")
     args = p.parse_args(argv)
-    cli.start("observer-replay", args, need_config=False)
-    try:
-        day = parse_yyyymmdd(args.date)
-    except ValueError as e:
-        print(f"observer-replay: {e}", file=sys.stderr)
-        return cli.EXIT_USAGE
-    root = Path(args.data_dir)
-    if not root.is_dir():
-        print(f"observer-replay: {root}: not a directory", file=sys.stderr)
-        return cli.EXIT_USAGE
+    ctx = cli.start("observer-replay", args, need_config=False, tree=cli.TREE_READ)
+    day, root = args.date, ctx.root
     issues: list[ReadIssue] = []
     kinds = ("swing", "scalp", "recovered") if args.merged else ("swing", "scalp")
     symbols = {s.strip() for s in args.symbols.split(",")} if args.symbols else None

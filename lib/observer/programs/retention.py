@@ -73,11 +73,8 @@ def main(argv=None) -> int:
                    help="act as if the disk were PCT %% full (drills: rehearse the pressure/emergency path)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     args = p.parse_args(argv)
-    ctx = cli.start(PROG, args)
-    root = Path(args.data_dir or ctx.cfg["data_dir"])
-    if not root.is_dir():
-        print(f"{PROG}: {root}: not a directory", file=sys.stderr)
-        return cli.EXIT_USAGE
+    ctx = cli.start(PROG, args, tree=cli.TREE_READ if args.dry_run else cli.TREE_WRITE)
+    root = ctx.root
     disk = None
     if args.disk_pct is not None:
         real = rt.Disk.of(root)

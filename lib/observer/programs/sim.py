@@ -8,7 +8,8 @@ import logging
 import signal
 import sys
 
-from observer.core.logging import setup_logging
+from observer import cli
+from observer.core.clock import yyyymmdd
 
 EPILOG = """\
 When ready it prints one JSON line {"rest": URL, "ws": URL, "control": URL, "clock": SPEC} on stdout (control
@@ -30,23 +31,20 @@ POST /faults/clear, POST /firehose {"rate": R, "frames": N} or {"off": true}, PO
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="observer-sim",
-        description="Deterministic KRX market simulator serving the KIS REST and WebSocket protocols on 127.0.0.1.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    # the common parser (--config, --check-config, --self-test, --log-level), like every program
+    p = cli.make_parser("observer-sim", "Deterministic KRX market simulator serving the KIS REST and WebSocket "
+                        "protocols on 127.0.0.1.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     m = p.add_argument_group("market")
     m.add_argument("--seed", type=int, default=1, help="random seed; the whole market is a function of it (default 1)")
     m.add_argument("--symbols", type=int, default=2500, help="number of KRX-like 6-digit symbols (default 2500)")
     m.add_argument("--active", type=int, default=60,
                    help="how many of them trade today; the rest keep their previous close (default 60)")
     m.add_argument("--activity", type=float, default=1.0, help="multiplies every trade rate (default 1.0)")
-    m.add_argument("--date", help="simulated trading date YYYYMMDD (default: today in KST)")
-    m.add_argument("--start", default="08:55", help="market time at start, HH:MM[:SS] (default 08:55)")
+    m.add_argument("--date", type=cli.date_arg, metavar="YYYYMMDD", help="simulated trading date YYYYMMDD (default: today in KST)")
+    m.add_argument("--start", type=cli.time_arg, default="08:55", help="market time at start, HH:MM[:SS] (default 08:55)")
     m.add_argument("--speed", type=float, default=1.0,
                    help="market seconds per real second; 60 plays the 6.5 h session in 6.5 min (default 1)")
-    m.add_argument("--stop-at", help="market time HH:MM[:SS] at which to stop by itself (default: run until signalled)")
+    m.add_argument("--stop-at", type=cli.time_arg, help="market time HH:MM[:SS] at which to stop by itself (default: run until signalled)")
     s = p.add_argument_group("servers")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--rest-port", type=int, default=0, help="KIS REST port, 0 = a free port (default 0)")
@@ -80,33 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "at RATE frames/s (0 = as fast as possible) instead of the market's trades")
     f.add_argument("--firehose-frames", type=int, default=None, help="stop the firehose after N frames per connection")
     f.add_argument("--tick-ms", type=float, default=10.0, help="pump period in real milliseconds (default 10)")
-    f.add_argument("--log-level", default="INFO", help="log level (default INFO)")
-    f.add_argument("--self-test", action="store_true",
-                   help="import every module and dependency, then exit (preflight runs this)")
-    f.add_argument("--config", metavar="PATH",
-                   help="observer.toml; the simulator needs none, but its log level is taken from it when given")
-    f.add_argument("--check-config", action="store_true", help="validate --config (every error at once), then exit")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    if "--self-test" in (sys.argv[1:] if argv is None else argv):
-        from observer.cli import run_self_test
-
-        run_self_test("observer-sim")
     args = build_parser().parse_args(argv)
-    if args.config or args.check_config:
-        from observer.core.config import ConfigError, load_config
-
-        try:
-            cfg = load_config(args.config)
-        except ConfigError as e:
-            print(f"observer-sim: config error: {e}", file=sys.stderr)
-            return 2
-        if args.check_config:
-            print(f"observer-sim: config {cfg['_source']} is valid")
-            return 0
-    setup_logging("observer-sim", args.log_level)
+    # the simulator needs no config; given one, its log level is used (and a bad one refused)
+    cli.start("observer-sim", args, need_config=False)
     log = logging.getLogger("observer.sim")
     from observer.core.redact import register_secret
     from observer.sim.faults import FaultError
@@ -116,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     register_secret(args.app_key)
     if args.symbols < 1 or args.active < 0 or args.speed <= 0:
         print("observer-sim: --symbols ≥ 1, --active ≥ 0 and --speed > 0 please", file=sys.stderr)
-        return 2
+        return cli.EXIT_USAGE
     firehose = None if args.firehose is None else {"rate": args.firehose, "frames": args.firehose_frames}
     cfg = SimConfig(
         seed=args.seed, symbols=args.symbols, active=min(args.active, args.symbols), activity=args.activity,
-        speed=args.speed, date=args.date, start=args.start, host=args.host, rest_port=args.rest_port,
+        speed=args.speed, date=yyyymmdd(args.date) if args.date else None, start=args.start, host=args.host, rest_port=args.rest_port,
         ws_port=args.ws_port, control_port=args.control_port, ground_truth=args.ground_truth,
         faults_file=args.faults, app_key=args.app_key, app_secret=args.app_secret,
         rate_limit=args.rate_limit if args.rate_limit is not None else (2.0 if args.paper else 20.0),
@@ -133,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         sim = Simulator(cfg)
     except (FaultError, ValueError, OSError) as e:
         print(f"observer-sim: {e}", file=sys.stderr)
-        return 2
+        return cli.EXIT_USAGE
 
     def on_signal(signum, frame):
         sim.stop_requested.set()
@@ -142,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         sim.start()
-    except OSError as e:
+    except OSError as e:  # a port in use, an address not on this host: nothing the simulator can get past
         log.error("cannot start", extra={"error": str(e)})
+        print(f"observer-sim: cannot start: {e}", file=sys.stderr)
         sim.stop()
-        return 1
+        return cli.EXIT_FAILED
     ready = dict(sim.urls())
     # OBSERVER_CLOCK value that gives other processes (the collectors) the simulator's market clock
     spec = getattr(sim.clock, "spec", None)

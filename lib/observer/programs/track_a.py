@@ -17,7 +17,7 @@ def main(argv=None) -> int:
                         "every track_a.interval_minutes during the Track A window; snapshots go to swing/, "
                         "failures become gap markers, each sweep ends with a `sweep` event.")
     args = p.parse_args(argv)
-    ctx = cli.start(PROGRAM, args)
+    ctx = cli.start(PROGRAM, args, tree=cli.TREE_OWN)
     provider_name = ctx.cfg.get("track_a", {}).get("provider", "kis")
 
     def day_of_sweeps(rt, day, ev) -> int:

@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     p.add_argument("--symbols", help="comma-separated symbols to hold instead of trigger-chosen slots (tests, demos)")
     args = p.parse_args(argv)
     program = f"observer-track-b@{args.provider}"
-    ctx = cli.start(program, args)
+    ctx = cli.start(program, args, tree=cli.TREE_OWN)
     fixed = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
 
     def day_of_streaming(rt, day, ev) -> int:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
 from observer import cli
-from observer.core.clock import parse_yyyymmdd
+from observer.core.clock import yyyymmdd
 from observer.store import paths
 from observer.store.reader import ReadIssue, iter_jsonl, read_file
 
@@ -67,20 +66,10 @@ def main(argv=None) -> int:
     p = cli.make_parser("observer-verify", "Check a data tree: every line parses and validates against its "
                         "record contract, no torn lines, files only where the layout allows; counts per partition.")
     p.add_argument("data_dir", nargs="?", help="the tree to check (default: data_dir from the config)")
-    p.add_argument("--date", metavar="YYYYMMDD", help="only this day's files")
+    p.add_argument("--date", type=cli.date_arg, metavar="YYYYMMDD", help="only this day's files")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     args = p.parse_args(argv)
-    ctx = cli.start("observer-verify", args, need_config=args.data_dir is None)
-    root = Path(args.data_dir or ctx.cfg["data_dir"])
-    if args.date:
-        try:
-            parse_yyyymmdd(args.date)
-        except ValueError as e:
-            print(f"observer-verify: {e}", file=sys.stderr)
-            return cli.EXIT_USAGE
-    if not root.is_dir():
-        print(f"observer-verify: {root}: not a directory", file=sys.stderr)
-        return cli.EXIT_USAGE
-    rep = verify_tree(root, args.date)
+    ctx = cli.start("observer-verify", args, need_config=args.data_dir is None, tree=cli.TREE_READ)
+    rep = verify_tree(ctx.root, yyyymmdd(args.date) if args.date else None)
     print(json.dumps(rep, indent=1) if args.json else format_report(rep))
     return cli.EXIT_OK if rep["clean"] else cli.EXIT_PROBLEMS

@@ -8,7 +8,7 @@ import threading
 
 from observer import cli
 from observer.core.calendar import calendar_from_config
-from observer.core.config import data_dir, host_id
+from observer.core.config import host_id
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
 from observer.core.secrets import SecretsError, load_secrets
@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("--once", action="store_true", help="one pass, then exit (exit 1 when it found something)")
     p.add_argument("--interval", type=float, metavar="S", help="seconds between passes (default watchdog.interval_s)")
     args = p.parse_args(argv)
-    ctx = cli.start(PROGRAM, args)
+    ctx = cli.start(PROGRAM, args, tree=cli.TREE_WRITE)
     from observer.alerts import daily_summary_due, send_daily_summary
     from observer.heal.alerting import AlertSink
     from observer.heal.watchdog import Watchdog
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from observer.store.store import Store
 
     cfg = ctx.cfg
-    root = data_dir(cfg)
+    root = ctx.root
     try:
         secrets = load_secrets(cfg)
     except SecretsError as e:
