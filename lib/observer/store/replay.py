@@ -59,7 +59,7 @@ class Replay:
     def _recovered_stream(self) -> Iterator[dict]:
         """recovered/ records in exchange order (each file is written sorted; files are merged)."""
         streams = []
-        for _, p in day_files(self.root, self.day, ("recovered",), self.provider):
+        for _, p in day_files(self.root, self.day, ("recovered",), self.provider, self.on_issue):
             recs = [r for r in read_file(p, self.on_issue, "recovered")
                     if self.symbols is None or r.get("symbol") in self.symbols]
             recs.sort(key=lambda r: (exchange_key(r), _cum(r)))
