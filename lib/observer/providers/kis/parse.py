@@ -67,10 +67,11 @@ _LIMIT_DOWN = 0.7  # inside these bounds), so only a price beyond the unrounded 
 _SYM_MAX = 40
 _I64_MAX = (1 << 63) - 1
 _I64_MIN = -(1 << 63)
+_MIDNIGHT_MAX = _I64_MAX - _DAY_NS
 
 
 def _hms_offset(t: str) -> int | None:
-    if len(t) != 6 or not t.isdigit():
+    if len(t) != 6 or not (t.isascii() and t.isdigit()):
         return None
     h, m, s = int(t[:2]), int(t[2:4]), int(t[4:])
     if h > 23 or m > 59 or s > 59:
@@ -135,7 +136,7 @@ class KisFrameDecoder:
             if frame[:11] == "0|H0STCNT0|":  # the hot path, inlined
                 cnt, sep, payload = frame[11:].partition("|")
                 d = Decoded("data", TR_TRADES)
-                if sep and cnt.isdigit():
+                if sep and cnt.isascii() and cnt.isdigit():
                     fields = payload.split("^")
                     n = int(cnt)
                     if n == 1 and len(fields) == CNT_FIELDS:
@@ -200,7 +201,7 @@ class KisFrameDecoder:
             d.errors.append(f"tr_id {tr!r} is not decoded (kept in raw/ only)")
             return d
         d = Decoded("data", tr)
-        if not cnt.isdigit() or int(cnt) <= 0:
+        if not (cnt.isascii() and cnt.isdigit()) or int(cnt) <= 0:
             d.errors.append(f"{tr}: record count {cnt[:12]!r} is not a positive number")
             d.kind = "invalid"
             return d
@@ -272,7 +273,7 @@ class KisFrameDecoder:
                     mid = kst_ns(parse_yyyymmdd(bd), "000000")
                 except ValueError:
                     mid = -1
-                if mid < 0:  # exch_ns is UTC ns >= 0 by contract: a date before 1970 is not a trading day
+                if not 0 <= mid <= _MIDNIGHT_MAX:  # exch_ns: UTC ns >= 0 (contract) in 64 bits: 1970-2262
                     d.errors.append(f"{d.tr_id} record {i + 1}/{count}: BSOP_DATE {bd[:12]!r} is not a YYYYMMDD "
                                     "trading date")
                     continue
@@ -348,8 +349,8 @@ class KisFrameDecoder:
             if off is None and (off := self._time_offset(d, t, "BSOP_HOUR", i, count)) is None:
                 continue
             rec["exch_ns"] = exch = midnight + off
-            if exch < 0:  # UTC ns >= 0 by contract: a trading date (--date, learned, receive time) before 1970
-                d.errors.append(f"{d.tr_id} record {i + 1}/{count}: exchange time before 1970 (trading date)")
+            if not 0 <= exch <= _I64_MAX:  # UTC ns >= 0 (contract) in 64 bits: the trading date is not 1970-2262
+                d.errors.append(f"{d.tr_id} record {i + 1}/{count}: trading date outside 1970-2262")
                 continue
             if width > ASP_FIELDS:
                 extra = {}
