@@ -1,9 +1,10 @@
 """A small real day tree (written by the real Store) and the real programs run on it as subprocesses,
-with their peak memory (wait4) and a timeout, for the hostile-input reader tests."""
+with their peak memory (wait4 in a small launcher) and a timeout, for the hostile-input reader tests."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -85,28 +86,39 @@ def program_args(name: str, root: Path) -> list[str]:
     }[name]
 
 
+# Runs the program as its own child and reports that child's peak RSS: measured from the test process
+# itself, a forked child inherits the parent's high-water mark across exec (and pytest may be large).
+_LAUNCHER = """
+import os, sys
+rss_path, *cmd = sys.argv[1:]
+pid = os.fork()
+if pid == 0:
+    os.execv(cmd[0], cmd)
+_, status, ru = os.wait4(pid, 0)
+with open(rss_path, "w") as f:
+    f.write(str(ru.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run(name: str, root: Path, timeout: float = 120.0) -> Run:
-    """Run bin/<name> on the tree; a hang ends at `timeout` (the process is killed, TimeoutError).
-    Output goes to files and the child is reaped with wait4, which gives its own peak RSS."""
+    """Run bin/<name> on the tree; a hang ends at `timeout` (its process group is killed, TimeoutError)."""
     t0 = time.monotonic()
     env = dict(os.environ, OBSERVER_CONFIG=str(root.parent / "observer.toml"))
-    out_p, err_p = root.parent / f"{name}.out", root.parent / f"{name}.err"
+    out_p, err_p, rss_p = (root.parent / f"{name}.{x}" for x in ("out", "err", "rss"))
     with open(out_p, "wb") as out, open(err_p, "wb") as err:
-        p = subprocess.Popen([sys.executable, str(BIN / name), *program_args(name, root)], stdout=out,
-                             stderr=err, stdin=subprocess.DEVNULL, env=env)
-    deadline = t0 + timeout
-    while True:
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            p.kill()
-            p.wait()
-            raise TimeoutError(f"{name} did not finish within {timeout:.0f} s (hangs on the tree)")
-        time.sleep(0.05)  # polling the exit, not guessing a duration
-    p.returncode = code = os.waitstatus_to_exitcode(status)
+        p = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(rss_p), sys.executable, str(BIN / name),
+                              *program_args(name, root)], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                             env=env, start_new_session=True)
+    try:
+        code = p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise TimeoutError(f"{name} did not finish within {timeout:.0f} s (hangs on the tree)") from None
     return Run(code, out_p.read_text("utf-8", "replace"), err_p.read_text("utf-8", "replace"),
-               ru.ru_maxrss / 1024, time.monotonic() - t0)
+               int(rss_p.read_text()) / 1024, time.monotonic() - t0)
 
 
 def reported(name: str, r: Run, root: Path) -> str:

@@ -65,3 +65,27 @@ def test_a_100_mb_line_is_skipped_without_holding_it(name, tmp_path):
     assert f"{f.name}:{N_TRADES + 1}: line too long ({len(head) + size + 2} bytes" in text, text
     _check_good_records_read(name, r, root)
     assert r.rss_mb < 100, f"{name} peaked at {r.rss_mb:.0f} MB reading a tree with a 100 MB line"
+
+
+BROKEN_OBJECTS = [
+    b'{"v":1,"kind":"trade","provider":"kis","market":"krx","symbol":"005930","exch_ns":"y","recv_ns":"x",'
+    b'"quality":"normal","price":"p","qty":"q","cum_vol":"z"}',  # the right keys, the wrong types
+    b"{}",
+    b'{"kind":"trade","exch_ns":5}',
+]
+
+
+@pytest.mark.parametrize("name", ["observer-replay", "observer-audit", "observer-gap-filler"])
+def test_objects_that_break_their_contract_are_reported_and_skipped(name, tmp_path):
+    """Readers that compute with the fields (ordering by time, summing volumes) take only records
+    that satisfy their contract; the rest are reported like any unreadable line."""
+    root = tmp_path / "data"
+    f = make_tree(root)
+    append(f, *BROKEN_OBJECTS, orjson.dumps(trade(N_TRADES)))
+    r = run(name, root)
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.code in (0, 1), (r.code, r.stderr[-2000:])
+    text = reported(name, r, root)
+    for n in range(N_TRADES + 1, N_TRADES + 1 + len(BROKEN_OBJECTS)):
+        assert f"{f.name}:{n}: breaks its contract: " in text, text
+    _check_good_records_read(name, r, root)

@@ -235,7 +235,7 @@ class DayData:
                 if rel[2] != self.provider:
                     continue
                 self.bytes_read += p.stat().st_size
-                self.events.extend(read_file(p, self._issue))
+                self.events.extend(read_file(p, self._issue, checked=True))
                 continue
             if rel[1] != self.provider:
                 continue
@@ -243,7 +243,7 @@ class DayData:
             if kind == "raw":
                 self._scan_raw(p)
                 continue
-            for r in read_file(p, self._issue, "recovered" if kind == "recovered" else None):
+            for r in read_file(p, self._issue, "recovered" if kind == "recovered" else None, checked=True):
                 k = r.get("kind")
                 sym = r.get("symbol")
                 if kind == "swing":

@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 
 from observer.core.clock import yyyymmdd
-from observer.core.contracts import explain
+from observer.core.contracts import ContractError, check, explain
 from observer.store import paths
 
 log = logging.getLogger("observer.store.reader")
@@ -206,9 +206,12 @@ def _parse(line: bytes, path: str, n: int, on_issue: IssueSink) -> dict | None:
 
 
 def read_file(path: Path, on_issue: IssueSink | None = None, partition: str | None = None,
-              validate: bool = False) -> Iterator[dict]:
+              validate: bool = False, checked: bool = False) -> Iterator[dict]:
     """Records (JSON objects) of one file, streamed. A line that does not parse, is not an object,
-    is longer than MAX_LINE (or does not validate, if asked) goes to on_issue; the rest is read."""
+    is longer than MAX_LINE (or does not validate, if asked) goes to on_issue; the rest is read.
+    validate: the full contract check with every problem named (observer-verify); checked: the
+    writer's fast check (contracts.check), for readers that compute with the fields (replay, audit,
+    gap-filler): only the tree's writer puts records there, so one that fails is damage."""
     sink = on_issue or _LogSink()
     fd = open_regular(path, sink)
     if fd is None:
@@ -228,6 +231,12 @@ def read_file(path: Path, on_issue: IssueSink | None = None, partition: str | No
                 problems = explain(rec, partition)
                 if problems:
                     sink(ReadIssue(spath, n, "; ".join(problems)))
+                    continue
+            elif checked:
+                try:
+                    check(rec, partition)
+                except ContractError as e:
+                    sink(ReadIssue(spath, n, f"breaks its contract: {e}"))
                     continue
             yield rec
         size = os.fstat(fd).st_size
@@ -304,10 +313,11 @@ def record_time(rec: dict) -> int:
 def iter_day(root: Path, day: date, kinds: Iterable[str] = ("swing", "scalp", "recovered", "events"),
              provider: str | None = None, on_issue: IssueSink | None = None,
              key: Callable[[dict], int] = record_time) -> Iterator[dict]:
-    """Every record of `day` from the given partitions, merged in time order (each file is in
-    arrival order already, so this is a streaming k-way merge, not a sort in memory)."""
+    """Every record of `day` from the given partitions that satisfies its contract (the rest goes to
+    on_issue), merged in time order (each file is in arrival order already, so this is a streaming
+    k-way merge, not a sort in memory)."""
     streams = []
     for kind, p in day_files(root, day, kinds, provider, on_issue):
         part = "recovered" if kind == "recovered" else None
-        streams.append(read_file(p, on_issue, part))
+        streams.append(read_file(p, on_issue, part, checked=True))
     yield from heapq.merge(*streams, key=key)
