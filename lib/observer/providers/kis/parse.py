@@ -246,7 +246,7 @@ class KisFrameDecoder:
             sym = f[0]
             try:
                 price = int(f[2])
-                vrss = int(f[4])
+                prev = price - int(f[4])  # previous close = price - PRDY_VRSS
                 qty = int(f[12])
                 cv, cval, bid, ask, op, hi, lo, asz, bsz = (int(f[13]), int(f[14]), int(f[11]), int(f[10]),
                                                            int(f[7]), int(f[8]), int(f[9]), int(f[36]), int(f[37]))
@@ -257,7 +257,7 @@ class KisFrameDecoder:
                     "side": _SIDE.get(f[21], "none"), "bid": bid, "ask": ask,
                     "open": op, "high": hi, "low": lo, "phase": f[34],
                     "extra": {"hour_cls": f[43], "halt": f[35], "ask_size": asz,
-                              "bid_size": bsz, "prev_close": price - vrss},
+                              "bid_size": bsz, "prev_close": prev},
                 }
             except ValueError:
                 d.errors.append(self._bad_field(f, CNT_NAMES, _CNT_INT, i, count, d))
@@ -294,14 +294,13 @@ class KisFrameDecoder:
             if not 0 < len(sym) <= _SYM_MAX:
                 d.rejects.append((rec, f"symbol of {len(sym)} characters (1-{_SYM_MAX})", sym[:_SYM_MAX]))
                 continue
-            if (max(price, qty, cv, cval, bid, ask, op, hi, lo, asz, bsz, vrss, price - vrss) > _I64_MAX
-                    or min(cv, cval, bid, ask, op, hi, lo, asz, bsz, vrss, price - vrss) < _I64_MIN):
+            if (max(price, qty, cv, cval, bid, ask, op, hi, lo, asz, bsz, prev) > _I64_MAX
+                    or min(cv, cval, bid, ask, op, hi, lo, asz, bsz, prev) < _I64_MIN):
                 d.rejects.append((rec, "a number beyond the 64-bit range", sym))
                 continue
             if sub is not None and sym not in sub:
                 d.rejects.append((rec, "symbol never subscribed (H0STCNT0)", sym))
                 continue
-            prev = price - vrss
             if prev > 0:
                 prevs[sym] = (mid, prev)
                 if price > prev * _LIMIT_UP or price < prev * _LIMIT_DOWN:
