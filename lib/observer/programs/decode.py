@@ -9,7 +9,6 @@ import orjson
 
 from observer import cli
 from observer.core.clock import parse_yyyymmdd
-from observer.core.contracts import ContractError, check
 from observer.providers.base import get_provider, provider_names
 
 DESCRIPTION = ("Decode raw frames, one per line (as the WebSocket delivers them, or raw/ JSONL records "
@@ -23,6 +22,8 @@ def decode_stream(provider: str, lines, out, err, *, trading_date: date | None =
                   include_rejected: bool = False) -> dict:
     """Decode `lines` (bytes or str) to `out` (binary), reporting to `err` (text). Returns counts."""
     import time
+
+    from observer.core.contracts import ContractError, check
 
     prov = get_provider(provider, {"providers": {}}, None, None, None)
     dec = prov.decoder(trading_date=trading_date)
