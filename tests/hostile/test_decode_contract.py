@@ -78,7 +78,7 @@ def test_decode_prints_only_records_that_satisfy_their_contract():
 
 
 def test_decode_books_with_a_trading_date_before_1970_are_invalid_not_printed():
-    r = _decode([ASP], "--date", "19000101")
+    r = _decode([ASP], "--date", "19500101")
     err = r.stderr.decode()
     assert "Traceback" not in err and r.returncode == 1, err
     assert _printed(r) == []
