@@ -236,34 +236,15 @@ class _Outbox:
                 del self.entries[i]
 
     def _read_new(self, path: Path) -> list[dict]:
-        off = self.offsets.get(path, 0)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:  # absent (no alert that day) or unreadable (reported when writing)
-            return []
-        try:
-            size = os.fstat(fd).st_size
-            if size < off:  # replaced (retention) — start over
-                off = 0
-            data = os.pread(fd, size - off, off) if size > off else b""
-        finally:
-            os.close(fd)
-        end = data.rfind(b"\n")
-        if end < 0:
-            return []
-        self.offsets[path] = off + end + 1
-        out = []
-        for line in data[:end + 1].splitlines():
-            if not line.strip():
-                continue
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                self.bad_lines += 1
-                continue
-            if isinstance(rec, dict) and rec.get("kind") == "alert" and "id" in rec:
-                out.append(rec)
-        return out
+        from observer.store.reader import read_new
+
+        # absent (no alert that day) or unreadable (reported when writing): nothing; replaced
+        # (retention): read from the start; bad lines (not JSON or not an object, overlong) counted
+        recs, self.offsets[path] = read_new(path, self.offsets.get(path, 0), self._bad_line)
+        return [r for r in recs if r.get("kind") == "alert" and "id" in r]
+
+    def _bad_line(self, _issue) -> None:
+        self.bad_lines += 1
 
     def _apply(self, rec: dict, day: date) -> None:
         e = self.entries.get(rec["id"])

@@ -40,6 +40,7 @@ from observer.core.clock import NS, Clock, kst_datetime, yyyymmdd
 from observer.core.logging import get_logger
 from observer.heal.preflight import last_error_line
 from observer.store import paths
+from observer.store.reader import read_new
 from observer.store.state import read_json, write_json_atomic
 
 log = get_logger(__name__)
@@ -511,21 +512,9 @@ class Watchdog:
             if off == 0:
                 ts.clear()
                 causes.clear()
-            try:
-                with open(path, "rb") as f:
-                    f.seek(off)
-                    chunk = f.read()
-            except OSError:
-                continue
-            end = chunk.rfind(b"\n") + 1
-            self._ev_offsets[key] = off + end
-            for line in chunk[:end].splitlines():
-                if b'"reconnect"' not in line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
+            # complete lines since the last look, bounded; only lines naming a reconnect are parsed
+            recs, self._ev_offsets[key] = read_new(path, off, contains=b'"reconnect"')
+            for rec in recs:
                 if rec.get("event") == "reconnect":
                     ts.append(int(rec.get("ts_ns", 0)))
                     causes[rec.get("cause", "?")] = causes.get(rec.get("cause", "?"), 0) + 1

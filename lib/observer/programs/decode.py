@@ -13,13 +13,16 @@ from observer.providers.base import get_provider, provider_names
 DESCRIPTION = ("Decode raw frames, one per line (as the WebSocket delivers them, or raw/ JSONL records "
                "{\"kind\":\"raw\",\"frame\":...,\"recv_ns\":...}), into normalised JSONL records on stdout. "
                "Invalid frames are reported on stderr with their line number (exit 1); control messages, "
-               "blank lines and '#' comments are skipped. It never stops on bad input.")
+               "blank lines and '#' comments are skipped. Every record printed satisfies its contract (the "
+               "check the streamer runs); one that does not is reported as rejected. It never stops on bad input.")
 
 
 def decode_stream(provider: str, lines, out, err, *, trading_date: date | None = None, now_ns: int | None = None,
                   include_rejected: bool = False) -> dict:
     """Decode `lines` (bytes or str) to `out` (binary), reporting to `err` (text). Returns counts."""
     import time
+
+    from observer.core.contracts import ContractError, check
 
     prov = get_provider(provider, {"providers": {}}, None, None, None)
     dec = prov.decoder(trading_date=trading_date)
@@ -61,17 +64,28 @@ def decode_stream(provider: str, lines, out, err, *, trading_date: date | None =
                 err.write(f"line {n}: skipped: {d.errors[0] if d.errors else d.kind}\n")
                 continue
             for rec in d.records:
-                buf.append(dumps(rec, option=nl))
-            counts["records"] += len(d.records)
+                try:  # the streamer's check: what fails its contract never reaches the output
+                    check(rec)
+                    line_out = dumps(rec, option=nl)
+                except (ContractError, orjson.JSONEncodeError) as e:
+                    counts["rejected"] += 1
+                    err.write(f"line {n}: rejected: contract: {str(e)[:300]}\n")
+                    continue
+                buf.append(line_out)
+                counts["records"] += 1
             if d.errors:
                 counts["invalid"] += 1
                 for e in d.errors:
                     err.write(f"line {n}: invalid: {e}\n")
             for rec, reason, _sym in d.rejects:
                 counts["rejected"] += 1
-                err.write(f"line {n}: rejected: {reason}\n")
-                if include_rejected:
-                    buf.append(dumps(rec, option=nl))
+                shown = ""
+                if include_rejected:  # on stderr: a rejected record is outside its contract, never output
+                    try:
+                        shown = ": " + dumps(rec).decode()
+                    except orjson.JSONEncodeError:
+                        shown = ": (not representable as JSON)"
+                err.write(f"line {n}: rejected: {reason}{shown}\n")
             if len(buf) >= 2048:
                 out.write(b"".join(buf))
                 buf.clear()
@@ -91,7 +105,8 @@ def main(argv=None) -> int:
                    help="trading date for frames without one (KIS books); default: the trades' BSOP_DATE, a raw "
                         "record's receive date, else today (KST)")
     p.add_argument("--include-rejected", action="store_true",
-                   help="also print records the guard rejected (price <= 0 ...), still reported on stderr")
+                   help="also show the records the guard rejected (price <= 0 ...) after their reason on stderr "
+                        "(never on stdout: stdout holds only records that satisfy their contract)")
     p.add_argument("--summary", action="store_true", help="print counts as one JSON line on stderr at the end")
     args = p.parse_args(argv)
     cli.start("observer-decode", args, need_config=False)

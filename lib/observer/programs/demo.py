@@ -24,7 +24,7 @@ import orjson
 from observer import cli
 from observer.core.clock import KST, parse_clock_spec, yyyymmdd
 from observer.programs.verify import format_report, verify_tree
-from observer.store.reader import iter_day
+from observer.store.reader import iter_day, read_file
 
 CONFIG = """\
 data_dir = "{data}"
@@ -170,9 +170,8 @@ def report(data: Path, gt: Path, date: str) -> int:
         if r["kind"] == "trade":
             trades[r["symbol"]].add(r["cum_vol"])
     truth = defaultdict(set)
-    for line in (gt / "trades.jsonl").read_bytes().splitlines():
-        t = orjson.loads(line)
-        if t["symbol"] in trades:
+    for t in read_file(gt / "trades.jsonl"):
+        if t.get("symbol") in trades:
             truth[t["symbol"]].add(t["acml_vol"])
     # compare over the interval each symbol was recorded: first to last recorded trade
     got = want = 0

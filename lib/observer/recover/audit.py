@@ -22,8 +22,6 @@ from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
-import orjson
-
 from observer.core.clock import NS, Clock, yyyymmdd
 from observer.recover.gapfill import load_checkpoint, open_holes
 from observer.recover.gaps import (
@@ -75,14 +73,9 @@ def marker_status(m: Marker, holes: list[Hole], checkpoint: dict) -> tuple[str, 
 
 def _ground_truth(gt_dir: Path, symbols: set[str]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = defaultdict(list)
-    p = Path(gt_dir, "trades.jsonl")
-    with open(p, "rb") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            t = orjson.loads(line)
-            if t.get("symbol") in symbols:
-                out[t["symbol"]].append(t)
+    for t in read_file(Path(gt_dir, "trades.jsonl")):
+        if t.get("symbol") in symbols:
+            out[t["symbol"]].append(t)
     return out
 
 

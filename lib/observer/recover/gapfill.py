@@ -315,6 +315,10 @@ class GapFiller:
         self.summary["recovered_files_checked"] = repair_recovered(self.store, self.provider, self.day)
         data = DayData(self.root, self.day, self.provider, self.market,
                        no_frames_s=float(self.g.get("no_frames_s", 120)))
+        self.summary["read_issues"] = len(data.issues)
+        if data.issues:  # lines the reader skipped (observer-verify lists them all)
+            log.warning("unreadable lines in the tree skipped", extra={"count": len(data.issues),
+                                                                      "first": data.issues[:5]})
         tracks = self.g.get("tracks", ["A", "B"])
         if "A" in tracks and self.calendar is not None:
             win = self.cfg.get("windows", {}).get("track_a", {"start": "09:00", "end": "15:30"})

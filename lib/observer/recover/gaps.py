@@ -31,7 +31,7 @@ import orjson
 
 from observer.core.clock import KST, NS
 from observer.store import paths
-from observer.store.reader import day_files, read_file
+from observer.store.reader import day_files, read_chunks, read_file
 
 TRADES, BOOK, SNAPSHOT = "trades", "book", "snapshot"
 _RECV = re.compile(rb'"recv_ns":(\d+)')
@@ -229,13 +229,13 @@ class DayData:
     def _load(self, read_raw: bool) -> None:
         kinds = ("scalp", "recovered", "events", "swing") + (("raw",) if read_raw else ())
         seen_scalp: set[tuple] = set()
-        for kind, p in day_files(self.root, self.day, kinds):
+        for kind, p in day_files(self.root, self.day, kinds, on_issue=self._issue):
             rel = p.relative_to(self.root).parts
             if kind == "events":
                 if rel[2] != self.provider:
                     continue
                 self.bytes_read += p.stat().st_size
-                self.events.extend(read_file(p, self._issue))
+                self.events.extend(read_file(p, self._issue, checked=True))
                 continue
             if rel[1] != self.provider:
                 continue
@@ -243,7 +243,7 @@ class DayData:
             if kind == "raw":
                 self._scan_raw(p)
                 continue
-            for r in read_file(p, self._issue, "recovered" if kind == "recovered" else None):
+            for r in read_file(p, self._issue, "recovered" if kind == "recovered" else None, checked=True):
                 k = r.get("kind")
                 sym = r.get("symbol")
                 if kind == "swing":
@@ -278,22 +278,22 @@ class DayData:
                 v.sort()
 
     def _scan_raw(self, p: Path) -> None:
-        data = p.read_bytes()
         prev = self.raw_last
         gap = self._no_frames_ns
         minutes = self.raw_minutes
         mid = self.midnight_ns
         n = 0
-        for m in _RECV.finditer(data):
-            ns = int(m.group(1))
-            n += 1
-            if not self.raw_first:
-                self.raw_first = ns
-            elif ns - prev >= gap:
-                self.raw_gaps.append((prev, ns))
-            if ns > prev:
-                prev = ns
-            minutes[(ns - mid) // (60 * NS)] += 1
+        for data in read_chunks(p, self._issue):  # bounded blocks of whole lines, not the whole file
+            for m in _RECV.finditer(data):
+                ns = int(m.group(1))
+                n += 1
+                if not self.raw_first:
+                    self.raw_first = ns
+                elif ns - prev >= gap:
+                    self.raw_gaps.append((prev, ns))
+                if ns > prev:
+                    prev = ns
+                minutes[(ns - mid) // (60 * NS)] += 1
         self.raw_last = prev
         self.raw_frames += n
 

@@ -1,9 +1,20 @@
-"""Read the tree back: one day across partitions in time order; corrupt lines are reported, not hidden."""
+"""Read the tree back: one day across partitions in time order; corrupt lines are reported, not hidden.
+
+Every JSONL reader in the project goes through here, so one set of rules holds for all of them: only
+regular files are read (never a symlink, FIFO or device: lstat/O_NOFOLLOW, and a FIFO is opened
+non-blocking so it cannot hang a reader); a file is read in bounded chunks and a line longer than
+MAX_LINE is skipped up to its newline without being held in memory; a line that is not JSON, or is
+JSON but not an object, is reported to the caller's issue sink (the one observer-verify prints) and
+the reader goes on with the next line.
+"""
 
 from __future__ import annotations
 
+import errno
 import heapq
+import logging
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -12,8 +23,16 @@ from pathlib import Path
 import orjson
 
 from observer.core.clock import yyyymmdd
-from observer.core.contracts import explain
+from observer.core.contracts import ContractError, check, explain
 from observer.store import paths
+
+log = logging.getLogger("observer.store.reader")
+
+# The longest line the tree's writers produce is a raw/ record of one WebSocket frame (a few kB; a
+# multi-record frame some tens of kB). Anything far beyond that is damage, not data.
+MAX_LINE = 4 << 20
+CHUNK = 1 << 20
+_LOG_ISSUES = 20  # issues logged per file when the caller gave no sink; the rest are counted
 
 
 @dataclass
@@ -26,13 +45,29 @@ class ReadIssue:
 IssueSink = Callable[[ReadIssue], None]
 
 
+class _LogSink:
+    """Fallback sink for callers that pass none: a warning per issue (capped per file), never silence."""
+
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, i: ReadIssue) -> None:
+        self.n += 1
+        if self.n <= _LOG_ISSUES:
+            log.warning("unreadable line skipped", extra={"file": i.file, "line": i.line, "problem": i.problem})
+
+    def close(self, path) -> None:
+        if self.n > _LOG_ISSUES:
+            log.warning("more unreadable lines skipped", extra={"file": str(path), "count": self.n - _LOG_ISSUES})
+
+
 def day_files(root: Path, day: date, kinds: Iterable[str] = ("swing", "scalp", "raw", "recovered", "events"),
-              provider: str | None = None) -> list[tuple[str, Path]]:
+              provider: str | None = None, on_issue: IssueSink | None = None) -> list[tuple[str, Path]]:
     """(file kind, path) of every JSONL file of `day` for the given kinds, in name order."""
     root = Path(root)
     ymd = yyyymmdd(day)
     out = []
-    for rel in iter_jsonl(root):
+    for rel in iter_jsonl(root, on_issue):
         c = paths.classify(rel)
         if c is None or c[0] not in kinds or c[1] != ymd:
             continue
@@ -42,46 +77,232 @@ def day_files(root: Path, day: date, kinds: Iterable[str] = ("swing", "scalp", "
     return sorted(out, key=lambda kp: str(kp[1]))
 
 
-def iter_jsonl(root: Path) -> Iterator[str]:
-    """Relative paths of all *.jsonl files below root (sorted per directory)."""
+def iter_jsonl(root: Path, on_issue: IssueSink | None = None) -> Iterator[str]:
+    """Relative paths of all regular *.jsonl files below root (sorted per directory).
+
+    The walk never follows a symlink (file or directory) and yields regular files only; a symlink
+    anywhere in the tree, or a *.jsonl that is not a regular file (FIFO, socket, device, directory),
+    goes to on_issue (line 0) and is skipped."""
     root = Path(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for f in sorted(filenames):
-            if f.endswith(".jsonl"):
-                yield os.path.relpath(os.path.join(dirpath, f), root)
+    stack = [str(root)]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            if on_issue and d != str(root):
+                on_issue(ReadIssue(os.path.relpath(d, root), 0, f"directory not readable: {e.strerror}"))
+            continue
+        subdirs = []
+        for e in entries:
+            try:
+                if e.is_symlink():
+                    if on_issue:
+                        on_issue(ReadIssue(os.path.relpath(e.path, root), 0, "symlink in the tree (not followed)"))
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    subdirs.append(e.path)
+                    continue
+                if not e.name.endswith(".jsonl"):
+                    continue
+                if e.is_file(follow_symlinks=False):
+                    yield os.path.relpath(e.path, root)
+                elif on_issue:
+                    on_issue(ReadIssue(os.path.relpath(e.path, root), 0,
+                                       f"not a regular file ({_ftype(e.stat(follow_symlinks=False).st_mode)}); not read"))
+            except OSError:  # vanished during the walk (retention, rotation)
+                continue
+        stack.extend(reversed(subdirs))  # depth first, in name order (as os.walk with sorted dirnames)
+
+
+def _ftype(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symlink")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def open_regular(path: Path, on_issue: IssueSink | None = None) -> int | None:
+    """A read-only fd of `path` if it is a regular file; else the problem goes to on_issue and None.
+
+    O_NOFOLLOW refuses a symlink, O_NONBLOCK keeps a FIFO from blocking the open (it has no effect on
+    a regular file). A missing or unreadable file raises OSError as open() would."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        (on_issue or _LogSink())(ReadIssue(str(path), 0, "is a symlink (not followed); not read"))
+        return None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        (on_issue or _LogSink())(ReadIssue(str(path), 0, f"not a regular file ({_ftype(mode)}); not read"))
+        return None
+    return fd
+
+
+def scan_lines(fd: int, path: str, on_issue: IssueSink, *, start: int = 0, max_line: int | None = None,
+               first_line: int = 1) -> Iterator[tuple[int, bytes | None, int]]:
+    """(line number, line without its newline, offset just past the newline) of each complete line
+    of the open file from `start`, read in CHUNK blocks. A line longer than max_line is reported and
+    skipped to its newline (its bytes are never held whole; it comes back as None, so the offsets
+    still advance). An unterminated last line is not
+    yielded (a writer may be mid-append, or the file was torn): read_file reports it."""
+    max_line = max_line or MAX_LINE
+    n = first_line - 1
+    pos = start  # file offset of buf[0]
+    buf = b""
+    skipping = False  # inside an overlong line, discarding up to its newline
+    skip_from = 0
+    while True:
+        chunk = os.pread(fd, CHUNK, pos + len(buf))
+        if not chunk:
+            return
+        if skipping:
+            i = chunk.find(b"\n")
+            if i < 0:
+                pos += len(chunk)
+                continue
+            n += 1
+            on_issue(ReadIssue(path, n, f"line too long ({pos + i - skip_from} bytes > {max_line}); skipped"))
+            yield n, None, pos + i + 1
+            pos += i + 1
+            chunk = chunk[i + 1:]
+            skipping = False
+        data = buf + chunk if buf else chunk
+        s = 0
+        while True:
+            e = data.find(b"\n", s)
+            if e < 0:
+                break
+            n += 1
+            if e - s > max_line:
+                on_issue(ReadIssue(path, n, f"line too long ({e - s} bytes > {max_line}); skipped"))
+                yield n, None, pos + e + 1
+            else:
+                yield n, data[s:e], pos + e + 1
+            s = e + 1
+        pos += s
+        buf = data[s:]
+        if len(buf) > max_line:
+            skipping, skip_from = True, pos
+            pos += len(buf)
+            buf = b""
+
+
+def _parse(line: bytes, path: str, n: int, on_issue: IssueSink) -> dict | None:
+    try:
+        rec = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        on_issue(ReadIssue(path, n, f"not JSON: {e}"))
+        return None
+    if type(rec) is not dict:
+        on_issue(ReadIssue(path, n, f"not a JSON object but {type(rec).__name__}"))
+        return None
+    return rec
 
 
 def read_file(path: Path, on_issue: IssueSink | None = None, partition: str | None = None,
-              validate: bool = False) -> Iterator[dict]:
-    """Records of one file. A line that does not parse (or validate, if asked) goes to on_issue."""
-    with open(path, "rb") as f:
-        data = f.read()
-    n = 0
-    start = 0
-    size = len(data)
-    while start < size:
-        end = data.find(b"\n", start)
-        n += 1
-        if end < 0:
-            if on_issue:
-                on_issue(ReadIssue(str(path), n, f"torn last line ({size - start} bytes, no newline)"))
-            return
-        line = data[start:end]
-        start = end + 1
-        try:
-            rec = orjson.loads(line)
-        except orjson.JSONDecodeError as e:
-            if on_issue:
-                on_issue(ReadIssue(str(path), n, f"not JSON: {e}"))
-            continue
-        if validate:
-            problems = explain(rec, partition)
-            if problems:
-                if on_issue:
-                    on_issue(ReadIssue(str(path), n, "; ".join(problems)))
+              validate: bool = False, checked: bool = False) -> Iterator[dict]:
+    """Records (JSON objects) of one file, streamed. A line that does not parse, is not an object,
+    is longer than MAX_LINE (or does not validate, if asked) goes to on_issue; the rest is read.
+    validate: the full contract check with every problem named (observer-verify); checked: the
+    writer's fast check (contracts.check), for readers that compute with the fields (replay, audit,
+    gap-filler): only the tree's writer puts records there, so one that fails is damage."""
+    sink = on_issue or _LogSink()
+    fd = open_regular(path, sink)
+    if fd is None:
+        return
+    spath = str(path)
+    try:
+        done = 0  # offset past the last complete line
+        n = 0
+        for n, line, end in scan_lines(fd, spath, sink):
+            done = end
+            if line is None:
                 continue
-        yield rec
+            rec = _parse(line, spath, n, sink)
+            if rec is None:
+                continue
+            if validate:
+                problems = explain(rec, partition)
+                if problems:
+                    sink(ReadIssue(spath, n, "; ".join(problems)))
+                    continue
+            elif checked:
+                try:
+                    check(rec, partition)
+                except ContractError as e:
+                    sink(ReadIssue(spath, n, f"breaks its contract: {e}"))
+                    continue
+            yield rec
+        size = os.fstat(fd).st_size
+        if size > done:
+            sink(ReadIssue(spath, n + 1, f"torn last line ({size - done} bytes, no newline)"))
+    finally:
+        os.close(fd)
+        if on_issue is None:
+            sink.close(path)
+
+
+def read_new(path: Path, offset: int, on_issue: IssueSink | None = None, *,
+             contains: bytes | None = None) -> tuple[list[dict], int]:
+    """Tail a file that is being appended to: the records of the complete lines after `offset`, and
+    the offset to continue from. A file shorter than `offset` was replaced, and is read from the
+    start. `contains`: parse only lines holding these bytes (a cheap pre-filter). A missing or
+    unreadable file gives ([], offset)."""
+    sink = on_issue or _LogSink()
+    try:
+        fd = open_regular(path, sink)
+    except OSError:
+        return [], offset
+    if fd is None:
+        return [], offset
+    out: list[dict] = []
+    spath = str(path)
+    try:
+        if os.fstat(fd).st_size < offset:
+            offset = 0
+        for n, line, end in scan_lines(fd, spath, sink, start=offset):
+            offset = end
+            if line is None or not line.strip() or (contains is not None and contains not in line):
+                continue
+            rec = _parse(line, spath, n, sink)
+            if rec is not None:
+                out.append(rec)
+    finally:
+        os.close(fd)
+    return out, offset
+
+
+def read_chunks(path: Path, on_issue: IssueSink | None = None) -> Iterator[bytes]:
+    """The file's complete lines in blocks of about CHUNK bytes (each block ends with a newline) for
+    scanners that do not parse every line; overlong lines are reported and left out."""
+    sink = on_issue or _LogSink()
+    fd = open_regular(path, sink)
+    if fd is None:
+        return
+    spath = str(path)
+    try:
+        block: list[bytes] = []
+        size = 0
+        for _n, line, _end in scan_lines(fd, spath, sink):
+            if line is None:
+                continue
+            block.append(line)
+            size += len(line) + 1
+            if size >= CHUNK:
+                yield b"\n".join(block) + b"\n"
+                block, size = [], 0
+        if block:
+            yield b"\n".join(block) + b"\n"
+    finally:
+        os.close(fd)
+        if on_issue is None:
+            sink.close(path)
 
 
 def record_time(rec: dict) -> int:
@@ -92,10 +313,11 @@ def record_time(rec: dict) -> int:
 def iter_day(root: Path, day: date, kinds: Iterable[str] = ("swing", "scalp", "recovered", "events"),
              provider: str | None = None, on_issue: IssueSink | None = None,
              key: Callable[[dict], int] = record_time) -> Iterator[dict]:
-    """Every record of `day` from the given partitions, merged in time order (each file is in
-    arrival order already, so this is a streaming k-way merge, not a sort in memory)."""
+    """Every record of `day` from the given partitions that satisfies its contract (the rest goes to
+    on_issue), merged in time order (each file is in arrival order already, so this is a streaming
+    k-way merge, not a sort in memory)."""
     streams = []
-    for kind, p in day_files(root, day, kinds, provider):
+    for kind, p in day_files(root, day, kinds, provider, on_issue):
         part = "recovered" if kind == "recovered" else None
-        streams.append(read_file(p, on_issue, part))
+        streams.append(read_file(p, on_issue, part, checked=True))
     yield from heapq.merge(*streams, key=key)

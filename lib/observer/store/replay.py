@@ -59,8 +59,8 @@ class Replay:
     def _recovered_stream(self) -> Iterator[dict]:
         """recovered/ records in exchange order (each file is written sorted; files are merged)."""
         streams = []
-        for _, p in day_files(self.root, self.day, ("recovered",), self.provider):
-            recs = [r for r in read_file(p, self.on_issue, "recovered")
+        for _, p in day_files(self.root, self.day, ("recovered",), self.provider, self.on_issue):
+            recs = [r for r in read_file(p, self.on_issue, "recovered", checked=True)
                     if self.symbols is None or r.get("symbol") in self.symbols]
             recs.sort(key=lambda r: (exchange_key(r), _cum(r)))
             streams.append(recs)

@@ -62,10 +62,16 @@ _DAY_NS = 86400 * NS
 _KST_OFFSET_NS = 9 * 3600 * NS
 _LIMIT_UP = 1.3    # KRX daily price limit: previous close +-30 % (rounded to the tick grid
 _LIMIT_DOWN = 0.7  # inside these bounds), so only a price beyond the unrounded bound is flagged
+# the contract's symbol length, and the integer range a record can be stored with (JSON as orjson
+# writes it): the guard rejects what the record contracts or the writer would refuse later
+_SYM_MAX = 40
+_I64_MAX = (1 << 63) - 1
+_I64_MIN = -(1 << 63)
+_MIDNIGHT_MAX = _I64_MAX - _DAY_NS
 
 
 def _hms_offset(t: str) -> int | None:
-    if len(t) != 6 or not t.isdigit():
+    if len(t) != 6 or not (t.isascii() and t.isdigit()):
         return None
     h, m, s = int(t[:2]), int(t[2:4]), int(t[4:])
     if h > 23 or m > 59 or s > 59:
@@ -130,7 +136,7 @@ class KisFrameDecoder:
             if frame[:11] == "0|H0STCNT0|":  # the hot path, inlined
                 cnt, sep, payload = frame[11:].partition("|")
                 d = Decoded("data", TR_TRADES)
-                if sep and cnt.isdigit():
+                if sep and cnt.isascii() and cnt.isdigit():
                     fields = payload.split("^")
                     n = int(cnt)
                     if n == 1 and len(fields) == CNT_FIELDS:
@@ -195,7 +201,7 @@ class KisFrameDecoder:
             d.errors.append(f"tr_id {tr!r} is not decoded (kept in raw/ only)")
             return d
         d = Decoded("data", tr)
-        if not cnt.isdigit() or int(cnt) <= 0:
+        if not (cnt.isascii() and cnt.isdigit()) or int(cnt) <= 0:
             d.errors.append(f"{tr}: record count {cnt[:12]!r} is not a positive number")
             d.kind = "invalid"
             return d
@@ -240,16 +246,18 @@ class KisFrameDecoder:
             sym = f[0]
             try:
                 price = int(f[2])
-                vrss = int(f[4])
+                prev = price - int(f[4])  # previous close = price - PRDY_VRSS
                 qty = int(f[12])
+                cv, cval, bid, ask, op, hi, lo, asz, bsz = (int(f[13]), int(f[14]), int(f[11]), int(f[10]),
+                                                           int(f[7]), int(f[8]), int(f[9]), int(f[36]), int(f[37]))
                 rec = {
                     "v": 1, "kind": "trade", "provider": "kis", "market": "krx", "symbol": sym,
                     "exch_ns": None, "recv_ns": recv_ns, "quality": "normal",
-                    "price": price, "qty": qty, "cum_vol": int(f[13]), "cum_value": int(f[14]),
-                    "side": _SIDE.get(f[21], "none"), "bid": int(f[11]), "ask": int(f[10]),
-                    "open": int(f[7]), "high": int(f[8]), "low": int(f[9]), "phase": f[34],
-                    "extra": {"hour_cls": f[43], "halt": f[35], "ask_size": int(f[36]),
-                              "bid_size": int(f[37]), "prev_close": price - vrss},
+                    "price": price, "qty": qty, "cum_vol": cv, "cum_value": cval,
+                    "side": _SIDE.get(f[21], "none"), "bid": bid, "ask": ask,
+                    "open": op, "high": hi, "low": lo, "phase": f[34],
+                    "extra": {"hour_cls": f[43], "halt": f[35], "ask_size": asz,
+                              "bid_size": bsz, "prev_close": prev},
                 }
             except ValueError:
                 d.errors.append(self._bad_field(f, CNT_NAMES, _CNT_INT, i, count, d))
@@ -264,7 +272,10 @@ class KisFrameDecoder:
                 try:
                     mid = kst_ns(parse_yyyymmdd(bd), "000000")
                 except ValueError:
-                    d.errors.append(f"{d.tr_id} record {i + 1}/{count}: BSOP_DATE {bd[:12]!r} is not YYYYMMDD")
+                    mid = -1
+                if not 0 <= mid <= _MIDNIGHT_MAX:  # exch_ns: UTC ns >= 0 (contract) in 64 bits: 1970-2262
+                    d.errors.append(f"{d.tr_id} record {i + 1}/{count}: BSOP_DATE {bd[:12]!r} is not a YYYYMMDD "
+                                    "trading date")
                     continue
                 if len(dcache) > 64:
                     dcache.clear()
@@ -280,10 +291,16 @@ class KisFrameDecoder:
             if price <= 0 or qty <= 0:
                 d.rejects.append((rec, "price <= 0" if price <= 0 else "trade quantity <= 0", sym))
                 continue
+            if not 0 < len(sym) <= _SYM_MAX:
+                d.rejects.append((rec, f"symbol of {len(sym)} characters (1-{_SYM_MAX})", sym[:_SYM_MAX]))
+                continue
+            if (max(price, qty, cv, cval, bid, ask, op, hi, lo, asz, bsz, prev) > _I64_MAX
+                    or min(cv, cval, bid, ask, op, hi, lo, asz, bsz, prev) < _I64_MIN):
+                d.rejects.append((rec, "a number beyond the 64-bit range", sym))
+                continue
             if sub is not None and sym not in sub:
                 d.rejects.append((rec, "symbol never subscribed (H0STCNT0)", sym))
                 continue
-            prev = price - vrss
             if prev > 0:
                 prevs[sym] = (mid, prev)
                 if price > prev * _LIMIT_UP or price < prev * _LIMIT_DOWN:
@@ -311,16 +328,18 @@ class KisFrameDecoder:
                 aq = list(map(int, f[23:33]))
                 bq = list(map(int, f[33:43]))
                 antc = int(f[47])
+                antq = int(f[48])
+                tot = (int(f[43]), int(f[44]), int(f[53]))
                 rec = {
                     "v": 1, "kind": "book", "provider": "kis", "market": "krx", "symbol": sym,
                     "exch_ns": None, "recv_ns": recv_ns, "quality": "normal",
                     "asks": [[p, q] for p, q in zip(ap, aq, strict=True) if p > 0],
                     "bids": [[p, q] for p, q in zip(bp, bq, strict=True) if p > 0],
-                    "total_ask": int(f[43]), "total_bid": int(f[44]), "cum_vol": int(f[53]),
+                    "total_ask": tot[0], "total_bid": tot[1], "cum_vol": tot[2],
                     "phase": f[2],
                 }
                 if antc > 0:
-                    rec["auction"] = {"price": antc, "qty": int(f[48])}
+                    rec["auction"] = {"price": antc, "qty": antq}
             except ValueError:
                 d.errors.append(self._bad_field(f, ASP_NAMES, _ASP_INT, i, count, d))
                 continue
@@ -328,7 +347,10 @@ class KisFrameDecoder:
             off = tcache.get(t)
             if off is None and (off := self._time_offset(d, t, "BSOP_HOUR", i, count)) is None:
                 continue
-            rec["exch_ns"] = midnight + off
+            rec["exch_ns"] = exch = midnight + off
+            if not 0 <= exch <= _I64_MAX:  # UTC ns >= 0 (contract) in 64 bits: the trading date is not 1970-2262
+                d.errors.append(f"{d.tr_id} record {i + 1}/{count}: trading date outside 1970-2262")
+                continue
             if width > ASP_FIELDS:
                 extra = {}
                 if width >= ASP_MID_FIELDS:
@@ -344,6 +366,12 @@ class KisFrameDecoder:
                 rec["session_id"] = sid
             if min(ap + bp) < 0 or min(aq + bq) < 0:
                 d.rejects.append((rec, "negative book price or size", sym))
+                continue
+            if not 0 < len(sym) <= _SYM_MAX:
+                d.rejects.append((rec, f"symbol of {len(sym)} characters (1-{_SYM_MAX})", sym[:_SYM_MAX]))
+                continue
+            if max(ap + bp + aq + bq) > _I64_MAX or max(antc, antq, *tot) > _I64_MAX or min(antq, *tot) < _I64_MIN:
+                d.rejects.append((rec, "a number beyond the 64-bit range", sym))
                 continue
             asks, bids = rec["asks"], rec["bids"]
             if not asks and not bids and antc <= 0:
