@@ -9,7 +9,7 @@ from observer import cli
 from observer.core.clock import parse_yyyymmdd
 from observer.core.logging import get_logger
 from observer.lifecycle import pull as pl
-from observer.lifecycle.notify import notify_failure
+from observer.lifecycle.notify import notify_failure, notify_invalid
 
 PROG = "observer-backup-pull"
 log = get_logger(PROG)
@@ -53,14 +53,34 @@ def main(argv=None) -> int:
         return cli.EXIT_FAILED
     bad = False
     try:
-        days = [args.date] if args.date else pl.remote_days(sftp, cfg)
+        problems: list[str] = []
+        days = [args.date] if args.date else pl.remote_days(sftp, cfg, problems)
+        if problems:  # symlinks named like packages on the server: refused, never followed
+            bad = True
+            notify_invalid(None, None, [("-", p) for p in problems])
+            for prob in problems:
+                print(f"{PROG}: refused: {prob}", file=sys.stderr)
+        pulled: set[str] = set()
         for day in days:
             try:
                 r = pl.pull_day(sftp, cfg, day, force=args.force, progress=progress, now=ctx.clock.now())
             except FileNotFoundError as e:
                 r = pl.DayResult(day, "mismatch", problems=[f"missing on the server: {e}"])
+            except (OSError, ValueError) as e:
+                if not transport.is_active():
+                    raise pl.PullError(f"connection lost while pulling {day}: {e}") from None
+                # this day's files could not be read as required (permissions, ...): the others go on
+                r = pl.DayResult(day, "mismatch", problems=[f"{day}: {type(e).__name__}: {e}"])
             fields = {"date": r.day, "status": r.status, "fetched_bytes": r.fetched_bytes, "reused": r.reused}
-            if r.status == "mismatch":
+            if r.status == "pulled":
+                pulled.add(day)
+            if r.status == "invalid":
+                bad = True
+                fields.update(problems=r.problems)
+                notify_invalid(None, None, [(day, "; ".join(r.problems))])
+                print(f"{PROG}: {day}: REFUSED, not pulled, no receipt written: " + "; ".join(r.problems),
+                      file=sys.stderr)
+            elif r.status == "mismatch":
                 bad = True
                 fields.update(problems=r.problems, quarantined=r.quarantined)
                 notify_failure(None, "backup_pull", ok=False, **fields)
@@ -70,9 +90,14 @@ def main(argv=None) -> int:
                 log.info("backup_pull", extra={"event_fields": fields})
             if progress is not None or args.log_level == "DEBUG":
                 print(json.dumps(fields), file=sys.stderr)
-        removed = pl.local_retention(cfg, ctx.clock.today_kst())
-        if removed:
-            log.info("local retention", extra={"removed": removed})
+        # the packages pulled in this run are never deleted in it, whatever their age
+        cleanup = pl.local_retention(cfg, ctx.clock.now(), pulled)
+        if cleanup.removed or cleanup.quarantine_removed:
+            log.info("local retention", extra={"removed": cleanup.removed,
+                                               "quarantine_removed": cleanup.quarantine_removed})
+        if cleanup.problems:
+            bad = True
+            notify_invalid(None, None, [(p[:8], p) for p in cleanup.problems])
     except pl.PullError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         notify_failure(None, "backup_pull", ok=False, error=str(e))
