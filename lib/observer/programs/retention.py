@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from observer import cli
@@ -25,7 +26,8 @@ def run(root: Path, cfg: dict, clock, *, dry_run: bool = False, disk: rt.Disk | 
     policy = rt.Policy.from_config(cfg)
     today = clock.today_kst()
     survey = rt.day_states(root)
-    temp = layout.stale_temp_files(root, clock.now_ns(), policy.tmp_max_age_hours * 3600)
+    # a temp file's age is its mtime against the wall clock that set it (not a drill's shifted clock)
+    temp = layout.stale_temp_files(root, time.time_ns(), policy.tmp_max_age_hours * 3600)
     disk = disk or rt.Disk.of(root)
     pl = rt.plan(today, survey.states, disk, policy, temp)
     if as_json:
