@@ -453,9 +453,9 @@ def package_day(root: Path, day: date, *, opts: BackupOptions = BackupOptions(),
         os.chmod(tmp, PACKAGE_DIR_MODE)
         try:
             manifest = _build(root, day, inv, tmp, opts, host or socket.gethostname(), clock)
-            problems = verify_package(tmp, opts.threads, manifest)
-            if problems:
-                raise BackupError(f"verification of the new package failed: {'; '.join(problems[:5])}")
+            bad = verify_package(tmp, opts.threads, manifest)
+            if bad:
+                raise BackupError(f"verification of the new package failed: {'; '.join(bad[:5])}")
             for f in os.listdir(tmp):
                 _fsync_path(tmp / f)
             _fsync_path(tmp, directory=True)
