@@ -47,7 +47,8 @@ def pull(tmp: Path, srv, root: Path, local: Path, env=EVENING, **over):
     return run_prog("observer-backup-pull", "--config", pull_config(tmp, srv, root, local, **over), env=env)
 
 
-def test_pull_traversal_and_absolute_names_write_nothing_outside(sshd, two_days, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("kind", ["relative", "absolute"])
+def test_pull_traversal_and_absolute_names_write_nothing_outside(sshd, two_days, tmp_path, kind):  # noqa: F811
     root = two_days
     home = tmp_path / "pc"
     local = home / "a" / "backups"
@@ -59,10 +60,12 @@ def test_pull_traversal_and_absolute_names_write_nothing_outside(sshd, two_days,
     # server-side files the names point at, so main's puller found something to fetch
     (root.parent / "outside.txt").write_bytes(payload)
     absolute = home / "abs_outside.txt"
-    m["archives"]["../../../outside.txt"] = entry
-    m["archives"][str(absolute)] = entry
-    Path(str(paths.backup_dir(root, D1)) + str(absolute)).parent.mkdir(parents=True, exist_ok=True)
-    Path(str(paths.backup_dir(root, D1)) + str(absolute)).write_bytes(payload)
+    if kind == "relative":
+        m["archives"]["../../../outside.txt"] = entry
+    else:
+        m["archives"][str(absolute)] = entry
+        Path(str(paths.backup_dir(root, D1)) + str(absolute)).parent.mkdir(parents=True, exist_ok=True)
+        Path(str(paths.backup_dir(root, D1)) + str(absolute)).write_bytes(payload)
     rewrite(root, D1, orjson.dumps(m))
     before = snapshot(home, skip=local)
     r = pull(tmp_path, sshd, root, local)
@@ -133,7 +136,7 @@ def test_pull_late_day_kept_from_its_pull_not_its_date(sshd, tree, tmp_path):  #
     package_day(tree, D1)
     local = tmp_path / "pc"
     late = {"OBSERVER_CLOCK": "2026-02-20T21:30:00+09:00"}
-    r = pull(tmp_path, sshd, tree, local, env=late, keep_days=1, min_keep_days=7)
+    r = pull(tmp_path, sshd, tree, local, env=late)  # keep_days 30 by default; the day's date is 46 days ago
     assert r.returncode == 0, r.stderr[-2000:]
     assert (paths.backup_dir(tree, D1) / layout.RECEIPT).exists()
     assert (local / "20260105" / "raw.tar.gz").exists(), "never deleted in the run that pulled it"
