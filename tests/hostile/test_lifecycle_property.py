@@ -6,6 +6,7 @@ never touch a path outside their root and never raise. Real files in a fresh san
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from datetime import date, datetime, timedelta
@@ -167,7 +168,8 @@ def packages(draw):
 
 
 TREE_HAZARDS = st.lists(st.sampled_from(["symlink_file", "symlink_dir", "fifo", "symlink_archive", "symlink_pkg",
-                                         "symlink_reports", "odd_name", "stale_tmp", "symlink_manifest"]),
+                                         "symlink_reports", "odd_name", "stale_tmp", "symlink_manifest",
+                                         "symlink_universe", "symlink_metrics"]),
                         max_size=4)
 
 
@@ -219,6 +221,17 @@ def hazards(root: Path, outside: Path, day: date, which: list[str]) -> None:
                 t.parent.mkdir(parents=True, exist_ok=True)
                 t.write_bytes(b"x")
                 os.utime(t, (time.time() - 3 * 86400,) * 2)
+            elif h == "symlink_universe" and not os.path.islink(root / "universe"):
+                # the packaged universe files, copied with their mtimes: only lstat tells them apart
+                (outside / "uni").mkdir(exist_ok=True)
+                for f in (root / "universe").iterdir():
+                    shutil.copy2(f, outside / "uni" / f.name)
+                shutil.rmtree(root / "universe")
+                os.symlink(outside / "uni", root / "universe")
+            elif h == "symlink_metrics" and not os.path.lexists(root / "metrics"):
+                (outside / "met").mkdir(exist_ok=True)
+                (outside / "met" / "20260101.jsonl").write_bytes(b'{"v":1}\n')
+                os.symlink(outside / "met", root / "metrics")
             elif h == "symlink_manifest" and pkg.is_dir():
                 (pkg / layout.MANIFEST).unlink(missing_ok=True)
                 os.symlink(outside / "victim.txt", pkg / layout.MANIFEST)
@@ -253,6 +266,8 @@ def test_lifecycle_retention_never_leaves_its_root_never_raises(tmp_path_factory
     for day in pk:
         hazards(root, outside, day, which)
     before = snapshot(outside)
+    for h in which:
+        event(f"hazard {h}")
     events = []
     survey = rt.day_states(root)
     temp = layout.stale_temp_files(root, time.time_ns(), 3600)

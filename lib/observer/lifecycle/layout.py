@@ -323,6 +323,26 @@ def _scan(root: Path, top: str, problems: list[str] | None, want: str | None) ->
         yield from reversed(files)
 
 
+def _listdir_real(root: Path, rel: str, problems: list[str] | None) -> list[str]:
+    """Sorted names in root/rel if every component of rel below root is a real directory (listing a
+    symlinked directory would hand out files of its target); else [] (a symlink is reported)."""
+    p = root
+    for seg in rel.split("/"):
+        p = p / seg
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            return []
+        if not stat.S_ISDIR(st.st_mode):
+            if problems is not None and stat.S_ISLNK(st.st_mode):
+                problems.append(f"{p.relative_to(root)}: symlink, not a directory; not followed")
+            return []
+    try:
+        return sorted(os.listdir(p))
+    except OSError:
+        return []
+
+
 def _owned(rel: str, st: os.stat_result, problems: list[str] | None) -> bool:
     """A regular file whose name is one the manifest may carry; a temp file is skipped silently (the
     tmp sweep owns it), any other odd name is reported."""
@@ -364,10 +384,7 @@ def inventory(root: Path, only: date | None = None, problems: list[str] | None =
             if d is not None and _owned(rel, st, problems):
                 _add(inv, rel, st, d)
     for part, name_re in (("reports", _DAY_RE), (UNIVERSE, _UNIVERSE_FILE_RE)):
-        try:
-            names = sorted(os.listdir(root / part))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
+        names = _listdir_real(root, part, problems)
         for e in names:
             m = name_re.match(e) or (_DAY_RE.match(e) if part == UNIVERSE else None)
             if not m:
@@ -400,11 +417,7 @@ def ungated_inventory(root: Path) -> dict[date, DayFiles]:
     mdir = paths.metrics_file(root, date(2000, 1, 1)).parent
     cdir = paths.gapfill_checkpoint_file(root, "x", date(2000, 1, 1)).parent
     for kind, d in ((METRICS, mdir), (GAPFILL_STATE, cdir)):
-        try:
-            names = sorted(os.listdir(d))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for name in names:
+        for name in _listdir_real(root, str(d.relative_to(root)), None):
             if kind == METRICS:
                 c = paths.classify(str((d / name).relative_to(root)))
                 if c is not None and c[0] == "metrics":

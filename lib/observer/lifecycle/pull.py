@@ -531,9 +531,14 @@ def _pull_day(sftp: paramiko.SFTPClient, cfg: PullConfig, day: str, *, force: bo
                 return DayResult(day, "already")
         except (FileNotFoundError, InvalidFile):
             pass  # no receipt, or one that is not ours: pull (a new receipt replaces it)
-    # every archive is a regular file on the server before anything is fetched
-    for name in manifest["archives"]:
-        _remote_regular(sftp, _rjoin(rdir, name))
+    # every archive is a regular file on the server, of the manifest's size, before anything is fetched
+    for name, a in manifest["archives"].items():
+        size = _remote_regular(sftp, _rjoin(rdir, name)).st_size
+        if size != a["bytes"]:
+            res.status = "mismatch"
+            res.problems.append(f"{day}/{name}: {size} bytes on the server, the manifest says {a['bytes']}")
+    if res.status == "mismatch":
+        return res
     ldir.mkdir(parents=True, exist_ok=True)
     verified: dict[str, str] = {}
     for name, a in manifest["archives"].items():
