@@ -120,12 +120,12 @@ def leftover_dirs(root: Path, day: date | None = None) -> list[tuple[str, Path]]
     if broot.is_dir():
         for e in sorted(os.listdir(broot)):
             m = _TMP_RE.match(e)
-            if m and (day is None or m.group("day") == yyyymmdd(day)) and _is_real_dir(broot / e):
+            if m and (day is None or m.group("day") == yyyymmdd(day)) and is_real_dir(broot / e):
                 out.append((m.group("what"), broot / e))
     return out
 
 
-def _is_real_dir(p: Path) -> bool:
+def is_real_dir(p: Path) -> bool:
     try:
         return stat.S_ISDIR(os.lstat(p).st_mode)
     except OSError:
@@ -139,7 +139,7 @@ def package_days(root: Path) -> list[date]:
         return []
     out = []
     for e in os.listdir(broot):
-        if _DAY_RE.match(e) and _is_real_dir(broot / e):
+        if _DAY_RE.match(e) and is_real_dir(broot / e):
             try:
                 out.append(parse_yyyymmdd(e))
             except ValueError:

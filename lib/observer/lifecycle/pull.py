@@ -507,7 +507,7 @@ def _pull_day(sftp: paramiko.SFTPClient, cfg: PullConfig, day: str, *, force: bo
     rdir = _rjoin(cfg.remote_dir, day)
     local = Path(cfg.local_dir).expanduser()
     ldir = local / day
-    if os.path.lexists(ldir) and not layout._is_real_dir(ldir):
+    if os.path.lexists(ldir) and not layout.is_real_dir(ldir):
         raise InvalidFile(f"local {ldir} is not a directory (a symlink or a file); not followed")
     try:
         mdata = _read_remote(sftp, _rjoin(rdir, layout.MANIFEST), layout.MANIFEST_MAX_BYTES)
@@ -618,11 +618,11 @@ def local_retention(cfg: PullConfig, now: datetime, pulled: set[str] | frozenset
     quarantine_keep_days. Real directories only (a symlink is never followed)."""
     out = LocalCleanup()
     local = Path(cfg.local_dir).expanduser()
-    if not layout._is_real_dir(local):
+    if not layout.is_real_dir(local):
         return out
     keep = timedelta(days=max(cfg.keep_days, cfg.min_keep_days))
     for e in sorted(os.listdir(local)):
-        if not _DAY_RE.match(e) or e in pulled or not layout._is_real_dir(local / e):
+        if not _DAY_RE.match(e) or e in pulled or not layout.is_real_dir(local / e):
             continue
         if not os.path.lexists(local / e / RECEIPT_LOCAL):
             continue  # an incomplete pull: never deleted here (the next pull completes it)
@@ -635,14 +635,14 @@ def local_retention(cfg: PullConfig, now: datetime, pulled: set[str] | frozenset
             shutil.rmtree(local / e)
             out.removed.append(e)
     qroot = local / QUARANTINE
-    if layout._is_real_dir(qroot):
+    if layout.is_real_dir(qroot):
         qkeep = timedelta(days=cfg.quarantine_keep_days)
         for d in sorted(os.listdir(qroot)):
-            if not _DAY_RE.match(d) or not layout._is_real_dir(qroot / d):
+            if not _DAY_RE.match(d) or not layout.is_real_dir(qroot / d):
                 continue
             for stamp in sorted(os.listdir(qroot / d)):
                 q = qroot / d / stamp
-                if not layout._is_real_dir(q):
+                if not layout.is_real_dir(q):
                     continue
                 try:
                     when = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)

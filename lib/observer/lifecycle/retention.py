@@ -251,7 +251,7 @@ class ReceiptStatus(NamedTuple):
 def receipt_status(root: Path, day: date) -> ReceiptStatus:
     """The server-side check of backup/D/pulled.json. Never raises for anything a file holds."""
     pkg = paths.backup_dir(root, day)
-    if not layout._is_real_dir(pkg):
+    if not layout.is_real_dir(pkg):
         if os.path.lexists(pkg):
             why = "backup/" + pkg.name + " is not a directory (a symlink or a file); not a package"
             return ReceiptStatus(False, why, None, why)
@@ -447,7 +447,7 @@ def execute(root: Path, p: Plan, inv: dict[date, layout.DayFiles], manifests: di
                 kept_days.add(d.day)
             if d.partition == "reports":
                 rep = paths.reports_dir(root, d.day)
-                if layout._is_real_dir(rep):  # empty subdirectories only (rmdir), never through a symlink
+                if layout.is_real_dir(rep):  # empty subdirectories only (rmdir), never through a symlink
                     for dirpath, _, _ in os.walk(rep, topdown=False):
                         try:
                             os.rmdir(dirpath)
