@@ -116,10 +116,14 @@ def test_pull_never_follows_a_local_symlink(sshd, two_days, tmp_path):  # noqa: 
     assert (paths.backup_dir(root, D2) / layout.RECEIPT).exists()
 
 
-@pytest.mark.parametrize("bad", [b"[]", b'{"files": []}', b"not json at all"])
+MALFORMED = {"list": lambda: b"[]", "files_only": lambda: b'{"files": []}', "not_json": lambda: b"not json at all",
+             "huge": lambda: b'{"files": []' + b" " * (65 << 20) + b"}"}   # refused by its size, never read
+
+
+@pytest.mark.parametrize("bad", sorted(MALFORMED))
 def test_pull_one_malformed_manifest_does_not_stop_the_others(sshd, two_days, tmp_path, bad):  # noqa: F811
     root = two_days
-    rewrite(root, D1, bad)
+    rewrite(root, D1, MALFORMED[bad]())
     local = tmp_path / "pc"
     r = pull(tmp_path, sshd, root, local)
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
