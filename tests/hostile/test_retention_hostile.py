@@ -14,7 +14,7 @@ from observer.core.clock import yyyymmdd
 from observer.lifecycle import layout
 from observer.lifecycle.backup import load_manifest
 from observer.store import paths
-from tests.alerts.fake_telegram import FakeTelegram
+from tests.alerts.conftest import tg  # noqa: F401  (the local fake Telegram server)
 from tests.hostile.lifecycle_env import (
     EXPIRED,
     OTHER,
@@ -28,26 +28,18 @@ from tests.hostile.lifecycle_env import (
 from tests.lifecycle.test_retention import day_paths, receipt
 
 pytestmark = pytest.mark.hostile
-TOKEN = "7123456789:AAHk3xQ-fakeTokenForTests_0123456789"
 
 
-@pytest.fixture
-def tg():
-    f = FakeTelegram(TOKEN)
-    yield f
-    f.stop()
-
-
-def assert_reported(root, tg, day, r):
+def assert_reported(root, telegram, day, r):
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     bad = [e for e in events(root, "backup_manifest_invalid") if e["date"] == yyyymmdd(day)]
     assert bad and bad[0]["severity"] == "WARNING", events(root)
-    if tg is not None:
-        msgs = tg.wait_for_messages(1, timeout=30)
+    if telegram is not None:
+        msgs = telegram.wait_for_messages(1, timeout=30)
         assert any(yyyymmdd(day) in m["text"] and "invalid" in m["text"] for m in msgs), [m["text"] for m in msgs]
 
 
-def test_retention_traversal_names_delete_nothing_outside(tmp_path, tree, tg):
+def test_retention_traversal_names_delete_nothing_outside(tmp_path, tree, tg):  # noqa: F811
     """The issue's attack: archives '../../../victim.txt' and an absolute path, hashes recomputed, receipt
     forged to match. main deleted both victims and exited 0."""
     before = receipted_day(tree, EXPIRED)
