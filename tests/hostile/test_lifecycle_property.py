@@ -329,8 +329,7 @@ def test_pull_never_leaves_local_dir_never_raises(sftp_session, pk, server_symli
         return {k: v for k, v in snapshot(box, skip=local).items() if not k.startswith("root")}
 
     before, server_before = outside_both(), snapshot(server)
-    problems: list[str] = []
-    days = pl.remote_days(sftp, cfg, problems)
+    days = pl.remote_days(sftp, cfg)
     for d in days:
         r = pl.pull_day(sftp, cfg, d, now=datetime(2026, 3, 20, 21, 40, tzinfo=KST))
         assert r.status in ("pulled", "already", "mismatch", "invalid", "skipped")

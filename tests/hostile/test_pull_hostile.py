@@ -93,7 +93,7 @@ def test_pull_server_symlinks_refused(sshd, two_days, tmp_path):  # noqa: F811
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     assert r.returncode == 1
     assert "raw.tar.gz on the server is a symlink" in r.stderr
-    assert "refused: 20260107 on the server is a symlink" in r.stderr
+    assert "20260107: REFUSED" in r.stderr and "20260107 on the server is a symlink" in r.stderr
     assert not (local / "20260105" / "raw.tar.gz").exists() and not (pkg / layout.RECEIPT).exists()
     assert not (local / "20260107").exists()
     assert (paths.backup_dir(root, D2) / layout.RECEIPT).exists()

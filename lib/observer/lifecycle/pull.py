@@ -457,19 +457,10 @@ def _read_remote(sftp: paramiko.SFTPClient, path: str, max_bytes: int) -> bytes:
     return data
 
 
-def remote_days(sftp: paramiko.SFTPClient, cfg: PullConfig, problems: list[str] | None = None) -> list[str]:
-    """Package directories on the server (YYYYMMDD, real directories: listdir_attr is lstat-like, so a
-    symlink is seen as one and refused - reported to `problems`)."""
-    out = []
-    for a in sftp.listdir_attr(cfg.remote_dir):
-        if not _DAY_RE.match(a.filename):
-            continue
-        if stat.S_ISDIR(a.st_mode or 0):
-            out.append(a.filename)
-        elif problems is not None:
-            problems.append(f"{a.filename} on the server is a {layout.file_kind(a.st_mode or 0)}, "
-                            "not a package directory; refused")
-    return sorted(out)
+def remote_days(sftp: paramiko.SFTPClient, cfg: PullConfig) -> list[str]:
+    """Entries of the server's backup directory named like a package (YYYYMMDD). Whether each is a
+    real directory is pull_day's check (lstat): a symlink is refused there, and reported."""
+    return sorted(a.filename for a in sftp.listdir_attr(cfg.remote_dir) if _DAY_RE.match(a.filename))
 
 
 def _quarantine(local: Path, day: str, f: Path, now: datetime) -> Path:
@@ -509,6 +500,13 @@ def _pull_day(sftp: paramiko.SFTPClient, cfg: PullConfig, day: str, *, force: bo
     ldir = local / day
     if os.path.lexists(ldir) and not layout.is_real_dir(ldir):
         raise InvalidFile(f"local {ldir} is not a directory (a symlink or a file); not followed")
+    try:
+        rst = sftp.lstat(rdir)  # SFTP lstat: a symlinked package directory is seen as one, not followed
+    except FileNotFoundError:
+        return DayResult(day, "skipped", problems=["no such package on the server"])
+    if not stat.S_ISDIR(rst.st_mode or 0):
+        raise InvalidFile(f"{day} on the server is a {layout.file_kind(rst.st_mode or 0)}, not a package "
+                          "directory; refused")
     try:
         mdata = _read_remote(sftp, _rjoin(rdir, layout.MANIFEST), layout.MANIFEST_MAX_BYTES)
         mwant = parse_manifest_hash(_read_remote(sftp, _rjoin(rdir, layout.MANIFEST_SHA), layout.SHA_FILE_MAX_BYTES))

@@ -52,15 +52,9 @@ def main(argv=None) -> int:
         notify_failure(None, "backup_pull", ok=False, error=str(e))
         return cli.EXIT_FAILED
     bad = False
+    pulled: set[str] = set()   # never deleted locally in the run that pulled them
     try:
-        problems: list[str] = []
-        days = [args.date] if args.date else pl.remote_days(sftp, cfg, problems)
-        if problems:  # symlinks named like packages on the server: refused, never followed
-            bad = True
-            notify_invalid(None, None, [("-", p) for p in problems])
-            for prob in problems:
-                print(f"{PROG}: refused: {prob}", file=sys.stderr)
-        pulled: set[str] = set()
+        days = [args.date] if args.date else pl.remote_days(sftp, cfg)
         for day in days:
             try:
                 r = pl.pull_day(sftp, cfg, day, force=args.force, progress=progress, now=ctx.clock.now())
@@ -74,7 +68,7 @@ def main(argv=None) -> int:
             fields = {"date": r.day, "status": r.status, "fetched_bytes": r.fetched_bytes, "reused": r.reused}
             if r.status == "pulled":
                 pulled.add(day)
-            if r.status == "invalid":
+            if r.status == "invalid":  # names, symlinks, schema: refused, reported, not pulled
                 bad = True
                 fields.update(problems=r.problems)
                 notify_invalid(None, None, [(day, "; ".join(r.problems))])
@@ -90,14 +84,15 @@ def main(argv=None) -> int:
                 log.info("backup_pull", extra={"event_fields": fields})
             if progress is not None or args.log_level == "DEBUG":
                 print(json.dumps(fields), file=sys.stderr)
-        # the packages pulled in this run are never deleted in it, whatever their age
         cleanup = pl.local_retention(cfg, ctx.clock.now(), pulled)
         if cleanup.removed or cleanup.quarantine_removed:
             log.info("local retention", extra={"removed": cleanup.removed,
                                                "quarantine_removed": cleanup.quarantine_removed})
-        if cleanup.problems:
+        if cleanup.problems:  # a package whose receipt is unusable is kept; say so
             bad = True
             notify_invalid(None, None, [(p[:8], p) for p in cleanup.problems])
+            for prob in cleanup.problems:
+                print(f"{PROG}: local package {prob}", file=sys.stderr)
     except pl.PullError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         notify_failure(None, "backup_pull", ok=False, error=str(e))
