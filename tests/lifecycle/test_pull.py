@@ -68,7 +68,7 @@ def test_pull_verify_receipt_then_retention_deletes(sshd, packaged, tmp_path):
     assert receipt["archives"] == {n: a["sha256"] for n, a in m["archives"].items()}
     assert (local / "20260105" / "receipt.json").read_bytes() == (pkg / layout.RECEIPT).read_bytes()
     assert not list(pkg.glob(".pulled.json.tmp-*"))
-    ok, why, _ = receipt_status(root, DAY)
+    ok, why, _, _ = receipt_status(root, DAY)
     assert ok, why
     # a second run: already pulled, nothing fetched
     r = run_prog("observer-backup-pull", "--config", cfg, env=PC_NOW)

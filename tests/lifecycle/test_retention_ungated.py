@@ -155,7 +155,7 @@ def test_critical_disk_deletes_metrics_even_when_every_day_is_blocked(tree, tmp_
 
 def test_a_metrics_file_written_after_planning_is_kept(tree):
     files = write_metrics(tree, [20, 21])
-    states, inv, manifests = rt.day_states(tree)
+    states, inv, manifests, _ = rt.day_states(tree)
     p = rt.plan(TODAY, states, rt.Disk(100 << 30, 10 << 30), rt.Policy())
     assert [(d.partition, (TODAY - d.day).days) for d in p.deletions] == [("metrics", 21), ("metrics", 20)]
     # a writer appends between the plan and the deletion (a clock stepped back, a late program)
@@ -224,7 +224,7 @@ def test_stray_names_are_not_taken_for_day_files(tree):
         p.write_text("x\n")
     assert layout.ungated_inventory(tree) == {}
     before = sorted(os.listdir(mdir)) + sorted(os.listdir(cdir))
-    states, inv, manifests = rt.day_states(tree)
+    states, inv, manifests, _ = rt.day_states(tree)
     p = rt.plan(TODAY, states, rt.Disk(100, 99), rt.Policy())
     rt.execute(tree, p, inv, manifests, lambda *a, **k: None)
     assert sorted(os.listdir(mdir)) + sorted(os.listdir(cdir)) == before

@@ -22,6 +22,7 @@ import io
 import os
 import shutil
 import socket
+import stat
 import tarfile
 import time
 import zlib
@@ -98,11 +99,7 @@ def manifest_hash_line(digest: str) -> str:
     return f"{digest}  {layout.MANIFEST}\n"
 
 
-def parse_manifest_hash(text: str) -> str:
-    parts = text.split()
-    if len(parts) != 2 or parts[1] != layout.MANIFEST or len(parts[0]) != 64:
-        raise ValueError(f"{layout.MANIFEST_SHA}: want '<sha256>  {layout.MANIFEST}', got {text[:100]!r}")
-    return parts[0].lower()
+parse_manifest_hash = layout.parse_manifest_hash
 
 
 def _fsync_path(p: Path, directory: bool = False) -> None:
@@ -198,6 +195,20 @@ def _tar_header(rel: str, st: os.stat_result, size: int) -> bytes:
     return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
+def _open_regular(path: Path):
+    """Open a file of the tree for packaging: never through a symlink, never blocking on a FIFO (the
+    inventory took regular files only; this holds if one was swapped in since)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BackupError(f"{path}: {layout.file_kind(st.st_mode)}, not a regular file; not packaged")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def write_archive(root: Path, rels: list[str], out: Path, pool: ThreadPoolExecutor, opts: BackupOptions,
                   throttle: _Throttle) -> tuple[dict, list[dict]]:
     """One partition's .tar.gz. Returns (archive entry, file entries) for the manifest."""
@@ -206,7 +217,7 @@ def write_archive(root: Path, rels: list[str], out: Path, pool: ThreadPoolExecut
     total = 0
     try:
         for rel in rels:
-            with open(root / rel, "rb") as f:
+            with _open_regular(root / rel) as f:
                 st = os.fstat(f.fileno())
                 size = st.st_size  # the bytes packaged: a file still being appended stops here
                 w.write(_tar_header(rel, st, size))
@@ -304,13 +315,10 @@ def verify_archive(path: Path, arch: dict, files: list[dict]) -> list[str]:
 
 
 def load_manifest(pkg: Path) -> tuple[dict, str]:
-    """(manifest, its sha256) after checking manifest.json against manifest.json.sha256."""
-    data = (pkg / layout.MANIFEST).read_bytes()
-    want = parse_manifest_hash((pkg / layout.MANIFEST_SHA).read_text())
-    got = hashlib.sha256(data).hexdigest()
-    if got != want:
-        raise BackupError(f"{pkg / layout.MANIFEST}: sha256 {got} does not match {layout.MANIFEST_SHA} ({want})")
-    return orjson.loads(data), got
+    """(manifest, its sha256) after checking manifest.json against manifest.json.sha256 and the
+    manifest against its schema and name patterns (layout.load_manifest_file). Raises
+    layout.InvalidFile (a ValueError) for a manifest that is not what this module writes."""
+    return layout.load_manifest_file(pkg)
 
 
 def verify_package(pkg: Path, threads: int = 2, manifest: dict | None = None) -> list[str]:
@@ -341,6 +349,8 @@ def day_facts(root: Path, day: date, inv: layout.DayFiles) -> dict:
         if paths.classify(rel) is None or paths.classify(rel)[0] != "events":
             continue
         for rec in read_file(root / rel):
+            if not isinstance(rec, dict):
+                continue  # a line that is not an object is no marker (observer-verify reports it)
             if rec.get("event") == "gap_marker":
                 gaps["total"] += 1
                 gaps["recoverable" if rec.get("recoverable") else "unrecoverable"] += 1
@@ -348,10 +358,10 @@ def day_facts(root: Path, day: date, inv: layout.DayFiles) -> dict:
                 sources.append(rel)
     q = paths.reports_dir(root, day) / "quality.json"
     try:
-        if orjson.loads(q.read_bytes()).get("anomaly_day") is True:
+        if orjson.loads(layout.read_small(q, layout.MANIFEST_MAX_BYTES)).get("anomaly_day") is True:
             sources.append(str(q.relative_to(root)))
-    except (OSError, orjson.JSONDecodeError, AttributeError):
-        pass
+    except (OSError, ValueError, AttributeError):
+        pass  # absent, unreadable, not a small regular file, not an object: no anomaly marker from it
     return {"gaps": gaps, "anomaly_day": bool(sources), "anomaly_sources": sources}
 
 
@@ -371,7 +381,7 @@ def changed_since(manifest: dict, inv: layout.DayFiles) -> list[str]:
     return sorted(out)
 
 
-def _lock_backup_root(root: Path) -> int:
+def lock_backup_root(root: Path) -> int:
     broot = layout.backup_root(root)
     ensure_dir(broot)  # 0750 like the rest of the tree
     fd = os.open(broot, os.O_RDONLY | os.O_DIRECTORY)
@@ -404,12 +414,13 @@ def package_day(root: Path, day: date, *, opts: BackupOptions = BackupOptions(),
     root = Path(root)
     clock = clock or Clock()
     t0 = time.monotonic()
-    lock = _lock_backup_root(root)
+    lock = lock_backup_root(root)
     try:
         for msg in sweep_leftovers(root, day):
             log.warning(msg, extra={"date": yyyymmdd(day)})
         final = paths.backup_dir(root, day)
-        inv = layout.inventory(root, day).get(day, layout.DayFiles(day))
+        problems: list[str] = []
+        inv = layout.inventory(root, day, problems).get(day, layout.DayFiles(day))
         action = "built"
         reason = ""
         if final.exists():
@@ -421,29 +432,30 @@ def package_day(root: Path, day: date, *, opts: BackupOptions = BackupOptions(),
                 changes = changed_since(old, inv)
                 missing = [e["path"] for e in old["files"] if not (root / e["path"]).exists()]
                 if not force and not changes:
-                    return Result(day, "noop", final, old, time.monotonic() - t0, "already packaged and unchanged")
+                    return Result(day, "noop", final, old, time.monotonic() - t0, "already packaged and unchanged",
+                                  problems)
                 if not force and missing:
                     # retention has started deleting this day: the PC holds the full package; rebuilding
                     # would drop the deleted files from the server's copy. Leave it.
                     return Result(day, "noop", final, old, time.monotonic() - t0,
                                   f"{len(changes)} change(s) since packaging but {len(missing)} file(s) already "
-                                  "deleted by retention; not rebuilt")
+                                  "deleted by retention; not rebuilt", problems)
                 reason = "forced" if force else f"{len(changes)} file(s) new or changed since packaging: " + \
                     ", ".join(changes[:5]) + (" ..." if len(changes) > 5 else "")
             action = "rebuilt"
         elif only_if_packaged:
             return Result(day, "noop", None, None, 0.0, "not packaged")
         if not inv.files():
-            return Result(day, "empty", None, None, time.monotonic() - t0, "no files for this day")
+            return Result(day, "empty", None, None, time.monotonic() - t0, "no files for this day", problems)
 
         tmp = layout.temp_package_dir(root, day)
         os.mkdir(tmp)
         os.chmod(tmp, PACKAGE_DIR_MODE)
         try:
             manifest = _build(root, day, inv, tmp, opts, host or socket.gethostname(), clock)
-            problems = verify_package(tmp, opts.threads, manifest)
-            if problems:
-                raise BackupError(f"verification of the new package failed: {'; '.join(problems[:5])}")
+            bad = verify_package(tmp, opts.threads, manifest)
+            if bad:
+                raise BackupError(f"verification of the new package failed: {'; '.join(bad[:5])}")
             for f in os.listdir(tmp):
                 _fsync_path(tmp / f)
             _fsync_path(tmp, directory=True)
@@ -458,7 +470,7 @@ def package_day(root: Path, day: date, *, opts: BackupOptions = BackupOptions(),
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return Result(day, action, final, manifest, time.monotonic() - t0, reason)
+        return Result(day, action, final, manifest, time.monotonic() - t0, reason, problems)
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise BackupError(f"disk full while packaging {yyyymmdd(day)}: {e}") from e
@@ -474,7 +486,7 @@ def _build(root: Path, day: date, inv: layout.DayFiles, tmp: Path, opts: BackupO
     archives: dict[str, dict] = {}
     files: list[dict] = []
     with ThreadPoolExecutor(opts.threads) as pool:
-        for part in paths.DAY_PARTITIONS:
+        for part in layout.PACKAGED_PARTITIONS:
             rels = sorted(inv.parts.get(part, {}))
             if not rels:
                 continue

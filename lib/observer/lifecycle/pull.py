@@ -14,6 +14,15 @@ Per package backup/YYYYMMDD on the server:
 4. all good: manifest, its .sha256 and receipt.json are kept locally, and pulled.json is written
    on the server (upload to a temporary name, then an atomic rename).
 
+Nothing the server says is trusted: the manifest must pass layout.parse_manifest (schema, plain
+archive names of the form observer-backup writes, its own day), every file is lstat'ed on the server
+and refused unless it is a regular file of a bounded size, and locally nothing is opened through a
+symlink (O_NOFOLLOW, lstat). A day that fails any of this is `invalid`: reported, not pulled, no
+receipt; the other days go on.
+
+Local retention: a package is deleted when its receipt's pulled_at is more than max(keep_days,
+min_keep_days) days old - never in the run that pulled it; quarantined files after quarantine_keep_days.
+
 Transfer speed: paramiko's own prefetch and its channel buffer (an array with a memmove per
 read) cap it far below OpenSSH's sftp on a fast link; we keep up to `concurrency` read requests
 of `request_kb` in flight ourselves and give the channel a chunked buffer (see _ChunkBuffer).
@@ -36,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -44,10 +53,11 @@ import paramiko
 from paramiko.sftp import CMD_DATA, CMD_READ, int64
 
 from observer import __version__
-from observer.core.clock import parse_yyyymmdd, yyyymmdd
+from observer.core.clock import yyyymmdd
 from observer.core.logging import get_logger
 from observer.lifecycle import layout
-from observer.lifecycle.backup import manifest_hash_line, parse_manifest_hash
+from observer.lifecycle.backup import manifest_hash_line
+from observer.lifecycle.layout import InvalidFile, parse_manifest_hash
 
 log = get_logger(__name__)
 
@@ -79,6 +89,8 @@ class PullConfig:
     port: int = 22
     pc_id: str = ""
     keep_days: int = 30
+    min_keep_days: int = 7
+    quarantine_keep_days: int = 30
     concurrency: int = 32
     request_kb: int = 255
     window_mb: int = 32
@@ -266,7 +278,9 @@ class _DiskWriter:
         self.h = h
         self.q: queue.Queue = queue.Queue(depth)
         self.error: BaseException | None = None
-        self.out = open(part, "ab")  # noqa: SIM115 - closed by the writer thread's finish
+        # never through a symlink: the part is ours, named after the manifest's (checked) archive name
+        self.out = os.fdopen(os.open(part, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     0o600), "ab")
         self.t = threading.Thread(target=self._run, name="pull-disk", daemon=True)
         self.t.start()
 
@@ -308,11 +322,12 @@ def fetch(sftp: paramiko.SFTPClient, remote: str, part: Path, size: int, *, conc
     in flight; returns the SHA-256 of the whole part. Data is fsync'd so a resume never trusts
     bytes the disk did not keep."""
     h = hashlib.sha256()
-    offset = part.stat().st_size if part.exists() else 0
+    pst = _local_regular(part)
+    offset = pst.st_size if pst else 0
     if offset > size:
         return "oversize"
     if offset:
-        with open(part, "rb") as f:
+        with _open_local(part) as f:
             while b := f.read(1 << 20):
                 h.update(b)
     throttle = _Throttle(limit_mb_s)
@@ -371,40 +386,85 @@ def fetch(sftp: paramiko.SFTPClient, remote: str, part: Path, size: int, *, conc
 @dataclass
 class DayResult:
     day: str
-    status: str                    # pulled | already | mismatch | skipped
+    status: str                    # pulled | already | mismatch | invalid | skipped
     fetched_bytes: int = 0
     reused: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)
 
 
+def _local_regular(p: Path) -> os.stat_result | None:
+    """lstat of a local file: None if absent; InvalidFile if it is anything but a regular file (a
+    symlink is never followed)."""
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidFile(f"local {p} is a {layout.file_kind(st.st_mode)}, not a regular file; not followed")
+    return st
+
+
+def _open_local(p: Path):
+    return os.fdopen(os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb")
+
+
 def _sha256_file(p: Path) -> str:
     h = hashlib.sha256()
-    with open(p, "rb") as f:
+    with _open_local(p) as f:
         while b := f.read(1 << 20):
             h.update(b)
     return h.hexdigest()
+
+
+def _write_local(p: Path, data: bytes) -> None:
+    """Replace p with data: a new temp file (O_EXCL, never through a symlink) renamed over it, so a
+    symlink at p is replaced, not written through."""
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
 
 
 def _rjoin(*parts: str) -> str:
     return "/".join(p.rstrip("/") for p in parts)
 
 
-def _read_remote(sftp: paramiko.SFTPClient, path: str) -> bytes:
+def _remote_regular(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttributes:
+    """lstat on the server: a regular file, or InvalidFile (a symlink is refused, never followed)."""
+    a = sftp.lstat(path)
+    if not stat.S_ISREG(a.st_mode or 0):
+        raise InvalidFile(f"{path} on the server is a {layout.file_kind(a.st_mode or 0)}, not a regular file; refused")
+    return a
+
+
+def _read_remote(sftp: paramiko.SFTPClient, path: str, max_bytes: int) -> bytes:
+    """A small regular file of the server (lstat first; at most max_bytes)."""
+    a = _remote_regular(sftp, path)
+    if (a.st_size or 0) > max_bytes:
+        raise InvalidFile(f"{path} on the server is {a.st_size} bytes, more than the {max_bytes} allowed")
     with sftp.open(path, "rb") as f:
-        return f.read()
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InvalidFile(f"{path} on the server grew past the {max_bytes} bytes allowed")
+    return data
 
 
 def remote_days(sftp: paramiko.SFTPClient, cfg: PullConfig) -> list[str]:
-    out = []
-    for a in sftp.listdir_attr(cfg.remote_dir):
-        if _DAY_RE.match(a.filename) and stat.S_ISDIR(a.st_mode or 0):
-            out.append(a.filename)
-    return sorted(out)
+    """Entries of the server's backup directory named like a package (YYYYMMDD). Whether each is a
+    real directory is pull_day's check (lstat): a symlink is refused there, and reported."""
+    return sorted(a.filename for a in sftp.listdir_attr(cfg.remote_dir) if _DAY_RE.match(a.filename))
 
 
 def _quarantine(local: Path, day: str, f: Path, now: datetime) -> Path:
-    q = local / QUARANTINE / day / now.strftime("%Y%m%dT%H%M%SZ")
+    q = local / QUARANTINE / day / now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     q.mkdir(parents=True, exist_ok=True)
     dest = q / f.name
     os.replace(f, dest)
@@ -421,38 +481,68 @@ def build_receipt(day: str, pc_id: str, now: datetime, manifest_sha256: str, arc
 
 def pull_day(sftp: paramiko.SFTPClient, cfg: PullConfig, day: str, *, force: bool = False,
              progress: Progress | None = None, now: datetime | None = None) -> DayResult:
+    """One package: fetch, verify, keep, receipt. Whatever the server holds, the result is a DayResult
+    (InvalidFile becomes status `invalid`); connection errors propagate."""
+    try:
+        return _pull_day(sftp, cfg, day, force=force, progress=progress, now=now)
+    except InvalidFile as e:
+        return DayResult(day, "invalid", problems=[f"{day}: {e}"])
+
+
+def _pull_day(sftp: paramiko.SFTPClient, cfg: PullConfig, day: str, *, force: bool,
+              progress: Progress | None, now: datetime | None) -> DayResult:
+    if not _DAY_RE.match(day):
+        raise InvalidFile(f"{day!r} is not a package name (YYYYMMDD)")
     now = now or datetime.now(UTC)
     res = DayResult(day, "pulled")
     rdir = _rjoin(cfg.remote_dir, day)
     local = Path(cfg.local_dir).expanduser()
     ldir = local / day
+    if os.path.lexists(ldir) and not layout.is_real_dir(ldir):
+        raise InvalidFile(f"local {ldir} is not a directory (a symlink or a file); not followed")
     try:
-        mdata = _read_remote(sftp, _rjoin(rdir, layout.MANIFEST))
-        mwant = parse_manifest_hash(_read_remote(sftp, _rjoin(rdir, layout.MANIFEST_SHA)).decode())
+        rst = sftp.lstat(rdir)  # SFTP lstat: a symlinked package directory is seen as one, not followed
+    except FileNotFoundError:
+        return DayResult(day, "skipped", problems=["no such package on the server"])
+    if not stat.S_ISDIR(rst.st_mode or 0):
+        raise InvalidFile(f"{day} on the server is a {layout.file_kind(rst.st_mode or 0)}, not a package "
+                          "directory; refused")
+    try:
+        mdata = _read_remote(sftp, _rjoin(rdir, layout.MANIFEST), layout.MANIFEST_MAX_BYTES)
+        mwant = parse_manifest_hash(_read_remote(sftp, _rjoin(rdir, layout.MANIFEST_SHA), layout.SHA_FILE_MAX_BYTES))
     except FileNotFoundError:
         return DayResult(day, "skipped", problems=["no manifest (not a finished package)"])
     msha = hashlib.sha256(mdata).hexdigest()
     if msha != mwant:
         ldir.mkdir(parents=True, exist_ok=True)
         bad = ldir / f"{layout.MANIFEST}.bad"
-        bad.write_bytes(mdata)
+        _write_local(bad, mdata)
         res.quarantined.append(str(_quarantine(local, day, bad, now)))
         res.status = "mismatch"
         res.problems.append(f"{day}/{layout.MANIFEST}: sha256 {msha} != {layout.MANIFEST_SHA} {mwant}")
         return res
-    manifest = orjson.loads(mdata)
+    manifest = layout.parse_manifest(mdata, day)
     if not force:
         try:
-            r = orjson.loads(_read_remote(sftp, _rjoin(rdir, layout.RECEIPT)))
-            if isinstance(r, dict) and r.get("manifest_sha256") == msha and r.get("verified") is True:
+            r = layout.parse_receipt(_read_remote(sftp, _rjoin(rdir, layout.RECEIPT), layout.RECEIPT_MAX_BYTES), day)
+            if r["manifest_sha256"] == msha:
                 return DayResult(day, "already")
-        except (FileNotFoundError, orjson.JSONDecodeError):
-            pass
+        except (FileNotFoundError, InvalidFile):
+            pass  # no receipt, or one that is not ours: pull (a new receipt replaces it)
+    # every archive is a regular file on the server, of the manifest's size, before anything is fetched
+    for name, a in manifest["archives"].items():
+        size = _remote_regular(sftp, _rjoin(rdir, name)).st_size
+        if size != a["bytes"]:
+            res.status = "mismatch"
+            res.problems.append(f"{day}/{name}: {size} bytes on the server, the manifest says {a['bytes']}")
+    if res.status == "mismatch":
+        return res
     ldir.mkdir(parents=True, exist_ok=True)
     verified: dict[str, str] = {}
     for name, a in manifest["archives"].items():
         dest = ldir / name
-        if dest.exists() and dest.stat().st_size == a["bytes"] and _sha256_file(dest) == a["sha256"]:
+        dst = _local_regular(dest)
+        if dst is not None and dst.st_size == a["bytes"] and _sha256_file(dest) == a["sha256"]:
             verified[name] = a["sha256"]
             res.reused.append(name)
             continue
@@ -460,25 +550,29 @@ def pull_day(sftp: paramiko.SFTPClient, cfg: PullConfig, day: str, *, force: boo
         for stale in ldir.glob(f"{name}.*.part"):
             if stale != part:
                 stale.unlink()
-        before = part.stat().st_size if part.exists() else 0
+        pst = _local_regular(part)
+        before = pst.st_size if pst else 0
         try:
             got = fetch(sftp, _rjoin(rdir, name), part, a["bytes"], concurrency=cfg.concurrency,
                         request=cfg.request_kb << 10, limit_mb_s=cfg.limit_mb_s, progress=progress)
         except VerifyError as e:
             got = f"short: {e}"
-        res.fetched_bytes += (part.stat().st_size if part.exists() else 0) - before
-        if got != a["sha256"] or part.stat().st_size != a["bytes"]:
+        pst = _local_regular(part)
+        have = pst.st_size if pst else 0
+        res.fetched_bytes += have - before
+        if got != a["sha256"] or have != a["bytes"]:
             res.status = "mismatch"
             res.problems.append(f"{day}/{name}: sha256 {got[:64]} != manifest {a['sha256']} "
-                                f"({part.stat().st_size} of {a['bytes']} bytes)")
-            res.quarantined.append(str(_quarantine(local, day, part, now)))
+                                f"({have} of {a['bytes']} bytes)")
+            if pst is not None:
+                res.quarantined.append(str(_quarantine(local, day, part, now)))
             continue
         os.replace(part, dest)
         verified[name] = got
     if res.status == "mismatch":
         return res
-    (ldir / layout.MANIFEST).write_bytes(mdata)
-    (ldir / layout.MANIFEST_SHA).write_text(manifest_hash_line(msha))
+    _write_local(ldir / layout.MANIFEST, mdata)
+    _write_local(ldir / layout.MANIFEST_SHA, manifest_hash_line(msha).encode())
     data = build_receipt(day, cfg.id, now, msha, verified)
     tmp = _rjoin(rdir, f".{layout.RECEIPT}.tmp-{os.getpid()}")
     sftp.putfo(io.BytesIO(data), tmp, file_size=len(data), confirm=True)
@@ -490,29 +584,76 @@ def pull_day(sftp: paramiko.SFTPClient, cfg: PullConfig, day: str, *, force: boo
         except FileNotFoundError:
             pass
         sftp.rename(tmp, _rjoin(rdir, layout.RECEIPT))
-    if _read_remote(sftp, _rjoin(rdir, layout.RECEIPT)) != data:
+    if _read_remote(sftp, _rjoin(rdir, layout.RECEIPT), layout.RECEIPT_MAX_BYTES) != data:
         raise PullError(f"{rdir}/{layout.RECEIPT}: read back differs from what was written")
-    (ldir / RECEIPT_LOCAL).write_bytes(data)
+    _write_local(ldir / RECEIPT_LOCAL, data)
     return res
 
 
-def local_retention(cfg: PullConfig, today: date) -> list[str]:
-    """Delete local packages older than keep_days - only complete ones (with a receipt)."""
+def _pulled_at(ldir: Path) -> datetime:
+    """When the local package was pulled: its receipt's pulled_at (InvalidFile if that is unusable)."""
+    r = layout.parse_receipt(layout.read_small(ldir / RECEIPT_LOCAL, layout.RECEIPT_MAX_BYTES), ldir.name)
+    try:
+        t = datetime.fromisoformat(r["pulled_at"])
+    except ValueError:
+        raise InvalidFile(f"{RECEIPT_LOCAL}: pulled_at {r['pulled_at']!r} is not a time") from None
+    if t.tzinfo is None:
+        raise InvalidFile(f"{RECEIPT_LOCAL}: pulled_at {r['pulled_at']!r} has no time zone")
+    return t
+
+
+@dataclass
+class LocalCleanup:
+    removed: list[str] = field(default_factory=list)        # YYYYMMDD packages deleted
+    quarantine_removed: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)       # packages kept because their receipt is unusable
+
+
+def local_retention(cfg: PullConfig, now: datetime, pulled: set[str] | frozenset[str] = frozenset()) -> LocalCleanup:
+    """Delete local packages pulled more than max(keep_days, min_keep_days) days ago (the receipt's
+    pulled_at, not the day's date: a day pulled late is kept as long as any other), never one in
+    `pulled` (this run's), never one without a usable receipt; and quarantined files older than
+    quarantine_keep_days. Real directories only (a symlink is never followed)."""
+    out = LocalCleanup()
     local = Path(cfg.local_dir).expanduser()
-    removed = []
-    if not local.is_dir():
-        return removed
+    if not layout.is_real_dir(local):
+        return out
+    keep = timedelta(days=max(cfg.keep_days, cfg.min_keep_days))
     for e in sorted(os.listdir(local)):
-        if not _DAY_RE.match(e):
+        if not _DAY_RE.match(e) or e in pulled or not layout.is_real_dir(local / e):
             continue
+        if not os.path.lexists(local / e / RECEIPT_LOCAL):
+            continue  # an incomplete pull: never deleted here (the next pull completes it)
         try:
-            d = parse_yyyymmdd(e)
-        except ValueError:
+            age = now - _pulled_at(local / e)
+        except (OSError, ValueError) as err:
+            out.problems.append(f"{e}: kept: {err}")
             continue
-        if (today - d) > timedelta(days=cfg.keep_days) and (local / e / RECEIPT_LOCAL).exists():
+        if age > keep:
             shutil.rmtree(local / e)
-            removed.append(e)
-    return removed
+            out.removed.append(e)
+    qroot = local / QUARANTINE
+    if layout.is_real_dir(qroot):
+        qkeep = timedelta(days=cfg.quarantine_keep_days)
+        for d in sorted(os.listdir(qroot)):
+            if not _DAY_RE.match(d) or not layout.is_real_dir(qroot / d):
+                continue
+            for stamp in sorted(os.listdir(qroot / d)):
+                q = qroot / d / stamp
+                if not layout.is_real_dir(q):
+                    continue
+                try:
+                    when = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+                except ValueError:
+                    when = datetime.fromtimestamp(os.lstat(q).st_mtime, UTC)  # not a name we made: its mtime
+                if now - when > qkeep:
+                    shutil.rmtree(q)
+                    out.quarantine_removed.append(f"{d}/{stamp}")
+            try:
+                os.rmdir(qroot / d)
+            except OSError:
+                pass  # not empty
+    return out
 
 
 class TermProgress:

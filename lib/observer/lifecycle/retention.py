@@ -21,6 +21,14 @@ Per-day files that are not market data and are never packaged (layout.UNGATED) n
 - state/gapfill/<provider>_YYYYMMDD.json (the gap-filler's checkpoint, read with the day's data by the
   audit) goes once the day has no market data left on the server (never today's).
 
+Writers' temporary files (layout.TEMP_FILE_RE) a crash left behind go once older than
+`tmp_max_age_hours` (24).
+
+Nothing in a package is trusted: a manifest or receipt that is not what backup / the puller write
+(layout.parse_manifest / parse_receipt: schema, plain names, the day's own date) makes its day
+`invalid` - kept, never deleted, reported by the program (event and alert `backup_manifest_invalid`);
+the other days go on. Only regular files are ever deleted (lstat), and only names of the tree's form.
+
 plan() is a pure function of the day states and the disk (the property tests drive it); execute()
 does the deleting and emits one event per deletion (what, why, bytes).
 """
@@ -28,12 +36,11 @@ does the deleting and emits one event per deletion (what, why, bytes).
 from __future__ import annotations
 
 import os
-import shutil
+import stat
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-
-import orjson
+from typing import NamedTuple
 
 from observer.core.clock import yyyymmdd
 from observer.core.logging import get_logger
@@ -44,9 +51,10 @@ from observer.store import paths
 log = get_logger(__name__)
 
 # deletion order inside a day: bulk first, evidence last
-_PREFERRED = ("raw", "scalp", "swing", "recovered", "reports", "system")
-PARTITION_ORDER = tuple(p for p in _PREFERRED if p in paths.DAY_PARTITIONS) + tuple(
-    p for p in paths.DAY_PARTITIONS if p not in _PREFERRED)
+_PREFERRED = ("raw", "scalp", "swing", "recovered", "reports", layout.UNIVERSE, "system")
+PARTITION_ORDER = tuple(p for p in _PREFERRED if p in layout.PACKAGED_PARTITIONS) + tuple(
+    p for p in layout.PACKAGED_PARTITIONS if p not in _PREFERRED)
+TEMP = "stale-tmp"  # pseudo-partition of the writers' temp files a crash left behind
 ARCHIVES = "backup-archives"  # pseudo-partition: the package's *.tar.gz (manifest + receipt stay)
 
 
@@ -58,13 +66,14 @@ class Policy:
     disk_high_pct: float = 80.0
     disk_critical_pct: float = 95.0
     metrics_keep_days: int = 14
+    tmp_max_age_hours: float = 24.0
 
     @classmethod
     def from_config(cls, cfg: dict) -> Policy:
         r = cfg.get("retention", {})
         return cls(r.get("keep_days", 3), r.get("anomaly_keep_days", 7), r.get("max_keep_days", 10),
                    r.get("disk_high_pct", 80.0), r.get("disk_critical_pct", 95.0),
-                   r.get("metrics_keep_days", 14))
+                   r.get("metrics_keep_days", 14), r.get("tmp_max_age_hours", 24.0))
 
     def keep(self, anomaly: bool) -> int:
         return min(self.anomaly_keep_days if anomaly else self.keep_days, self.max_keep_days)
@@ -96,6 +105,7 @@ class DayState:
     receipt_reason: str = ""            # why it is (not) receipted
     archive_bytes: int = 0              # the package's archives (deleted with the last partition)
     extra: dict[str, int] = field(default_factory=dict)  # layout.UNGATED kind -> bytes (no receipt needed)
+    invalid: str = ""                   # the manifest or receipt is not what we write: kept, reported
 
     @property
     def bytes(self) -> int:
@@ -121,14 +131,21 @@ class Plan:
     projected_pct: float = 0.0
     pressure: bool = False
     critical: bool = False              # still >= critical after every possible deletion
+    invalid: list[tuple[date, str]] = field(default_factory=list)     # bad manifest/receipt: kept, reported
+    temp: list[layout.TempFile] = field(default_factory=list)         # stale temp files to remove
 
     def lines(self) -> list[str]:
         out = [f"retention plan for {self.today.isoformat()}: disk {self.disk.pct:.1f}% used"
                f" -> {self.projected_pct:.1f}% after the plan"]
         for d in self.deletions:
             out.append(f"  delete {yyyymmdd(d.day)} {d.partition:<16} {_human(d.bytes):>10}  ({d.why})")
-        if not self.deletions:
+        if self.temp:
+            out.append(f"  delete {len(self.temp)} stale temp file(s), {_human(sum(t.bytes for t in self.temp))}: "
+                       + ", ".join(t.rel for t in self.temp[:10]) + (" ..." if len(self.temp) > 10 else ""))
+        if not self.deletions and not self.temp:
             out.append("  nothing to delete")
+        for day, why in self.invalid:
+            out.append(f"  INVALID {yyyymmdd(day)}: {why} (day kept)")
         for day, why, n in self.blocked:
             out.append(f"  keep   {yyyymmdd(day)} {'(all)':<16} {_human(n):>10}  (no verified receipt: {why})")
         if self.overdue:
@@ -148,9 +165,11 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def plan(today: date, days: list[DayState], disk: Disk, policy: Policy) -> Plan:
+def plan(today: date, days: list[DayState], disk: Disk, policy: Policy,
+         temp: list[layout.TempFile] = ()) -> Plan:
     p = Plan(today, disk)
-    used = disk.used
+    p.temp = list(temp)
+    used = disk.used - sum(t.bytes for t in p.temp)
     deletable = sorted((d for d in days if d.receipted and (d.bytes > 0 or d.archive_bytes > 0)),
                        key=lambda d: d.day)
     deletable_days = {d.day for d in deletable}
@@ -215,61 +234,99 @@ def plan(today: date, days: list[DayState], disk: Disk, policy: Policy) -> Plan:
     p.blocked = [(d.day, d.receipt_reason or "no receipt", d.bytes)
                  for d in sorted(days, key=lambda d: d.day) if not d.receipted and d.bytes > 0]
     p.overdue = [d for d, _, _ in p.blocked if (today - d).days > policy.max_keep_days]
+    p.invalid = [(d.day, d.invalid) for d in sorted(days, key=lambda d: d.day) if d.invalid]
     p.projected_pct = 100.0 * used / disk.total if disk.total else 0.0
     p.critical = p.projected_pct >= policy.disk_critical_pct
     return p
 
 
 # -- reading the tree ------------------------------------------------------------------------------
-def receipt_status(root: Path, day: date) -> tuple[bool, str, dict | None]:
-    """(receipted, why, manifest) - the server-side check of backup/D/pulled.json."""
+class ReceiptStatus(NamedTuple):
+    ok: bool                            # a verified receipt for the package as it is now
+    why: str
+    manifest: dict | None               # the package's manifest, if it passed its checks
+    invalid: str = ""                   # the manifest or the receipt is not what we write (report it)
+
+
+def receipt_status(root: Path, day: date) -> ReceiptStatus:
+    """The server-side check of backup/D/pulled.json. Never raises for anything a file holds."""
     pkg = paths.backup_dir(root, day)
-    if not pkg.is_dir():
-        return False, "not packaged", None
+    if not layout.is_real_dir(pkg):
+        if os.path.lexists(pkg):
+            why = "backup/" + pkg.name + " is not a directory (a symlink or a file); not a package"
+            return ReceiptStatus(False, why, None, why)
+        return ReceiptStatus(False, "not packaged", None)
     try:
         manifest, msha = bk.load_manifest(pkg)
-    except (OSError, ValueError, bk.BackupError) as e:
-        return False, f"package manifest unusable: {e}", None
-    rp = pkg / layout.RECEIPT
-    if not rp.exists():
-        return False, "packaged, not pulled yet", manifest
+    except FileNotFoundError as e:
+        why = f"package has no {Path(e.filename or layout.MANIFEST).name}"
+        return ReceiptStatus(False, why, None, why)
+    except (OSError, ValueError) as e:
+        why = f"package manifest invalid: {e}"
+        return ReceiptStatus(False, why, None, why)
     try:
-        r = orjson.loads(rp.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as e:
-        return False, f"receipt unreadable: {e}", manifest
-    if not isinstance(r, dict) or r.get("verified") is not True:
-        return False, "receipt does not say verified", manifest
-    if r.get("manifest_sha256") != msha:
-        return False, "receipt is for another version of the package (re-packaged since; pull again)", manifest
+        r = layout.parse_receipt(layout.read_small(pkg / layout.RECEIPT, layout.RECEIPT_MAX_BYTES),
+                                 yyyymmdd(day))
+    except FileNotFoundError:
+        return ReceiptStatus(False, "packaged, not pulled yet", manifest)
+    except (OSError, ValueError) as e:
+        why = f"receipt invalid: {e}"
+        return ReceiptStatus(False, why, manifest, why)
+    if r["manifest_sha256"] != msha:
+        return ReceiptStatus(False, "receipt is for another version of the package (re-packaged since; pull again)",
+                             manifest)
     want = {n: a["sha256"] for n, a in manifest["archives"].items()}
-    if r.get("archives") != want:
-        return False, "receipt's archive hashes differ from the manifest", manifest
-    return True, f"receipt from {r.get('pc_id', '?')} at {r.get('pulled_at', '?')}", manifest
+    if r["archives"] != want:
+        why = "receipt names this manifest but other archive hashes (forged or damaged)"
+        return ReceiptStatus(False, why, manifest, why)
+    return ReceiptStatus(True, f"receipt from {r.get('pc_id', '?')} at {r['pulled_at']}", manifest)
 
 
-def day_states(root: Path) -> tuple[list[DayState], dict[date, layout.DayFiles], dict[date, dict | None]]:
-    inv = layout.inventory(root)
+class Survey(NamedTuple):
+    states: list[DayState]
+    inv: dict[date, layout.DayFiles]
+    manifests: dict[date, dict | None]
+    problems: list[str]                 # entries of the tree no day may own (symlinks, FIFOs, odd names)
+
+
+def _archive_bytes(pkg: Path, manifest: dict) -> int:
+    n = 0
+    for name in manifest["archives"]:
+        try:
+            st = os.lstat(pkg / name)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            n += st.st_size
+    return n
+
+
+def day_states(root: Path) -> Survey:
+    problems: list[str] = []
+    inv = layout.inventory(root, problems=problems)
     ungated = layout.ungated_inventory(root)
     manifests: dict[date, dict | None] = {}
     states = []
     for day in sorted(set(inv) | set(layout.package_days(root)) | set(ungated)):
         files = inv.get(day, layout.DayFiles(day))
-        ok, why, manifest = receipt_status(root, day)
-        manifests[day] = manifest
-        facts = bk.day_facts(root, day, files)
-        anomaly = facts["anomaly_day"] or bool(manifest and manifest.get("anomaly_day"))
-        arch = 0
-        if manifest:
-            pkg = paths.backup_dir(root, day)
-            arch = sum(os.path.getsize(pkg / n) for n in manifest["archives"] if (pkg / n).exists())
         extra = ungated.get(day, layout.DayFiles(day))
-        states.append(DayState(day, {p: files.bytes(p) for p in files.parts}, anomaly, ok, why, arch,
-                               {k: extra.bytes(k) for k in extra.parts}))
+        part_bytes = {p: files.bytes(p) for p in files.parts}
+        extra_bytes = {k: extra.bytes(k) for k in extra.parts}
+        try:
+            ok, why, manifest, invalid = receipt_status(root, day)
+            facts = bk.day_facts(root, day, files)
+            anomaly = facts["anomaly_day"] or bool(manifest and manifest.get("anomaly_day"))
+            arch = _archive_bytes(paths.backup_dir(root, day), manifest) if manifest else 0
+        except Exception as e:  # one day that cannot be judged is kept and reported; the others go on
+            ok, manifest, anomaly, arch = False, None, True, 0
+            why = invalid = f"cannot evaluate the day: {type(e).__name__}: {e}"[:500]
+        manifests[day] = manifest
+        states.append(DayState(day, part_bytes, anomaly, ok, why, arch, extra_bytes, invalid))
     # execute() finds every file to delete in inv, so the ungated files go in too (after the states:
     # they are not part of the day's packaged data)
     for day, extra in ungated.items():
         inv.setdefault(day, layout.DayFiles(day)).parts.update(extra.parts)
-    return states, inv, manifests
+    return Survey(states, inv, manifests, problems)
 
 
 # -- doing it --------------------------------------------------------------------------------------
@@ -294,11 +351,46 @@ def _remove_empty_day_dirs(root: Path, rels: list[str], ymd: str) -> None:
             pass  # not empty (a kept file) or already gone
 
 
+def _regular(path: Path) -> os.stat_result | None:
+    """lstat of path if it is a regular file now (a symlink or FIFO swapped in is never deleted)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def remove_temp(root: Path, temp: list[layout.TempFile], today: date, emit) -> int:
+    """Remove the plan's stale temp files that are still exactly as listed (one event)."""
+    freed, removed, kept = 0, [], []
+    for t in temp:
+        if not layout.TEMP_FILE_RE.match(t.rel.rsplit("/", 1)[-1]):
+            continue
+        now = _regular(root / t.rel)
+        if now is None:
+            continue
+        if (now.st_size, now.st_mtime_ns) != (t.bytes, t.mtime_ns):
+            kept.append(t.rel)  # a writer is at it again
+            continue
+        os.unlink(root / t.rel)
+        freed += now.st_size
+        removed.append(t.rel)
+    if removed or kept:
+        fields = dict(date=yyyymmdd(today), action="delete", partition=TEMP, files=len(removed), bytes=freed,
+                      why="writers' temp files left by a crash (older than tmp_max_age_hours)",
+                      removed=removed[:50])
+        if kept:
+            fields.update(kept_changed=kept[:50], kept_changed_count=len(kept))
+        emit("INFO", **fields)
+    return freed
+
+
 def execute(root: Path, p: Plan, inv: dict[date, layout.DayFiles], manifests: dict[date, dict | None],
             emit) -> Outcome:
     """Carry out the plan. `emit(severity, **fields)` records one `retention` event per deletion."""
     out = Outcome()
     kept_days: set[date] = set()        # days with a file kept because it changed after packaging
+    out.deleted_bytes += remove_temp(root, p.temp, p.today, emit)
     for d in p.deletions:
         ymd = yyyymmdd(d.day)
         manifest = manifests.get(d.day) or {}
@@ -306,10 +398,14 @@ def execute(root: Path, p: Plan, inv: dict[date, layout.DayFiles], manifests: di
             pkg = paths.backup_dir(root, d.day)
             freed, names = 0, []
             for name in manifest.get("archives", {}):
-                f = pkg / name
-                if f.exists():
-                    freed += f.stat().st_size
-                    f.unlink()
+                # the manifest passed its checks (plain archive names), so this is a file in pkg; and
+                # only a regular file is removed
+                if not layout.is_archive_name(name):
+                    continue
+                rst = _regular(pkg / name)
+                if rst is not None:
+                    os.unlink(pkg / name)
+                    freed += rst.st_size
                     names.append(name)
             out.deleted_bytes += freed
             out.deleted.append({"date": ymd, "partition": d.partition, "bytes": freed})
@@ -324,9 +420,8 @@ def execute(root: Path, p: Plan, inv: dict[date, layout.DayFiles], manifests: di
                     kept.append(rel)  # the day still has (late) data the audit may read with it
                     continue
                 then = files[rel]
-                try:
-                    now = os.stat(root / rel)
-                except FileNotFoundError:
+                now = _regular(root / rel)
+                if now is None:
                     continue
                 # no manifest to compare with: unchanged since the inventory means no writer is at it
                 if (now.st_size, now.st_mtime_ns) != (then.st_size, then.st_mtime_ns):
@@ -339,9 +434,8 @@ def execute(root: Path, p: Plan, inv: dict[date, layout.DayFiles], manifests: di
             known = {e["path"]: e for e in manifest.get("files", [])}
             for rel in sorted(files):
                 e = known.get(rel)
-                try:
-                    now = os.stat(root / rel)
-                except FileNotFoundError:
+                now = _regular(root / rel)
+                if now is None:
                     continue
                 if e is None or e["bytes"] != now.st_size or e["mtime_ns"] != now.st_mtime_ns:
                     kept.append(rel)
@@ -353,8 +447,12 @@ def execute(root: Path, p: Plan, inv: dict[date, layout.DayFiles], manifests: di
                 kept_days.add(d.day)
             if d.partition == "reports":
                 rep = paths.reports_dir(root, d.day)
-                if rep.is_dir() and not any(rep.rglob("*")):
-                    shutil.rmtree(rep, ignore_errors=True)
+                if layout.is_real_dir(rep):  # empty subdirectories only (rmdir), never through a symlink
+                    for dirpath, _, _ in os.walk(rep, topdown=False):
+                        try:
+                            os.rmdir(dirpath)
+                        except OSError:
+                            pass  # not empty: a kept file
             _remove_empty_day_dirs(root, removed, ymd)
         out.deleted_bytes += freed
         out.deleted.append({"date": ymd, "partition": d.partition, "bytes": freed, "files": len(removed)})

@@ -45,6 +45,9 @@ def _event_fields(r: Result) -> dict:
     f = {"date": yyyymmdd(r.day), "ok": True, "action": r.action, "seconds": round(r.seconds, 3)}
     if r.reason:
         f["reason"] = r.reason
+    if r.problems:  # symlinks, FIFOs, odd names in the day's partitions: left out of the package
+        f["problems"] = r.problems[:50]
+        f["problems_count"] = len(r.problems)
     if r.path:
         f["path"] = str(r.path)
     m = r.manifest
@@ -118,7 +121,7 @@ def main(argv=None) -> int:
             return cli.EXIT_FAILED
         for r in results:
             fields = _event_fields(r)
-            store.events().emit("backup", "INFO", **fields)
+            store.events().emit("backup", "WARNING" if r.problems else "INFO", **fields)
             if args.json:
                 print(json.dumps(fields))
             else:
@@ -126,6 +129,8 @@ def main(argv=None) -> int:
                 size = f", {t['files']} files, {t['data_bytes'] / 1e6:.1f} MB -> {t['archive_bytes'] / 1e6:.1f} MB" if t else ""
                 print(f"{PROG}: {yyyymmdd(r.day)}: {r.action}{size} in {r.seconds:.1f}s"
                       + (f" ({r.reason})" if r.reason else ""))
+            for prob in r.problems:
+                print(f"{PROG}: {yyyymmdd(r.day)}: problem: {prob}", file=sys.stderr)
         return cli.EXIT_OK
     finally:
         store.close()

@@ -9,7 +9,7 @@ from observer import cli
 from observer.core.clock import yyyymmdd
 from observer.core.logging import get_logger
 from observer.lifecycle import pull as pl
-from observer.lifecycle.notify import notify_failure
+from observer.lifecycle.notify import notify_failure, notify_invalid
 
 PROG = "observer-backup-pull"
 log = get_logger(PROG)
@@ -46,6 +46,7 @@ def main(argv=None) -> int:
         notify_failure(None, "backup_pull", ok=False, error=str(e))
         return cli.EXIT_FAILED
     bad = False
+    pulled: set[str] = set()   # never deleted locally in the run that pulled them
     try:
         days = [yyyymmdd(args.date)] if args.date else pl.remote_days(sftp, cfg)
         for day in days:
@@ -53,8 +54,21 @@ def main(argv=None) -> int:
                 r = pl.pull_day(sftp, cfg, day, force=args.force, progress=progress, now=ctx.clock.now())
             except FileNotFoundError as e:
                 r = pl.DayResult(day, "mismatch", problems=[f"missing on the server: {e}"])
+            except (OSError, ValueError) as e:
+                if not transport.is_active():
+                    raise pl.PullError(f"connection lost while pulling {day}: {e}") from None
+                # this day's files could not be read as required (permissions, ...): the others go on
+                r = pl.DayResult(day, "mismatch", problems=[f"{day}: {type(e).__name__}: {e}"])
             fields = {"date": r.day, "status": r.status, "fetched_bytes": r.fetched_bytes, "reused": r.reused}
-            if r.status == "mismatch":
+            if r.status == "pulled":
+                pulled.add(day)
+            if r.status == "invalid":  # names, symlinks, schema: refused, reported, not pulled
+                bad = True
+                fields.update(problems=r.problems)
+                notify_invalid(None, None, [(day, "; ".join(r.problems))])
+                print(f"{PROG}: {day}: REFUSED, not pulled, no receipt written: " + "; ".join(r.problems),
+                      file=sys.stderr)
+            elif r.status == "mismatch":
                 bad = True
                 fields.update(problems=r.problems, quarantined=r.quarantined)
                 notify_failure(None, "backup_pull", ok=False, **fields)
@@ -64,9 +78,15 @@ def main(argv=None) -> int:
                 log.info("backup_pull", extra={"event_fields": fields})
             if progress is not None or args.log_level == "DEBUG":
                 print(json.dumps(fields), file=sys.stderr)
-        removed = pl.local_retention(cfg, ctx.clock.today_kst())
-        if removed:
-            log.info("local retention", extra={"removed": removed})
+        cleanup = pl.local_retention(cfg, ctx.clock.now(), pulled)
+        if cleanup.removed or cleanup.quarantine_removed:
+            log.info("local retention", extra={"removed": cleanup.removed,
+                                               "quarantine_removed": cleanup.quarantine_removed})
+        if cleanup.problems:  # a package whose receipt is unusable is kept; say so
+            bad = True
+            notify_invalid(None, None, [(p[:8], p) for p in cleanup.problems])
+            for prob in cleanup.problems:
+                print(f"{PROG}: local package {prob}", file=sys.stderr)
     except pl.PullError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         notify_failure(None, "backup_pull", ok=False, error=str(e))
