@@ -3,9 +3,13 @@ alert through the outbox (server side), or a CRITICAL log line (the PC has no tr
 
 from __future__ import annotations
 
+from observer.alerts_table import KEY_BACKUP, KEY_RETENTION
 from observer.core.logging import get_logger
 
 log = get_logger("observer.lifecycle")
+
+# the failure event a program reports -> the alert key it raises (observer.alerts_table)
+FAILURE_KEYS = {"backup": KEY_BACKUP, "retention": KEY_RETENTION}
 
 
 def notify_failure(store, event: str, cfg: dict | None = None, **fields) -> None:
@@ -23,7 +27,7 @@ def notify_failure(store, event: str, cfg: dict | None = None, **fields) -> None
 
         detail = fields.get("error") or fields.get("why") or ""
         alerter = Alerter(store.root, cfg, load_secrets(cfg), program=store.program, store=store)
-        alerter.alert(event, "CRITICAL", f"{event} failed: {detail}"[:1000],
+        alerter.alert(FAILURE_KEYS.get(event, event), "CRITICAL", f"{event} failed: {detail}"[:1000],
                       **{k: v for k, v in fields.items() if k in ("date", "action", "disk_pct")})
         alerter.close(timeout_s=10)
     except Exception:
