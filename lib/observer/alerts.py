@@ -797,6 +797,7 @@ class ProgramAlerts:
         self._a: Alerter | None = None
         self._mu = threading.Lock()
         self.raised: list[str] = []      # keys raised (STATUS/tests)
+        self._tls = threading.local()
 
     def alert(self, key: str, severity: str, text: str, **context) -> None:
         try:
@@ -818,7 +819,19 @@ class ProgramAlerts:
             log.exception("alert failed", extra={"alert_key": key})
 
     def store_error(self, fields: Mapping) -> None:
-        """Store.on_store_error: the writer reported a store_error (once per outage)."""
+        """Store.on_store_error: a writer reported a store_error (once per outage per file; the alert key's
+        throttle makes it one message). Runs inside the failing writer's lock: the outbox's own failure
+        is not alerted through the outbox (that would re-enter its writer), the others' are."""
+        outbox = str(paths.alerts_file(self.store.root, paths.day_of(self.clock.now_ns())).parent)
+        if str(fields.get("file", "")).startswith(outbox) or getattr(self._tls, "busy", False):
+            return
+        self._tls.busy = True
+        try:
+            self._store_error(fields)
+        finally:
+            self._tls.busy = False
+
+    def _store_error(self, fields: Mapping) -> None:
         self.alert(KEY_STORE_ERROR, "CRITICAL",
                    f"{self.program}: the store cannot write ({fields.get('errno', '?')}: {fields.get('error', '')}); "
                    "records are held in memory while it lasts, then counted as lost and marked",
