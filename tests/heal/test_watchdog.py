@@ -8,9 +8,25 @@ import time
 
 import orjson
 
+from tests.alerts.fake_telegram import FakeTelegram
+from tests.diskfull import tmpfs
 from tests.system.harness import wait_for
 
 from .conftest import BIN, PY, Env
+
+TG_TOKEN = "123456:test-token"   # Env's secrets file
+
+
+def _arrived(tg: FakeTelegram, *parts: str, timeout: float = 30) -> str:
+    """The message holding every part, once it ARRIVED at the fake Telegram server."""
+    found: list[str] = []
+
+    def match():
+        found[:] = [t for t in tg.texts() if all(p in t for p in parts)]
+        return bool(found)
+
+    wait_for(match, timeout, f"a Telegram message with {parts} (got {tg.texts()})")
+    return found[0]
 
 
 def _heartbeat(env: Env) -> dict:
@@ -67,9 +83,13 @@ def test_backup_missing_and_disk_pressure(tmp_path):
 
 def test_flapping_websocket_is_reported_and_alerted(tmp_path):
     """The incident's "no close frame" drops every few seconds: the streamer heals each one itself
-    (tests/collectors), and the watchdog sees the pattern in the reconnect events and alerts."""
+    (tests/collectors), and the watchdog sees the pattern in the reconnect events and alerts: flapping
+    and the day's reconnects (> watchdog.reconnects_per_day, 20 by design, 3 here) both arrive."""
+    tg = FakeTelegram(TG_TOKEN)
     env = Env(tmp_path, start="09:40:00", cfg={"watchdog": {"track_a": False, "start_grace_s": 0, "no_data_s": 600, "disk_alert_pct": 100,
-                                                            "heartbeat_stale_s": 60, "flap_reconnects": 3}})
+                                                            "heartbeat_stale_s": 60, "flap_reconnects": 3,
+                                                            "reconnects_per_day": 3},
+                                               "alerts": {"telegram_api_base": tg.base, "send_timeout_s": 2}})
     active = [u["symbol"] for u in env.universe if u["active"]][:2]
     tb = subprocess.Popen([PY, str(BIN / "observer-track-b"), "--provider", "kis", "--symbols", ",".join(active),
                            "--config", str(env.config)], env=env.env(), stderr=subprocess.DEVNULL)
@@ -81,10 +101,31 @@ def test_flapping_websocket_is_reported_and_alerted(tmp_path):
         assert "WebSocket is flapping" in r.stdout, r.stdout + r.stderr
         ev = env.events("ws_flapping", "kis")
         assert ev and ev[0]["reconnects"] >= 3
-        outbox = [orjson.loads(x) for p in (env.root / "system" / "alerts").glob("*.jsonl")
-                  for x in p.read_bytes().splitlines()]
-        assert any(a["key"].startswith("ws_flapping") for a in outbox), outbox
+        # both rows of the table ARRIVE (routed WARNINGs by default): flapping, and the day's reconnects
+        _arrived(tg, "WARNING · ws_flapping:kis", "kis WebSocket is flapping")
+        _arrived(tg, "WARNING · reconnects:kis", "kis WebSocket reconnected", "anomaly day")
     finally:
         tb.terminate()
         tb.wait(30)
         env.close()
+        tg.stop()
+
+
+def test_full_disk_and_missing_backup_alerts_arrive(tmp_path):
+    """data_dir on a real small disk filled past 80 %: the watchdog starts an emergency retention run and
+    the disk alert ARRIVES; at 22:30 with no backup package the backup_missing alert arrives too."""
+    tg = FakeTelegram(TG_TOKEN)
+    with tmpfs(tmp_path / "data", "8m") as data:
+        env = Env(tmp_path, start="22:30:00", cfg={
+            "watchdog": {"track_a": False, "providers": [], "programs_dir": str(BIN)},
+            "alerts": {"telegram_api_base": tg.base, "send_timeout_s": 2}})
+        try:
+            (data / "ballast").write_bytes(b"\0" * (7 << 20))   # 7 of 8 MiB: 87 % used
+            r = env.run("observer-watchdog", "--once")
+            assert r.returncode == 1, r.stdout + r.stderr
+            text = _arrived(tg, "WARNING · disk", "% full (> 80 %)", "emergency retention started")
+            assert "observer-retention exit" in text
+            _arrived(tg, "ERROR · backup_missing:20260316", "backup of 20260316 missing at 22:00 KST")
+        finally:
+            env.close()
+            tg.stop()
