@@ -107,6 +107,7 @@ class TrackB:
                             + b',"recv_ns":%d,"frame":%b}\n')  # the line orjson makes of the raw record
         self.rejected = 0
         self.paused = False
+        self.event_lag_s = 0.0
         self._down_since: float | None = None
         self._latest_book: dict[str, dict] = {}
         self._book_fresh: set[str] = set()
@@ -361,6 +362,7 @@ class TrackB:
             lag = (self.clock.now_ns() - head[1]) / NS
         except IndexError:
             pass
+        self.event_lag_s = lag
         cpu, mem = self.load_probe()
         for reason in self.anomaly.cpu(self.clock.now_ns(), cpu):
             self.events.emit("anomaly_day", "WARNING", reason=reason, anomaly_day=True)
@@ -400,6 +402,8 @@ class TrackB:
         m.set("observer_slots_capacity", self.slots.capacity)
         m.set("observer_mitigation_level", self.mitigation.level)
         m.set("observer_store_fsync_seconds", self.store.last_fsync_s)
+        m.set("observer_event_lag_seconds", self.event_lag_s)
+        m.inc("observer_frames_dropped_total", 0)  # present from the start: a rate() over it needs the zero
         m.set("observer_collection_ratio", self.rate.overall(self.clock.now_ns()), track="B")
         m.sample_system()
         m.maybe_write()

@@ -53,6 +53,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     interval = args.interval or float(cfg["watchdog"]["interval_s"])
     metrics = MetricsWriter.from_config(root, "watchdog", cfg, clock=ctx.clock)
+    for c in wd.collectors:  # counters exist from the start (a rate() over them needs the zero)
+        metrics.inc("observer_watchdog_restarts_total", 0, unit=c.unit)
     found = []
     try:
         while True:
