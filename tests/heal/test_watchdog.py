@@ -37,8 +37,10 @@ def _heartbeat(env: Env) -> dict:
 
 
 def test_dead_feed_with_a_live_loop_is_caught_quiet_symbol_is_not(tmp_path):
+    tg = FakeTelegram(TG_TOKEN)
     env = Env(tmp_path, start="09:40:00", cfg={"watchdog": {"track_a": False, "start_grace_s": 0, "no_data_s": 4, "disk_alert_pct": 100,
-                                                            "heartbeat_stale_s": 30}})
+                                                            "heartbeat_stale_s": 30},
+                                               "alerts": {"telegram_api_base": tg.base, "send_timeout_s": 2}})
     active = [u["symbol"] for u in env.universe if u["active"]][:3]
     quiet = next(u["symbol"] for u in env.universe if not u["active"])
     tb = subprocess.Popen([PY, str(BIN / "observer-track-b"), "--provider", "kis", "--symbols", ",".join(active + [quiet]),
@@ -55,10 +57,14 @@ def test_dead_feed_with_a_live_loop_is_caught_quiet_symbol_is_not(tmp_path):
         assert r.returncode == 1
         assert "restart observer-track-b@kis.service: no new scalp record for" in r.stdout
         assert "the feed is dead" in r.stdout and "NOT restarted: not under systemd" in r.stdout
+        # nothing could restart it: that pages (CRITICAL), with the reason
+        _arrived(tg, "CRITICAL · cannot_restart:observer-track-b@kis.service", "the feed is dead",
+                 "not under systemd")
     finally:
         tb.terminate()
         tb.wait(30)
         env.close()
+        tg.stop()
 
 
 def test_backup_missing_and_disk_pressure(tmp_path):
