@@ -248,3 +248,79 @@ def test_daily_summary_arrives_from_the_watchdog(tmp_path, tg):
         assert not any("clock skew" in t and "summary" not in t for t in tg.texts()), "a preflight warning paged"
     finally:
         env.close()
+
+
+# -- the lifecycle programs: backup, retention; preflight ---------------------------------------------------
+LIFE_NOW = {"OBSERVER_CLOCK": "2026-03-20T22:00:00+09:00"}
+
+
+def _life_config(tmp_path, root, tg) -> str:
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text(f"TELEGRAM_BOT_TOKEN={TOKEN}\nTELEGRAM_CHAT_ID={CHAT}\n")
+    os.chmod(secrets, 0o600)
+    cfg = tmp_path / "observer.toml"
+    cfg.write_text(f'data_dir = "{root}"\nsecrets_file = "{secrets}"\n\n'
+                   f'[alerts]\ntelegram_api_base = "{tg.base}"\nsend_timeout_s = 2\n')
+    return str(cfg)
+
+
+def _fill(path) -> None:
+    try:
+        fill(path)
+    except OSError:  # tests/diskfull.fill: close() re-flushes a partial buffer into the full disk
+        pass
+
+
+def test_backup_failure_alert_arrives(tmp_path, tg):
+    """The backup runs out of disk while packaging (a filled tmpfs): CRITICAL `backup` arrives, sent from
+    memory although neither the event nor the outbox line can be written."""
+    from tests.lifecycle.conftest import run_prog
+    from tests.lifecycle.test_retention import small_day
+
+    with tmpfs(tmp_path / "data", "4m") as root:
+        small_day(root, datetime(2026, 3, 19).date(), False)
+        _fill(root / "ballast")
+        r = run_prog("observer-backup", "--config", _life_config(tmp_path, root, tg), "--date", "20260319",
+                     env=LIFE_NOW)
+        assert r.returncode == 3, r.stdout + r.stderr[-2000:]
+        _arrived(tg, "CRITICAL · backup", "backup failed: disk full while packaging 20260319", timeout=30)
+
+
+def test_retention_blocked_on_a_full_disk_alert_arrives(tmp_path, tg):
+    """The disk is full and the only day on it was never backed up (no receipt): retention may delete
+    nothing, and CRITICAL `retention` arrives with the reason."""
+    from tests.lifecycle.conftest import run_prog
+    from tests.lifecycle.test_retention import small_day
+
+    with tmpfs(tmp_path / "data", "4m") as root:
+        small_day(root, datetime(2026, 3, 19).date(), False)
+        _fill(root / "ballast")
+        r = run_prog("observer-retention", "--config", _life_config(tmp_path, root, tg), env=LIFE_NOW)
+        assert r.returncode == 1, r.stdout + r.stderr[-2000:]
+        _arrived(tg, "CRITICAL · retention", "retention failed: disk critically full and nothing more may be "
+                 "deleted without a verified receipt", timeout=30)
+
+
+def test_preflight_fail_pages_and_preflight_warn_waits_for_the_summary(tmp_path):
+    """The broker's app secret missing from the secrets file before the open: preflight fails and
+    CRITICAL `preflight_fail` arrives; a preflight warning is not paged (it is in the daily summary)."""
+    from tests.heal.conftest import Env
+
+    tg = FakeTelegram("123456:test-token")   # the heal Env's secrets
+    env = Env(tmp_path, cfg={"alerts": {"telegram_api_base": tg.base, "send_timeout_s": 2}})
+    try:
+        env.secrets.write_text("\n".join(x for x in env.secrets.read_text().splitlines()
+                                         if not x.startswith("KIS_APP_SECRET")) + "\n")
+        r = env.run("observer-preflight", "--json")
+        assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]   # 2: a configuration problem
+        _arrived(tg, "CRITICAL · preflight_fail:20260316", "token:kis", timeout=30)
+        n = len(tg.texts())
+        a = Alerter(env.root, env.cfg, {"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_CHAT_ID": "42"},
+                    program="observer-preflight", clock=env.clock)
+        rec = a.alert("preflight_warn:20260316", "WARNING", "clock skew 0.4 s")
+        a.close(2)
+        assert rec["state"] == "suppressed" and rec["error"].startswith("not routed")
+        assert len(tg.texts()) == n
+    finally:
+        env.close()
+        tg.stop()
