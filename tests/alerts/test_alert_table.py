@@ -16,6 +16,29 @@ ALERT_METHODS = ("alert", "_alert")
 NOT_YET_RAISED = {"backup_manifest_invalid", "credentials_refused", "universe_fallback"}
 
 
+# every row's end-to-end test: the condition caused for real, the message waited for at the fake Telegram server
+DELIVERY = {
+    "track_a_rate": "tests/alerts/test_delivery.py::test_track_a_rate_below_95_percent_for_10_minutes_alerts",
+    "track_b_rate": "tests/alerts/test_delivery.py::test_track_b_rate_below_90_percent_for_the_configured_time_alerts",
+    "reconnects": "tests/heal/test_watchdog.py::test_flapping_websocket_is_reported_and_alerted",
+    "backup": "tests/alerts/test_delivery.py::test_backup_failure_alert_arrives",
+    "disk": "tests/heal/test_watchdog.py::test_full_disk_and_missing_backup_alerts_arrive",
+    "cpu": "tests/alerts/test_delivery.py::test_cpu_above_90_percent_for_the_configured_time_alerts",
+    "ws_down": "tests/alerts/test_delivery.py::test_ws_down_pauses_alerts_marks_the_day_keeps_retrying_and_records_again",
+    "store_error": "tests/alerts/test_delivery.py::test_store_error_on_a_full_disk_alerts",
+    "ws_flapping": "tests/heal/test_watchdog.py::test_flapping_websocket_is_reported_and_alerted",
+    "backup_missing": "tests/heal/test_watchdog.py::test_full_disk_and_missing_backup_alerts_arrive",
+    "retention": "tests/alerts/test_delivery.py::test_retention_blocked_on_a_full_disk_alert_arrives",
+    "preflight_fail": "tests/alerts/test_delivery.py::test_preflight_fail_pages_and_preflight_warn_waits_for_the_summary",
+    "preflight_warn": "tests/alerts/test_delivery.py::test_daily_summary_arrives_from_the_watchdog",
+    "crash_loop": "tests/heal/test_watchdog_system.py::test_crash_loop_on_an_import_error_is_stopped_and_reported",
+    "restart": "tests/heal/test_watchdog_system.py::test_frozen_streamer_is_restarted_through_the_broker",
+    "cannot_restart": "tests/heal/test_watchdog.py::test_dead_feed_with_a_live_loop_is_caught_quiet_symbol_is_not",
+    "oom": "tests/heal/test_watchdog_system.py::test_oom_kill_is_detected_and_reported",
+    "daily_summary": "tests/alerts/test_delivery.py::test_daily_summary_arrives_from_the_watchdog",
+}
+
+
 class _Unresolved(Exception):
     pass
 
@@ -133,3 +156,16 @@ def test_rows_are_documented(row):
     line = (f"| `{row.key}` | {row.severity} | {row.condition} | {row.raised_by} | "
             f"{'yes' if row.routed else 'no (daily summary)'} | {', '.join(f'`{x}`' for x in row.rules)} |")
     assert line in doc, f"docs/alerts.md's table row of {row.key} differs from observer.alerts_table:\n{line}"
+
+
+def test_every_row_has_an_end_to_end_delivery_test():
+    assert set(DELIVERY) == {r.key for r in TABLE} - NOT_YET_RAISED
+    repo = LIB.parents[1]
+    for key, where in DELIVERY.items():
+        path, name = where.split("::")
+        tree = ast.parse((repo / path).read_text())
+        fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+        assert fn is not None, f"{key}: {where} does not exist"
+        src = ast.get_source_segment((repo / path).read_text(), fn)
+        assert f"{key}" in src and ("_arrived(" in src or "arrived(" in src), \
+            f"{key}: {where} must wait for the message with the key at the fake Telegram server"
