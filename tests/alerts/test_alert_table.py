@@ -169,3 +169,15 @@ def test_every_row_has_an_end_to_end_delivery_test():
         src = ast.get_source_segment((repo / path).read_text(), fn)
         assert f"{key}" in src and ("_arrived(" in src or "arrived(" in src), \
             f"{key}: {where} must wait for the message with the key at the fake Telegram server"
+
+
+def test_sustained_fires_once_per_episode_after_its_duration():
+    from observer.alerts_table import Sustained
+
+    s = Sustained(600)
+    assert [s.update(t, True) for t in (0, 300, 599)] == [False, False, False]
+    assert s.update(600, True) and s.held_s(600) == 600
+    assert not s.update(1200, True), "once per episode"
+    assert not s.update(1300, False) and s.held_s(1300) == 0
+    assert not s.update(1400, True) and s.update(2000, True), "a new episode fires again"
+    assert Sustained(0).update(5, True), "for 0 s: at once"

@@ -135,3 +135,33 @@ def test_full_disk_and_missing_backup_alerts_arrive(tmp_path):
         finally:
             env.close()
             tg.stop()
+
+
+def test_backup_status_for_the_metrics_comes_from_the_backup_events(tmp_path):
+    """observer_backup_last_status / _success_timestamp_seconds: the newest backup outcome of the last
+    three days' events (a refused run is none), read incrementally across passes."""
+    from datetime import datetime
+
+    from observer.core.calendar import calendar_from_config
+    from observer.core.clock import KST, ManualClock
+    from observer.core.config import validate_config
+    from observer.heal.watchdog import Watchdog
+    from observer.store.store import Store
+
+    root = tmp_path / "data"
+    cfg = validate_config({"data_dir": str(root)})
+    clock = ManualClock(datetime(2026, 3, 16, 21, 0, tzinfo=KST))
+    store = Store(root, program="observer-backup", clock=clock)
+    wd = Watchdog(cfg, clock, calendar_from_config(cfg), store=None, alerts=None, use_systemd=False)
+    try:
+        assert wd.backup_status() == {"ok": None, "success_s": None}
+        store.events().emit("backup", "INFO", date="20260313", ok=True, action="built")
+        ok_at = clock.now_ns() / 1e9
+        clock.advance(86400 * 2)   # two days later (the newest day's file and the one before are read)
+        store.events().emit("backup", "WARNING", date="20260318", ok=False, action="refused", reason="too early")
+        assert wd.backup_status() == {"ok": True, "success_s": ok_at}
+        clock.advance(60)
+        store.events().emit("backup", "CRITICAL", date="20260318", ok=False, action="failed", error="ENOSPC")
+        assert wd.backup_status() == {"ok": False, "success_s": ok_at}
+    finally:
+        store.close()
