@@ -837,7 +837,9 @@ class ProgramAlerts:
                    "records are held in memory while it lasts, then counted as lost and marked",
                    file=str(fields.get("file", ""))[-200:])
 
-    def close(self, timeout_s: float = 3) -> None:
+    def close(self, timeout_s: float = 1) -> None:
+        """Short: the collector's stop budget is 5 s; what is not sent by then waits in the outbox and
+        the watchdog's drain takes it over after claim_timeout_s."""
         with self._mu:
             a, self._a = self._a, None
         if a is not None:
