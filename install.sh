@@ -25,7 +25,7 @@ log() { printf '[install] %s\n' "$*" >&2; }
 
 # Debian packages the test suite uses: a real sshd for SFTP tests, chromium for the report test,
 # systemd for the real-systemd tests, iproute2/util-linux for namespaces.
-DEV_APT_PACKAGES=(python3-venv openssh-server openssh-client chromium systemd util-linux iproute2 procps)
+DEV_APT_PACKAGES=(python3-venv openssh-server openssh-client chromium systemd util-linux iproute2 procps prometheus)
 
 apt_install() {
   local missing=()

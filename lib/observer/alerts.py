@@ -50,6 +50,33 @@ from pathlib import Path
 
 import orjson
 
+from observer.alerts_table import (  # noqa: F401 - re-exported: programs import the keys from here too
+    BY_KEY,
+    CONSTANTS,
+    KEY_BACKUP,
+    KEY_BACKUP_MISSING,
+    KEY_CANNOT_RESTART,
+    KEY_CPU,
+    KEY_CRASH_LOOP,
+    KEY_DAILY_SUMMARY,
+    KEY_DISK,
+    KEY_OOM,
+    KEY_PREFLIGHT_FAIL,
+    KEY_PREFLIGHT_WARN,
+    KEY_RECONNECTS,
+    KEY_RESTART,
+    KEY_RETENTION,
+    KEY_STORE_ERROR,
+    KEY_TRACK_A_RATE,
+    KEY_TRACK_B_RATE,
+    KEY_WS_DOWN,
+    KEY_WS_FLAPPING,
+    TABLE,
+    AlertRow,
+    Sustained,
+    known,
+    routed_warning_keys,
+)
 from observer.core.clock import KST, NS, Clock, kst, parse_yyyymmdd, yyyymmdd
 from observer.core.logging import get_logger
 from observer.core.redact import MASK, redact, register_secret
@@ -62,27 +89,10 @@ SEVERITIES = ("INFO", "WARNING", "ERROR", "CRITICAL")
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 # Alert keys are "<name>" or "<name>:<qualifier>" (e.g. "track_b_rate:kis", "crash_loop:observer-track-b@kis").
-# Throttling is per full key; routing of WARNINGs looks at the name (alerts.warning_keys).
-KEY_TRACK_A_RATE = "track_a_rate"
-KEY_TRACK_B_RATE = "track_b_rate"
-KEY_RECONNECTS = "reconnects"
-KEY_BACKUP = "backup"
-KEY_DISK = "disk"
-KEY_CPU = "cpu"
-KEY_PREFLIGHT = "preflight"
-KEY_CRASH_LOOP = "crash_loop"
-KEY_RESTART = "restart"
-KEY_DAILY_SUMMARY = "daily_summary"
+# Throttling is per full key; routing of WARNINGs looks at the name (alerts.warning_keys). The names,
+# their severity, condition and raiser are the table in observer.alerts_table (the single source).
 
-# design §4's alert table: (key, severity, condition, the Prometheus rule in config/monitoring/ that mirrors it)
-ALERT_TABLE: tuple[tuple[str, str, str, str], ...] = (
-    (KEY_TRACK_A_RATE, "WARNING", "Track A collection rate < 95 % for 10 min", "ObserverTrackARateLow"),
-    (KEY_TRACK_B_RATE, "WARNING", "Track B recording rate < 90 % for 5 min", "ObserverTrackBRateLow"),
-    (KEY_RECONNECTS, "WARNING", "> 20 WebSocket reconnects in the day", "ObserverReconnectsHigh"),
-    (KEY_BACKUP, "WARNING", "backup failed, or missing by 22:00", "ObserverBackupFailed"),
-    (KEY_DISK, "WARNING", "disk of data_dir > 80 % used", "ObserverDiskFull"),
-    (KEY_CPU, "WARNING", "CPU > 90 % for 10 min", "ObserverCpuHigh"),
-)
+ALERT_TABLE = TABLE
 
 # reasons of a `suppressed` line (the `error` field starts with one of these)
 NOT_ROUTED = "not routed"
@@ -96,14 +106,19 @@ DEFAULTS: dict = {
     "send_timeout_s": 10,
     "throttle_min": 30,
     "always_send": ["CRITICAL", "ERROR"],
-    "warning_keys": ["track_a_rate", "track_b_rate", "reconnects", "backup", "disk", "cpu", "preflight",
-                     "crash_loop", "restart"],
+    "warning_keys": routed_warning_keys(),
     "retry_backoff_s": 30,
     "retry_backoff_max_s": 900,
     "claim_timeout_s": 120,
     "max_age_h": 24,
     "queue_max": 100,
     "daily_summary_at": "21:30",
+    "track_a_rate_min": 0.95,
+    "track_a_rate_for_s": 600,
+    "track_b_rate_min": 0.90,
+    "track_b_rate_for_s": 300,
+    "cpu_max": 0.90,
+    "cpu_for_s": 600,
 }
 
 TELEGRAM_MAX_CHARS = 4096
@@ -411,6 +426,8 @@ class Alerter:
 
     def _alert(self, key: str, severity: str, text: str, context: Mapping) -> dict:
         key = _KEY_OK.sub("_", str(key).strip()) or "unnamed"
+        if not known(key):  # still sent: an unknown key is a bug to fix, not a reason to lose the alert
+            log.warning("alert key not in the alert table (observer.alerts_table)", extra={"alert_key": key})
         sev = str(severity).upper()
         sev = sev if sev in _RANK else ("INFO" if sev == "DEBUG" else "WARNING")
         body = format_text(text, context)
@@ -744,6 +761,70 @@ class Alerter:
                 loop.close()
             except Exception:
                 pass
+
+
+# -- alerts from a collector ------------------------------------------------------------------
+class ProgramAlerts:
+    """The alerts of a collector: the Alerter (and its sender thread) is built on the first alert only,
+    so a quiet run costs nothing; secrets are read then (a broken secrets file leaves the alert pending
+    in the outbox). Also the store's store_error hook and the sustained-rate rule of the table."""
+
+    def __init__(self, store, cfg: Mapping, program: str, clock: Clock | None = None):
+        self.store = store
+        self.cfg = cfg
+        self.program = program
+        self.clock = clock or store.clock
+        self.acfg = alerts_config(cfg)
+        self._a: Alerter | None = None
+        self._mu = threading.Lock()
+        self.raised: list[str] = []      # keys raised (STATUS/tests)
+        self._tls = threading.local()
+
+    def alert(self, key: str, severity: str, text: str, **context) -> None:
+        try:
+            with self._mu:
+                if self._a is None:
+                    from observer.core.secrets import SecretsError, load_secrets
+
+                    try:
+                        secrets = load_secrets(self.cfg)
+                    except (SecretsError, OSError) as e:
+                        log.error("secrets unreadable: the alert waits in the outbox", extra={"error": str(e)[:300]})
+                        secrets = {}
+                    self._a = Alerter(self.store.root, dict(self.cfg), secrets, program=self.program,
+                                      clock=self.clock, store=self.store)
+                a = self._a
+            self.raised.append(key)
+            a.alert(key, severity, text, **context)
+        except Exception:  # an alert never takes the collector down
+            log.exception("alert failed", extra={"alert_key": key})
+
+    def store_error(self, fields: Mapping) -> None:
+        """Store.on_store_error: a writer reported a store_error (once per outage per file; the alert key's
+        throttle makes it one message). Runs inside the failing writer's lock: the outbox's own failure
+        is not alerted through the outbox (that would re-enter its writer), the others' are."""
+        outbox = str(paths.alerts_file(self.store.root, paths.day_of(self.clock.now_ns())).parent)
+        if str(fields.get("file", "")).startswith(outbox) or getattr(self._tls, "busy", False):
+            return
+        self._tls.busy = True
+        try:
+            self._store_error(fields)
+        finally:
+            self._tls.busy = False
+
+    def _store_error(self, fields: Mapping) -> None:
+        self.alert(KEY_STORE_ERROR, "CRITICAL",
+                   f"{self.program}: the store cannot write ({fields.get('errno', '?')}: {fields.get('error', '')}); "
+                   "records are held in memory while it lasts, then counted as lost and marked",
+                   file=str(fields.get("file", ""))[-200:])
+
+    def close(self, timeout_s: float = 1) -> None:
+        """Short: the collector's stop budget is 5 s; what is not sent by then waits in the outbox and
+        the watchdog's drain takes it over after claim_timeout_s."""
+        with self._mu:
+            a, self._a = self._a, None
+        if a is not None:
+            a.close(timeout_s)
 
 
 # -- the daily summary ------------------------------------------------------------------------

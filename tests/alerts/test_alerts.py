@@ -125,10 +125,10 @@ def test_escalation_goes_through_and_a_late_repeat_carries_the_count(tree, tg):
     a = Alerter(tree, make_cfg(tg, throttle_min=10), SECRETS, program="watchdog", clock=clock)
     a.tick_s = 3600
     try:
-        a.alert("backup", "WARNING", "backup slow")
+        a.alert("disk", "WARNING", "disk 83 %: emergency retention started")
         tg.wait_for_messages(1)
         clock.advance(60)
-        crit = a.alert("backup", "CRITICAL", "backup failed: ENOSPC")   # higher severity: not throttled
+        crit = a.alert("disk", "CRITICAL", "disk 97 %: emergency retention FAILED")   # higher severity: not throttled
         assert crit["state"] == "pending"
         tg.wait_for_messages(2)
         a.alert("cpu", "WARNING", "cpu 93 %")

@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.alerts.fake_telegram import FakeTelegram
 from tests.system import harness
 
 from .conftest import REPO, Env, toml_dump
@@ -25,6 +26,26 @@ pytestmark = pytest.mark.system
 PY = str(REPO / ".venv" / "bin" / "python")
 UNIT = "observer-track-b@kis.service"
 DATA = "/var/lib/observer"
+
+
+@pytest.fixture
+def tg():
+    """The fake Telegram server: the namespace shares the host's network, so the watchdog inside reaches it."""
+    f = FakeTelegram("123456:test-token")   # Env's secrets
+    yield f
+    f.stop()
+
+
+def arrived(tg: FakeTelegram, *parts: str) -> str:
+    found: list[str] = []
+    harness.wait_for(lambda: found.extend(t for t in tg.texts() if all(p in t for p in parts)) or found, 30,
+                     f"a Telegram message with {parts} (got {tg.texts()})")
+    return found[0]
+
+
+def alerting(env: Env, tg: FakeTelegram) -> Env:
+    env.cfg["alerts"] = {"telegram_api_base": tg.base, "send_timeout_s": 2}
+    return env
 
 
 @pytest.fixture
@@ -99,8 +120,8 @@ def heartbeat(ns) -> dict | None:
         return None
 
 
-def test_frozen_streamer_is_restarted_through_the_broker(ns, tmp_path):
-    env = Env(tmp_path, start="09:40:00")
+def test_frozen_streamer_is_restarted_through_the_broker(ns, tmp_path, tg):
+    env = alerting(Env(tmp_path, start="09:40:00"), tg)
     try:
         active = [u["symbol"] for u in env.universe if u["active"]][:3]
         quiet = next(u["symbol"] for u in env.universe if not u["active"])  # never trades: a quiet symbol
@@ -118,6 +139,7 @@ def test_frozen_streamer_is_restarted_through_the_broker(ns, tmp_path):
         r = watchdog(ns, env)
         assert r.returncode == 1, r.stdout + r.stderr
         assert f"restart {UNIT}: heartbeat" in r.stdout and "the main loop is stuck" in r.stdout
+        arrived(tg, f"ERROR · restart:{UNIT}", f"restarted {UNIT}: heartbeat", "the main loop is stuck")
         # the broker carries the request out: a new main process, running
         harness.wait_for(lambda: (lambda s: s["ActiveState"] == "active" and s["MainPID"] not in ("0", pid))(
             ns.show(UNIT, "ActiveState", "MainPID")), 60, "systemd to restart the unit")
@@ -141,8 +163,8 @@ def _broken_overlay(ns) -> None:
           "/opt/broken/observer/collect/track_b.py", check=True)
 
 
-def test_crash_loop_on_an_import_error_is_stopped_and_reported(ns, tmp_path):
-    env = Env(tmp_path, start="09:40:00")
+def test_crash_loop_on_an_import_error_is_stopped_and_reported(ns, tmp_path, tg):
+    env = alerting(Env(tmp_path, start="09:40:00"), tg)
     try:
         _broken_overlay(ns)
         install(ns, env, ["005930"], "Environment=PYTHONPATH=/opt/broken\nRestartSec=100ms\n")
@@ -154,6 +176,8 @@ def test_crash_loop_on_an_import_error_is_stopped_and_reported(ns, tmp_path):
         assert "systemd's start limit was hit" in r.stdout
         assert "Error: ImportError: cannot import name 'get_redis_connection' from 'observer.core.config'" in r.stdout
         assert "restart " + UNIT not in r.stdout
+        arrived(tg, f"CRITICAL · crash_loop:{UNIT}", "is in a crash loop",
+                "ImportError: cannot import name 'get_redis_connection'")
         cl = events(ns, "kis", "crash_loop")
         assert len(cl) == 1 and cl[0]["anomaly_day"] is True and cl[0]["start_limit_hit"] is True
         assert cl[0]["severity"] == "CRITICAL" and cl[0]["failures"] >= 3
@@ -171,8 +195,8 @@ def test_crash_loop_on_an_import_error_is_stopped_and_reported(ns, tmp_path):
         env.close()
 
 
-def test_oom_kill_is_detected_and_reported(ns, tmp_path):
-    env = Env(tmp_path, start="09:40:00")
+def test_oom_kill_is_detected_and_reported(ns, tmp_path, tg):
+    env = alerting(Env(tmp_path, start="09:40:00"), tg)
     try:
         install(ns, env, ["005930"], "MemoryMax=16M\nMemorySwapMax=0\nRestartSec=100ms\n")
         ns.run("systemctl", "start", "--no-block", UNIT, check=True)
@@ -185,6 +209,7 @@ def test_oom_kill_is_detected_and_reported(ns, tmp_path):
         fails = events(ns, "kis", "unit_failure")
         assert fails and all(f["oom"] for f in fails), [(f["result"], f["oom"], f["error"]) for f in fails]
         assert events(ns, "kis", "crash_loop")[0]["result"] == "oom-kill"
+        arrived(tg, f"ERROR · oom:{UNIT}", "killed by the OOM killer (memory limit)")
     finally:
         env.close()
 

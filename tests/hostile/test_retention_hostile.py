@@ -30,7 +30,7 @@ from tests.lifecycle.test_retention import day_paths, receipt
 pytestmark = pytest.mark.hostile
 
 
-def assert_reported(root, telegram, day, r):
+def assert_reported_and_arrived(root, telegram, day, r):
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     bad = [e for e in events(root, "backup_manifest_invalid") if e["date"] == yyyymmdd(day)]
     assert bad and bad[0]["severity"] == "WARNING", events(root)
@@ -57,7 +57,8 @@ def test_retention_traversal_names_delete_nothing_outside(tmp_path, tree, tg):  
     assert victim.read_bytes() == b"precious\n" and victim_abs.read_bytes() == b"precious too\n"
     assert day_paths(tree, EXPIRED) == before, "a day with a bad manifest is kept whole"
     assert r.returncode == 0, r.stderr[-2000:]
-    assert_reported(tree, tg, EXPIRED, r)
+    # the backup_manifest_invalid event is written and its alert arrived at the fake Telegram server
+    assert_reported_and_arrived(tree, tg, EXPIRED, r)
 
 
 @pytest.mark.parametrize("bad", ["list", "files_only", "not_json", "huge", "symlink_to_fifo", "date_of_other_day"])
@@ -88,7 +89,7 @@ def test_retention_one_bad_manifest_keeps_that_day_others_proceed(tmp_path, tree
     assert r.returncode == 0, r.stderr[-2000:]
     assert day_paths(tree, EXPIRED) == bad_before
     assert day_paths(tree, OTHER) == set(), "the good day is deleted as usual"
-    assert_reported(tree, None, EXPIRED, r)
+    assert_reported_and_arrived(tree, None, EXPIRED, r)
 
 
 @pytest.mark.parametrize("forgery", ["list", "verified_string", "other_hashes", "traversal_names", "other_date"])
@@ -110,7 +111,7 @@ def test_retention_forged_receipt_keeps_the_day_and_reports(tmp_path, tree, forg
     r = retention(tmp_path, tree)
     assert r.returncode == 0, r.stderr[-2000:]
     assert day_paths(tree, EXPIRED) == before
-    assert_reported(tree, None, EXPIRED, r)
+    assert_reported_and_arrived(tree, None, EXPIRED, r)
 
 
 def test_retention_symlinked_archive_is_not_followed(tmp_path, tree):

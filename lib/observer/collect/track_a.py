@@ -12,6 +12,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import date, datetime
 
+from observer.alerts import KEY_TRACK_A_RATE, ProgramAlerts, Sustained
 from observer.collect.heartbeat import Heartbeat
 from observer.core.calendar import KrxCalendar
 from observer.core.clock import NS, Clock, kst
@@ -53,6 +54,11 @@ class TrackA:
         self.swing = store.partition("swing", provider, self.market)
         self.hb = Heartbeat(store.root, "track-a", clock)
         self.metrics = MetricsWriter.from_config(store.root, "track-a", cfg, provider=provider, clock=clock)
+        self.alerts = ProgramAlerts(store, cfg, "track-a", clock)
+        store.on_store_error = self.alerts.store_error
+        # a sweep's coverage holds until the next sweep (the gauge Prometheus sees): low for
+        # track_a_rate_for_s = low at sweeps that far apart with none good between
+        self._rate_low = Sustained(float(self.alerts.acfg["track_a_rate_for_s"]))
         self.sweeps_done = 0
         self.last_status = ""
 
@@ -130,11 +136,21 @@ class TrackA:
         self.sweeps_done += 1
         m = self.metrics
         m.set("observer_collection_ratio", ev["coverage_pct"] / 100.0, track="A")
+        self._check_rate(slot_ns, ev)
         m.inc("observer_gaps_total", len(failed))
         m.set("observer_records_acked_total", self.store.acked)
         m.sample_system()
         m.write_now()
         return ev
+
+    def _check_rate(self, slot_ns: int, ev: dict) -> None:
+        low = float(self.alerts.acfg["track_a_rate_min"]) * 100
+        if self._rate_low.update(slot_ns / NS, ev["coverage_pct"] < low):
+            self.alerts.alert(KEY_TRACK_A_RATE, "WARNING",
+                              f"Track A collected {ev['coverage_pct']:.1f} % of {ev['symbols']} symbols (< {low:g} %) "
+                              f"for {self._rate_low.held_s(slot_ns / NS) / 60:g} min; sweep {ev['slot']}: "
+                              + (", ".join(f"{k} ×{v}" for k, v in sorted(ev["errors"].items())) or "no errors"),
+                              provider=self.provider)
 
     # -- the day -----------------------------------------------------------------------------
     def _sweeps_already_done(self, day: date) -> set[int]:
@@ -175,4 +191,6 @@ class TrackA:
             if self.stop.is_set():
                 break
         self.swing.close()
+        self.alerts.close()
+        self.store.on_store_error = None
         return count

@@ -19,6 +19,7 @@ from datetime import date
 import orjson
 import psutil
 
+from observer.alerts import KEY_TRACK_B_RATE, KEY_WS_DOWN, ProgramAlerts, Sustained
 from observer.collect.heartbeat import Heartbeat
 from observer.collect.mitigation import (
     AnomalyTracker,
@@ -41,7 +42,7 @@ from observer.store.writer import StoreError, StoreFull
 
 log = get_logger(__name__)
 _LINE = orjson.OPT_APPEND_NEWLINE
-PAUSE_AFTER_S = 300.0  # design §4: 5 min of continuous failure pauses scalp recording
+PAUSE_AFTER_S = 300.0  # design §4: 5 min of continuous failure pauses scalp recording (track_b.pause_after_s)
 MITIGATION_SAMPLE_S = 5.0  # market seconds between load samples fed to the mitigation controller
 WRITE_BATCH = 256  # queue items written per block: amortises the writers' locks, bounds one step's latency
 dumps = orjson.dumps
@@ -86,6 +87,11 @@ class TrackB:
         self.anomaly = AnomalyTracker(cfg, clock)
         self.metrics = MetricsWriter.from_config(store.root, f"track-b@{self.pname}", cfg, provider=self.pname,
                                                  clock=clock)
+        self.alerts = ProgramAlerts(store, cfg, f"track-b@{self.pname}", clock)
+        store.on_store_error = self.alerts.store_error
+        self.pause_after_s = float(self.bcfg.get("pause_after_s", PAUSE_AFTER_S))
+        self._rate_low = Sustained(float(self.alerts.acfg["track_b_rate_for_s"]))
+        self._reconnects_before = 0  # reconnect events of earlier runs today (observer_ws_reconnects_today)
         self._reconnects_seen = 0
         self._connected = True
         self.stream = None
@@ -101,6 +107,7 @@ class TrackB:
                             + b',"recv_ns":%d,"frame":%b}\n')  # the line orjson makes of the raw record
         self.rejected = 0
         self.paused = False
+        self.event_lag_s = 0.0
         self._down_since: float | None = None
         self._latest_book: dict[str, dict] = {}
         self._book_fresh: set[str] = set()
@@ -307,7 +314,9 @@ class TrackB:
         if up != self._connected:
             fired += self.anomaly.connected(now_ns) if up else self.anomaly.disconnected(now_ns)
             self._connected = up
-        fired += self.anomaly.observe(now_ns, scalp_rate=self.rate.overall(now_ns))
+        rate = self.rate.overall(now_ns)
+        fired += self.anomaly.observe(now_ns, scalp_rate=rate)
+        self._check_rate(now_ns, rate)
         for reason in fired:
             self.events.emit("anomaly_day", "WARNING", reason=reason, anomaly_day=True)
         if up:
@@ -322,13 +331,29 @@ class TrackB:
         else:
             if self._down_since is None:
                 self._down_since = now
-            elif not self.paused and (now - self._down_since) * self.clock.speed >= PAUSE_AFTER_S:
+            elif not self.paused and (now - self._down_since) * self.clock.speed >= self.pause_after_s:
                 self.paused = True
-                self.events.emit("recording", "CRITICAL", state="paused", anomaly_day=True,
-                                 reason=f"no connection for {PAUSE_AFTER_S:.0f} s; still reconnecting")
+                why = f"no connection for {self.pause_after_s:g} s; still reconnecting"
+                self.events.emit("recording", "CRITICAL", state="paused", anomaly_day=True, reason=why)
+                self.alerts.alert(f"{KEY_WS_DOWN}:{self.pname}", "CRITICAL",
+                                  f"{self.pname} WebSocket down for {self.pause_after_s / 60:g} min: scalp recording "
+                                  f"paused, anomaly day; reconnecting goes on (last: {self.last_reconnect or '-'})",
+                                  provider=self.pname)
         for c in conns.values():
             if c.get("last_cause"):
                 self.last_reconnect = f"{c['last_cause']} ({c.get('last_downtime_s')}s)"
+
+    def _check_rate(self, now_ns: int, rate: float | None) -> None:
+        """track_b_rate: the recording rate below alerts.track_b_rate_min for track_b_rate_for_s (market s)."""
+        if rate is None:
+            return
+        low = float(self.alerts.acfg["track_b_rate_min"])
+        if self._rate_low.update(now_ns / NS, rate < low):
+            self.alerts.alert(f"{KEY_TRACK_B_RATE}:{self.pname}", "WARNING",
+                              f"{self.pname} Track B recording rate {rate * 100:.1f} % (< {low * 100:g} %) for "
+                              f"{self._rate_low.held_s(now_ns / NS) / 60:.1f} min: {len(self._slot_of)} slots, level "
+                              f"{self.mitigation.level}{', PAUSED' if self.paused else ''}",
+                              provider=self.pname)
 
     def _mitigate(self) -> None:
         lag = 0.0
@@ -337,6 +362,7 @@ class TrackB:
             lag = (self.clock.now_ns() - head[1]) / NS
         except IndexError:
             pass
+        self.event_lag_s = lag
         cpu, mem = self.load_probe()
         for reason in self.anomaly.cpu(self.clock.now_ns(), cpu):
             self.events.emit("anomaly_day", "WARNING", reason=reason, anomaly_day=True)
@@ -371,10 +397,13 @@ class TrackB:
         m.set("observer_records_rejected_total", self.rejected)
         m.set("observer_ws_connected", bool(conns) and all(c.get("connected") for c in conns.values()))
         m.set("observer_ws_reconnects_total", st.get("reconnects", 0))
+        m.set("observer_ws_reconnects_today", self._reconnects_before + int(st.get("reconnects", 0)))
         m.set("observer_slots_used", len(self._slot_of))
         m.set("observer_slots_capacity", self.slots.capacity)
         m.set("observer_mitigation_level", self.mitigation.level)
         m.set("observer_store_fsync_seconds", self.store.last_fsync_s)
+        m.set("observer_event_lag_seconds", self.event_lag_s)
+        m.inc("observer_frames_dropped_total", 0)  # present from the start: a rate() over it needs the zero
         m.set("observer_collection_ratio", self.rate.overall(self.clock.now_ns()), track="B")
         m.sample_system()
         m.maybe_write()
@@ -399,6 +428,7 @@ class TrackB:
             self.clock.sleep(min((start_ns - self.clock.now_ns()) / NS, self.clock.speed))
         if self.stop.is_set() or self.clock.now_ns() >= end_ns:
             return
+        self._reconnects_before = _reconnect_events(self.store.root, self.pname, day)
         self.stream = self.provider.stream(self.sink, trading_date=day)
         self.reallocate(day)
         self.stream.start()
@@ -467,3 +497,21 @@ class TrackB:
         if self.stream is not None:
             self._metrics()
         self.metrics.write_now()
+        self.alerts.close()
+        self.store.on_store_error = None
+
+
+def _reconnect_events(root, provider: str, day: date) -> int:
+    """Reconnect events already in the day's event log (earlier runs of today): a restart does not
+    reset observer_ws_reconnects_today."""
+    from observer.store import paths
+
+    n = 0
+    try:
+        with open(paths.events_file(root, provider, day), "rb") as f:
+            for line in f:
+                if b'"event":"reconnect"' in line:
+                    n += 1
+    except OSError:
+        pass
+    return n

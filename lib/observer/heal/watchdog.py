@@ -30,11 +30,24 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psutil
 
+from observer.alerts import alerts_config
+from observer.alerts_table import (
+    KEY_BACKUP_MISSING,
+    KEY_CANNOT_RESTART,
+    KEY_CPU,
+    KEY_CRASH_LOOP,
+    KEY_DISK,
+    KEY_OOM,
+    KEY_RECONNECTS,
+    KEY_RESTART,
+    KEY_WS_FLAPPING,
+    Sustained,
+)
 from observer.core.calendar import KrxCalendar
 from observer.core.clock import NS, Clock, kst_datetime, yyyymmdd
 from observer.core.logging import get_logger
@@ -234,6 +247,14 @@ class Watchdog:
         self.state = self._load_state()
         self._ev_offsets: dict[str, int] = {}
         self._reconnects: dict[str, list[int]] = {}
+        acfg = alerts_config(cfg)
+        self._cpu_max = float(acfg["cpu_max"])
+        self._cpu_high = Sustained(float(acfg["cpu_for_s"]))
+        self._cpu_prev = None
+        self.cpu_busy: float | None = None
+        self._bk_offsets: dict[str, int] = {}
+        self._bk_last: tuple[int, bool] | None = None       # (ts_ns, ok) of the newest backup outcome
+        self._bk_success_ns: int | None = None
         self.passes = 0
 
     # -- state ------------------------------------------------------------------------------------
@@ -314,7 +335,7 @@ class Watchdog:
             except Exception as e:  # one collector's check never stops the others
                 log.exception("collector check failed", extra={"collector": c.name})
                 out.append(self._say(Finding("note", c.unit, f"check failed: {type(e).__name__}: {e}", False)))
-        for step in (self._check_flapping, self._check_disk, self._check_backup):
+        for step in (self._check_flapping, self._check_disk, self._check_backup, self._check_cpu):
             try:
                 out += step(now_kst, trading)
             except Exception as e:
@@ -422,7 +443,7 @@ class Watchdog:
                 us["gave_up"] = day
             self._event(c.provider, "crash_loop", "CRITICAL", unit=c.unit, failures=len(recent), minutes=m_s / 60,
                         result=cause, start_limit_hit=False, error=reason[:500], anomaly_day=True)
-            self._alert(f"crash_loop:{c.unit}", "CRITICAL", text, throttle=False, unit=c.unit)
+            self._alert(f"{KEY_CRASH_LOOP}:{c.unit}", "CRITICAL", text, throttle=False, unit=c.unit)
             return self._say(Finding("crash_loop", c.unit, text, not self.dry_run))
         if self.dry_run:
             return self._say(Finding("restart", c.unit, reason, False, {"cause": cause}))
@@ -433,10 +454,10 @@ class Watchdog:
                         collector=c.name, heartbeat_age_s=None if hb_age is None else round(hb_age, 1),
                         data_age_s=round(data_age, 1), pid=(hb or {}).get("pid"), mechanism="observer-unitctl",
                         request=detail)
-            self._alert(f"restart:{c.unit}", "ERROR", f"restarted {c.unit}: {reason}", throttle=False, unit=c.unit,
+            self._alert(f"{KEY_RESTART}:{c.unit}", "ERROR", f"restarted {c.unit}: {reason}", throttle=False, unit=c.unit,
                         cause=cause)
             return self._say(Finding("restart", c.unit, reason, True, {"cause": cause, "request": detail}))
-        self._alert(f"cannot_restart:{c.unit}", "CRITICAL", f"{c.unit} needs a restart ({reason}) but {detail}",
+        self._alert(f"{KEY_CANNOT_RESTART}:{c.unit}", "CRITICAL", f"{c.unit} needs a restart ({reason}) but {detail}",
                     unit=c.unit)
         return self._say(Finding("restart", c.unit, f"{reason}; NOT restarted: {detail}", False, {"cause": cause}))
 
@@ -468,7 +489,7 @@ class Watchdog:
             self._event(c.provider, "unit_failure", "ERROR", unit=c.unit, result=f["result"], oom=oom,
                         at_ns=f["us"] * 1000, error=(line or "")[:500])
             if oom:
-                self._alert(f"oom:{c.unit}", "ERROR", text + "; systemd restarts it (Restart=on-failure)", unit=c.unit)
+                self._alert(f"{KEY_OOM}:{c.unit}", "ERROR", text + "; systemd restarts it (Restart=on-failure)", unit=c.unit)
             out.append(self._say(Finding("unit_failure", c.unit, text, True, {"result": f["result"]})))
         if fails and not self.dry_run:
             us["seen_us"] = max(us.get("seen_us", 0), fails[-1]["us"])
@@ -492,7 +513,7 @@ class Watchdog:
                                 if real_fails else show.get("Result", "")),
                         start_limit_hit=bool(limit_hit), error=(line or "")[:1000], journal_tail=[x[:300] for x in tail],
                         anomaly_day=True)
-            self._alert(f"crash_loop:{c.unit}", "CRITICAL", text, throttle=False, unit=c.unit, error=line)
+            self._alert(f"{KEY_CRASH_LOOP}:{c.unit}", "CRITICAL", text, throttle=False, unit=c.unit, error=line)
             out.append(self._say(Finding("crash_loop", c.unit, text, not self.dry_run,
                                          {"error": line, "failures": len(real_fails)})))
         return out
@@ -524,7 +545,7 @@ class Watchdog:
                 text = (f"{p} WebSocket is flapping: {len(recent)} reconnects in the last "
                         f"{win_ns / NS / 60:g} min ({len(ts)} today; causes: "
                         + ", ".join(f"{k} ×{v}" for k, v in sorted(causes.items(), key=lambda x: -x[1])) + ")")
-                key_a = f"ws_flapping:{p}"
+                key_a = f"{KEY_WS_FLAPPING}:{p}"
                 if time.time() - self.state["alerts"].get(key_a, 0) >= float(self.w.get("alert_repeat_s", 1800)):
                     self._event(p, "ws_flapping", "WARNING", reconnects=len(recent), window_s=win_ns / NS,
                                 day_total=len(ts), causes=dict(causes), anomaly_day=False)
@@ -534,7 +555,7 @@ class Watchdog:
                 text = f"{p} WebSocket reconnected {len(ts)} times today (≥ {self.w.get('reconnects_per_day', 20)}): anomaly day"
                 self._event(p, "ws_flapping", "WARNING", reconnects=len(ts), window_s=86400, day_total=len(ts),
                             causes=dict(causes), anomaly_day=True)
-                self._alert(f"reconnects_day:{p}", "WARNING", text, throttle=False, provider=p)
+                self._alert(f"{KEY_RECONNECTS}:{p}", "WARNING", text, throttle=False, provider=p)
                 out.append(self._say(Finding("flapping", p, text, not self.dry_run)))
         return out
 
@@ -565,7 +586,7 @@ class Watchdog:
         text = base + (f": emergency retention started ({detail})" if ok else f": emergency retention FAILED: {detail}")
         self._event("system", "disk_pressure", "CRITICAL" if not ok else "WARNING", path=str(self.root),
                     used_pct=round(pct, 1), free_bytes=u.free, action=action, detail=detail[:500], anomaly_day=True)
-        self._alert("disk_pressure", "CRITICAL" if not ok else "WARNING", text, used_pct=round(pct, 1))
+        self._alert(KEY_DISK, "CRITICAL" if not ok else "WARNING", text, used_pct=round(pct, 1))
         return [self._say(Finding("disk", str(self.root), text, ok))]
 
     def _run_retention(self) -> tuple[bool, str]:
@@ -598,5 +619,72 @@ class Watchdog:
         text = (f"backup of {day} missing at {deadline:%H:%M} KST: {manifest.relative_to(self.root)} does not exist "
                 "(journalctl -u observer-backup.service)")
         self._event("system", "backup_missing", "ERROR", date=day, deadline=f"{deadline:%H:%M}")
-        self._alert(f"backup_missing:{day}", "ERROR", text, throttle=False, date=day)
+        self._alert(f"{KEY_BACKUP_MISSING}:{day}", "ERROR", text, throttle=False, date=day)
         return [self._say(Finding("backup", day, text, not self.dry_run))]
+
+
+    # -- CPU (design §4: CPU > 90 % for 10 min) --------------------------------------------------------
+    def _host_cpu(self) -> float | None:
+        """Host CPU busy share since the previous pass (cpu_times deltas: no shared psutil state)."""
+        t = psutil.cpu_times()
+        idle = t.idle + getattr(t, "iowait", 0.0)
+        total = sum(t)
+        prev, self._cpu_prev = self._cpu_prev, (idle, total)
+        if prev is None or total <= prev[1]:
+            return None
+        return max(0.0, min(1.0, 1.0 - (idle - prev[0]) / (total - prev[1])))
+
+    def _check_cpu(self, now_kst: datetime, trading: bool) -> list[Finding]:
+        busy = self._host_cpu()
+        if busy is None:
+            return []
+        self.cpu_busy = busy
+        if not self._cpu_high.update(time.monotonic(), busy > self._cpu_max):
+            return []
+        held = self._cpu_high.held_s(time.monotonic())
+        text = (f"host CPU {busy * 100:.0f} % busy, above {self._cpu_max * 100:g} % for {held / 60:.1f} min "
+                f"(load {os.getloadavg()[0]:.1f}); load mitigation lowers order-book sampling")
+        self._alert(KEY_CPU, "WARNING", text, cpu_pct=round(busy * 100, 1))
+        return [self._say(Finding("cpu", "host", text, not self.dry_run))]
+
+    # -- backup outcome for the metrics (observer_backup_last_*) --------------------------------------
+    def backup_status(self) -> dict:
+        """The newest backup run's outcome from the `backup` events of the last 3 days' system event logs
+        (read incrementally): {"ok": bool|None, "success_s": unix s|None}. A refused run (too early) is
+        no outcome. The watchdog publishes it because the backup is a oneshot whose own metrics go stale."""
+        today = self.clock.now_kst().date()
+        days = [today - timedelta(days=i) for i in (2, 1, 0)]
+        keep = set()
+        for d in days:
+            path = paths.events_file(self.root, "system", d)
+            key = str(path)
+            keep.add(key)
+            off = self._bk_offsets.get(key, 0)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(off)
+                    chunk = f.read()
+            except OSError:
+                continue
+            end = chunk.rfind(b"\n") + 1
+            self._bk_offsets[key] = off + end
+            for line in chunk[:end].splitlines():
+                if b'"event":"backup"' not in line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                    ts = int(rec.get("ts_ns", 0))
+                except (ValueError, TypeError):
+                    continue
+                if rec.get("event") != "backup" or rec.get("action") == "refused":
+                    continue
+                ok = bool(rec.get("ok"))
+                if self._bk_last is None or ts >= self._bk_last[0]:
+                    self._bk_last = (ts, ok)
+                if ok and (self._bk_success_ns is None or ts > self._bk_success_ns):
+                    self._bk_success_ns = ts
+        for k in list(self._bk_offsets):
+            if k not in keep:
+                del self._bk_offsets[k]
+        return {"ok": None if self._bk_last is None else self._bk_last[1],
+                "success_s": None if self._bk_success_ns is None else self._bk_success_ns / NS}

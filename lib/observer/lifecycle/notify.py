@@ -3,12 +3,13 @@ Telegram alert through the outbox (server side), or a log line (the PC has no tr
 
 from __future__ import annotations
 
+from observer.alerts_table import KEY_BACKUP, KEY_BACKUP_MANIFEST_INVALID, KEY_RETENTION
 from observer.core.logging import get_logger
 
 log = get_logger("observer.lifecycle")
 
-# alert key: a package's manifest or receipt is not what we write; the day is kept (WARNING)
-KEY_MANIFEST_INVALID = "backup_manifest_invalid"
+# the failure event a program reports -> the alert key it raises (observer.alerts_table)
+FAILURE_KEYS = {"backup": KEY_BACKUP, "retention": KEY_RETENTION}
 
 
 def raise_alert(store, cfg: dict, key: str, severity: str, text: str, **context) -> None:
@@ -34,7 +35,7 @@ def notify_failure(store, event: str, cfg: dict | None = None, **fields) -> None
     if cfg is None:
         return
     detail = fields.get("error") or fields.get("why") or ""
-    raise_alert(store, cfg, event, "CRITICAL", f"{event} failed: {detail}",
+    raise_alert(store, cfg, FAILURE_KEYS.get(event, event), "CRITICAL", f"{event} failed: {detail}",
                 **{k: v for k, v in fields.items() if k in ("date", "action", "disk_pct")})
 
 
@@ -46,11 +47,11 @@ def notify_invalid(store, cfg: dict | None, invalid: list[tuple[str, str]]) -> N
         return
     if store is None:
         for day, why in invalid:
-            log.warning(KEY_MANIFEST_INVALID, extra={"event_fields": {"date": day, "why": why}})
+            log.warning(KEY_BACKUP_MANIFEST_INVALID, extra={"event_fields": {"date": day, "why": why}})
         return
     for day, why in invalid:
-        store.events().emit(KEY_MANIFEST_INVALID, "WARNING", date=day, why=why[:2000])
+        store.events().emit(KEY_BACKUP_MANIFEST_INVALID, "WARNING", date=day, why=why[:2000])
     if cfg is not None:
         text = (f"{len(invalid)} backup package(s) with an invalid manifest or receipt; kept, not deleted: "
                 + "; ".join(f"{d}: {w}" for d, w in invalid[:10]))
-        raise_alert(store, cfg, KEY_MANIFEST_INVALID, "WARNING", text, days=[d for d, _ in invalid])
+        raise_alert(store, cfg, KEY_BACKUP_MANIFEST_INVALID, "WARNING", text, days=[d for d, _ in invalid])

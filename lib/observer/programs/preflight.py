@@ -69,6 +69,7 @@ def main(argv=None) -> int:
 
 
 def run(cfg: dict, clock, args, config_error: str | None) -> int:
+    from observer.alerts_table import KEY_PREFLIGHT_FAIL, KEY_PREFLIGHT_WARN
     from observer.heal.alerting import AlertSink
     from observer.heal.preflight import Preflight, format_table, summary_text
     from observer.store.store import Store
@@ -107,10 +108,10 @@ def run(cfg: dict, clock, args, config_error: str | None) -> int:
         alerts = AlertSink(root, cfg, pf.secrets if pf.secrets is not None else {}, PROGRAM)
         text = summary_text(rep, host_id(cfg))
         if rep.verdict == "fail":
-            alerts.alert(f"preflight_fail:{day}", "CRITICAL", text, date=day,
+            alerts.alert(f"{KEY_PREFLIGHT_FAIL}:{day}", "CRITICAL", text, date=day,
                          failed=[c.name for c in rep.failed()])
         else:  # warnings: not paged, they go into the day's summary
-            alerts.alert(f"preflight_warn:{day}", "WARNING", text, date=day, daily_summary=True,
+            alerts.alert(f"{KEY_PREFLIGHT_WARN}:{day}", "WARNING", text, date=day, daily_summary=True,
                          warned=[c.name for c in rep.warned()])
         alerts.close()
     if store is not None:

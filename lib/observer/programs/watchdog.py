@@ -53,6 +53,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     interval = args.interval or float(cfg["watchdog"]["interval_s"])
     metrics = MetricsWriter.from_config(root, "watchdog", cfg, clock=ctx.clock)
+    for c in wd.collectors:  # counters exist from the start (a rate() over them needs the zero)
+        metrics.inc("observer_watchdog_restarts_total", 0, unit=c.unit)
     found = []
     try:
         while True:
@@ -71,6 +73,11 @@ def main(argv=None) -> int:
             for f in found:
                 if f.what == "restart" and f.done:
                     metrics.inc("observer_watchdog_restarts_total", 1, unit=f.subject)
+            bk = wd.backup_status()  # the backup is a oneshot: its outcome is published from here
+            if bk["ok"] is not None:
+                metrics.set("observer_backup_last_status", 1 if bk["ok"] else 0)
+            if bk["success_s"] is not None:
+                metrics.set("observer_backup_last_success_timestamp_seconds", bk["success_s"])
             metrics.sample_system()
             metrics.maybe_write()
             if args.once:

@@ -38,6 +38,9 @@ class Store:
         self._events: dict[str, EventLog] = {}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
+        # set by a program that raises alerts: called with a store_error's fields, so a full disk pages
+        # (observer.alerts sends from memory when its outbox cannot be written either)
+        self.on_store_error = None
 
     # -- writers ---------------------------------------------------------------------------
     def writer(self, path: Path, partition: str | None = None, shared: bool = False) -> JsonlWriter:
@@ -57,6 +60,11 @@ class Store:
         w.close()
 
     def _writer_event(self, event: str, severity: str, **fields) -> None:
+        if event == "store_error" and self.on_store_error is not None:
+            try:
+                self.on_store_error(fields)
+            except Exception:  # the hook must never break the writer
+                log.exception("store_error hook failed")
         self.events(self.provider).emit(event, severity, **fields)
 
     def events(self, provider: str | None = None) -> EventLog:
