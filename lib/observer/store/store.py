@@ -178,13 +178,17 @@ class Store:
         self._wake.set()
         if self._flusher is not None:
             self._flusher.join(timeout=2)
-        for ev in list(self._events.values()):
-            ev.retry(force=True)  # events the disk refused: a last try before their writers close
-        for w in self._all_writers():
-            try:
-                w.close()
-            except Exception:
-                log.exception("close failed", extra={"file": str(w.path)})
+        # data first (closing may report an event), then what events wait, then the event files
+        for events in (False, True):
+            if events:
+                for ev in list(self._events.values()):
+                    ev.retry(force=True)  # events the disk refused: a last try
+            for w in self._all_writers():
+                if (w.partition == "events") is events:
+                    try:
+                        w.close()
+                    except Exception:
+                        log.exception("close failed", extra={"file": str(w.path)})
         for ev in list(self._events.values()):
             ev.report_unwritten()
         with self._lock:
@@ -313,8 +317,11 @@ class EventLog:
         return rec
 
     def emit(self, event: str, severity: str = "INFO", **fields) -> dict:
-        rec = self._record(event, severity, fields)
         with self._lock:
+            if self._backlog or self._dropped or self._own:
+                self._drain(force=False)  # what waits goes first; the new event's time is after it
+                self._deliver_own()
+            rec = self._record(event, severity, fields)
             self._deliver(rec)
             self._deliver_own()
         return rec
@@ -391,11 +398,13 @@ class EventLog:
             if n < len(run):
                 return
         if self._dropped is not None:
+            # stamped with the last dropped event's time: it stands where they would have been
             d = self.store.durability
             rec = self._record("events_dropped", "ERROR", {
-                **self._dropped, "kept": self._kept,
+                **self._dropped, "kept": self._kept, "deferred": True,
                 "reason": f"the disk refused writes and the backlog was full "
-                          f"({d.event_backlog_records} events / {d.event_backlog_bytes} bytes)"})
+                          f"({d.event_backlog_records} events / {d.event_backlog_bytes} bytes)"},
+                ts_ns=self._dropped["last_ts_ns"])
             if self._write([(rec["ts_ns"], orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE))]) == 0:
                 return
             self._dropped = None
