@@ -52,23 +52,34 @@ class Store:
 
     # -- writers ---------------------------------------------------------------------------
     def writer(self, path: Path, partition: str | None = None, shared: bool = False) -> JsonlWriter:
-        with self._lock:
-            w = self._writers.get(path)
-            if w is None or w.closed:
+        opened: list = []  # events of the opening (a repaired tail), told once the lock is free
+
+        def held(*a, **k):
+            opened.append((a, k))
+
+        while True:
+            with self._lock:
+                w = self._writers.get(path)
+                if w is not None and not w.closed:
+                    return w
                 old = self._closing.pop(path, None)
-                if old is not None:
-                    old.close()  # its final flush first: the file has one writer at a time
-                if partition == "events":
-                    # the events file's own trouble is told by its events log (deferred), not by emit()
-                    sink = functools.partial(self._events_file_event, path.parent.name)
-                else:
-                    sink = self._writer_event
-                w = JsonlWriter(path, durability=self.durability, shared=shared, partition=partition,
-                                on_event=sink, fsync=self.fsync)
-                if self._flusher is not None and not shared:
-                    w.flush_in_background(self._wake_flusher)
-                self._writers[path] = w
-            return w
+                if old is None:
+                    w = JsonlWriter(path, durability=self.durability, shared=shared, partition=partition,
+                                    on_event=held, fsync=self.fsync)
+                    if partition == "events":
+                        # the events file's own trouble is told by its events log (deferred), not by emit()
+                        sink = functools.partial(self._events_file_event, path.parent.name)
+                    else:
+                        sink = self._writer_event
+                    w.set_event_sink(sink)
+                    if self._flusher is not None and not shared:
+                        w.flush_in_background(self._wake_flusher)
+                    self._writers[path] = w
+                    break
+            old.close()  # its final flush first (outside the lock: it may emit): one writer per file
+        for a, k in opened:
+            sink(*a, **k)
+        return w
 
     def release(self, w: JsonlWriter, wait: bool = True) -> None:
         """Sync and close one writer. wait=False (rotation): with a flusher thread running, it does

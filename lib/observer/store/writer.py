@@ -175,6 +175,9 @@ class JsonlWriter:
             os.close(self._fd)
             raise
 
+    def set_event_sink(self, on_event: EventSink | None) -> None:
+        self._on_event = on_event
+
     def flush_in_background(self, wake: Callable[[], None]) -> None:
         """From now on appends do no I/O: when a flush is due they call `wake()` and a flusher thread
         (Store.start_flusher) calls maybe_flush(). Without it the appending thread flushes itself."""
