@@ -102,6 +102,7 @@ def test_fsync_stall_does_not_block_appends_and_acks_after_it(tmp_path):
     t_stall = time.monotonic()
     n, took = append_paced(lambda i: part.append(trade(i), T0), n, STALL_S)
     assert w.acked == acked_at_stall, "records were acknowledged while their fsync had not returned"
+    assert s.last_fsync_s >= STALL_S, "the fsync in progress is not visible to mitigation"
     assert w.pending == n - acked_at_stall
     fs.released.set()
     assert wait_for(lambda: w.acked == n, 20), f"acked {w.acked} of {n} after the stall"

@@ -160,7 +160,8 @@ class JsonlWriter:
         self.acked = 0          # records durable on disk
         self.rejected = 0       # records refused by their contract (reported, not written)
         self.closed = False
-        self.last_fsync_s = 0.0  # duration of the latest fsync (mitigation reads it)
+        self._last_fsync_s = 0.0
+        self._fsync_started = 0.0  # monotonic start of the fsync in progress, 0 when none
         self._fd = _open_append(self.path)
         self._fd_open = True
         try:
@@ -268,6 +269,13 @@ class JsonlWriter:
                 self._flush_lock.release()
 
     @property
+    def last_fsync_s(self) -> float:
+        """Duration of the latest fsync, or of the one in progress if that is longer already
+        (mitigation reads it while the collector's loop goes on during a stall)."""
+        started = self._fsync_started
+        return max(self._last_fsync_s, time.monotonic() - started if started else 0.0)
+
+    @property
     def pending(self) -> int:
         """Records accepted but not yet durable."""
         return self._buf_n + self._flight_n + self._unsynced
@@ -352,9 +360,12 @@ class JsonlWriter:
                     err = self._write(extra)
             if err is None and sync:
                 try:
-                    t0 = time.monotonic()
-                    self._fsync(self._fd)
-                    self.last_fsync_s = time.monotonic() - t0
+                    self._fsync_started = t0 = time.monotonic()
+                    try:
+                        self._fsync(self._fd)
+                    finally:
+                        self._fsync_started = 0.0
+                    self._last_fsync_s = time.monotonic() - t0
                 except OSError as e:
                     err = e
                     if extra:  # the caller keeps `extra` and writes it again: it must not stay here too
