@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from time import monotonic as _monotonic
 
 import orjson
 
@@ -145,16 +146,21 @@ class JsonlWriter:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._flushed = threading.Condition(self._lock)  # notified when a flush ends
+        # accepted records not yet durable (_pending) are, in file order: written but not fsync'd
+        # (_unsynced), taken by the flush in progress (_flight_bytes), in _buf. Records are durable
+        # in order, so record k (1-based, since open) is durable once acked >= k.
         self._buf = bytearray()
-        self._buf_n = 0           # records in _buf
-        self._buf_t0 = 0.0        # when the first of them arrived
-        self._flight_n = 0        # records taken from _buf by the flush in progress, not yet written
+        self._buf_t0 = 0.0        # when the first record in _buf arrived
         self._flight_bytes = 0
-        self._unsynced = 0        # records written to the file, not yet fsync'd
-        self._first_pending = 0.0  # arrival of the oldest record not yet durable
-        self._accepted = 0        # records ever accepted; record k (1-based) is durable once acked >= k
+        self._unsynced = 0
+        self._pending = 0
+        self._due_at = 0.0        # when the oldest pending record must be durable (interval_ms)
+        self._interval_s = durability.interval_ms / 1000
+        self._max_records = durability.max_records
+        self._max_buf = durability.max_buffer_bytes
         self._in_flight = False
         self._failing_since: float | None = None
+        self._slow = False        # closed, failing or a flush in flight: appends check the bound
         self._next_retry = 0.0
         self._wake: Callable[[], None] | None = None
         self.acked = 0          # records durable on disk
@@ -213,60 +219,67 @@ class JsonlWriter:
         `count` is how many records `line` holds (a batch joined by the caller costs one lock
         instead of one per record); on StoreFull none of them is accepted. Shared files: returns
         once the line is durable (or buffered because the disk refuses it)."""
-        nbytes = len(line)
-        bound = self.durability.max_buffer_bytes
-        with self._lock:
-            while True:
-                if self.closed:
-                    raise StoreError(f"{self.path}: writer is closed")
-                held = len(self._buf) + self._flight_bytes
-                if held + nbytes <= bound or not held:
-                    break
-                if self._failing_since is not None:
-                    # refuse the newest append, keep everything accepted before it
-                    raise StoreFull(f"{self.path}: disk refuses writes and {held} bytes are buffered; "
-                                    f"{count} record(s) not accepted")
-                if not self._in_flight:
-                    break  # nothing to wait for: accept it, the flush below takes the buffer
-                # a slow (not failing) flush holds the disk: wait for it rather than grow without bound
-                self._flushed.wait(0.5)
-            now = time.monotonic()
-            if not self._buf_n:
-                self._buf_t0 = now
-                if not self._flight_n and not self._unsynced:
-                    self._first_pending = now
-            self._buf += line
-            self._buf_n += count
-            self._accepted += count
-            if self.shared:
-                target = self._accepted
-            else:
-                failing = self._failing_since is not None
-                if failing:
-                    action = "sync" if now >= self._next_retry else None
-                elif self._buf_n + self._flight_n + self._unsynced >= self.durability.max_records or \
-                        (now - self._first_pending) * 1000 >= self.durability.interval_ms:
-                    action = "sync"
-                elif len(self._buf) >= WRITE_CHUNK:
-                    # hand full chunks to the kernel between fsyncs: memory stays bounded by the chunk,
-                    # not by rate x fsync window; they are acknowledged only by the fsync that follows
-                    action = "write"
-                else:
-                    action = None
         if self.shared:
-            with self._flush_lock:  # a flush in flight may take this line too (then nothing is left to do)
-                if self.acked < target:
-                    self._flush_held(sync=True, force=False)
+            self._append_shared(line, count)
             return
-        if action is None:
-            return
+        with self._lock:
+            if self._slow:
+                self._admit(len(line), count)
+            now = _monotonic()
+            if not self._buf:
+                self._buf_t0 = now
+                if not self._pending:
+                    self._due_at = now + self._interval_s
+            self._buf += line
+            self._pending += count
+            if self._failing_since is not None:
+                if now < self._next_retry:
+                    return
+                sync = True
+            elif self._pending >= self._max_records or now >= self._due_at:
+                sync = True
+            elif len(self._buf) >= WRITE_CHUNK:
+                # hand full chunks to the kernel between fsyncs: memory stays bounded by the chunk,
+                # not by rate x fsync window; they are acknowledged only by the fsync that follows
+                sync = False
+            else:
+                return
         if self._wake is not None:
             self._wake()
         elif self._flush_lock.acquire(blocking=False):  # else a flush is in flight; the next one takes these
             try:
-                self._flush_held(sync=action == "sync", force=False)
+                self._flush_held(sync=sync, force=False)
             finally:
                 self._flush_lock.release()
+
+    def _admit(self, nbytes: int, count: int) -> None:
+        """Under _lock: may `nbytes` more be buffered? Raises when closed, StoreFull when the disk
+        refuses and the buffer is at its bound; waits while a slow (not failing) flush holds it."""
+        while True:
+            if self.closed:
+                raise StoreError(f"{self.path}: writer is closed")
+            held = len(self._buf) + self._flight_bytes
+            if held + nbytes <= self._max_buf or not held:
+                return
+            if self._failing_since is not None:
+                # refuse the newest append, keep everything accepted before it
+                raise StoreFull(f"{self.path}: disk refuses writes and {held} bytes are buffered; "
+                                f"{count} record(s) not accepted")
+            if not self._in_flight:
+                return  # nothing to wait for: accept it, the next flush takes the buffer
+            # the disk is slow, not failing: wait for the flush rather than grow without bound
+            self._flushed.wait(0.5)
+
+    def _append_shared(self, line: bytes, count: int) -> None:
+        with self._lock:
+            if self._slow:
+                self._admit(len(line), count)
+            self._buf += line
+            self._pending += count
+            target = self.acked + self._pending
+        with self._flush_lock:  # a flush in flight may take this line too (then nothing is left to do)
+            if self.acked < target:
+                self._flush_held(sync=True, force=False)
 
     @property
     def last_fsync_s(self) -> float:
@@ -278,18 +291,17 @@ class JsonlWriter:
     @property
     def pending(self) -> int:
         """Records accepted but not yet durable."""
-        return self._buf_n + self._flight_n + self._unsynced
+        return self._pending
 
     def maybe_flush(self) -> None:
         """Called by the store's flusher thread: write full chunks, make durable what is due."""
         with self._lock:
-            if self.closed or not (self._buf_n or self._unsynced):
+            if self.closed or not self._pending:
                 return
             now = time.monotonic()
             if self._failing_since is not None:
                 action = "sync" if now >= self._next_retry else None
-            elif self.shared or self.pending >= self.durability.max_records or \
-                    (now - self._first_pending) * 1000 >= self.durability.interval_ms:
+            elif self.shared or self._pending >= self._max_records or now >= self._due_at:
                 action = "sync"
             elif len(self._buf) >= WRITE_CHUNK:
                 action = "write"
@@ -306,7 +318,8 @@ class JsonlWriter:
         the acknowledged count.
 
         Raises StoreError if the disk refuses (records stay buffered for the next try)."""
-        target = self._accepted
+        with self._lock:
+            target = self.acked + self._pending
         with self._flush_lock:
             if self.acked < target and self._fd_open:
                 self._flush_held(sync=True, force=True)
@@ -337,12 +350,12 @@ class JsonlWriter:
             now = time.monotonic()
             if self._failing_since is not None and not force and now < self._next_retry:
                 return False
-            data, n = self._buf, self._buf_n
+            data, n = self._buf, self._pending - self._unsynced
             if not data and not extra and not (sync and self._unsynced):
                 return True
-            self._buf, self._buf_n = bytearray(), 0
-            self._flight_n, self._flight_bytes = n, len(data)
-            self._in_flight = True
+            self._buf = bytearray()
+            self._flight_bytes = len(data)
+            self._in_flight = self._slow = True
         if self.shared:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         ok = False
@@ -354,7 +367,7 @@ class JsonlWriter:
             if err is None:
                 with self._lock:
                     self._unsynced += n
-                    self._flight_n = self._flight_bytes = 0
+                    self._flight_bytes = 0
                     data = None
                 if extra:
                     err = self._write(extra)
@@ -372,7 +385,7 @@ class JsonlWriter:
                         self._written_size -= len(extra)
                         _truncate(self._fd, self._written_size)
             if err is not None:
-                self._write_failed(err, now, data, n)
+                self._write_failed(err, now, data)
                 return False
             ok = True
             if sync:
@@ -384,6 +397,7 @@ class JsonlWriter:
             if not ok or not sync:
                 with self._lock:
                     self._in_flight = False
+                    self._slow = self.closed or self._failing_since is not None
                     self._flushed.notify_all()
 
     def _write(self, data: bytes | bytearray) -> OSError | None:
@@ -406,25 +420,26 @@ class JsonlWriter:
         with self._lock:
             done = self._unsynced
             self.acked += done
+            self._pending -= done
             self._unsynced = 0
-            self._first_pending = self._buf_t0 if self._buf_n else 0.0
+            self._due_at = self._buf_t0 + self._interval_s
             since, self._failing_since = self._failing_since, None
             self._in_flight = False
+            self._slow = self.closed
             self._flushed.notify_all()
         if since is not None:
             self._event("store_recovered", "INFO", file=str(self.path),
                         outage_s=round(now - since, 3), records_written=done + extra_n)
 
-    def _write_failed(self, e: OSError, now: float, data: bytearray | None, n: int) -> None:
+    def _write_failed(self, e: OSError, now: float, data: bytearray | None) -> None:
         """Records not written go back in front of the buffer (order kept); written ones stay
         unsynced for the next fsync. One store_error per outage."""
         with self._lock:
             if data:
                 data += self._buf
                 self._buf = data
-                self._buf_n += n
-                self._buf_t0 = self._first_pending
-                self._flight_n = self._flight_bytes = 0
+                self._buf_t0 = self._due_at - self._interval_s  # the oldest not durable
+                self._flight_bytes = 0
             self._next_retry = now + self.durability.retry_ms / 1000
             first = self._failing_since is None
             if first:
@@ -446,7 +461,7 @@ class JsonlWriter:
             with self._lock:
                 if self.closed:
                     return
-                self.closed = True  # no more appends; waiters wake and see it
+                self.closed = self._slow = True  # no more appends; waiters wake and see it
                 self._flushed.notify_all()
             try:
                 self._flush_held(sync=True, force=True)
