@@ -141,7 +141,10 @@ class Store:
                     except Exception:
                         log.exception("flush failed", extra={"file": str(w.path)})
                 for ev in list(self._events.values()):
-                    ev.retry()
+                    try:
+                        ev.retry()
+                    except Exception:
+                        log.exception("deferred events not written", extra={"provider": ev.provider})
 
         self._flusher = threading.Thread(target=run, name="store-flusher", daemon=True)
         with self._lock:
