@@ -206,3 +206,37 @@ def test_rotation_does_not_wait_for_the_old_files_stalled_flush(tmp_path):
     day = tmp_path / "scalp" / "kis" / "krx" / "20261123"
     assert (day / "09_00_00.jsonl").read_bytes().splitlines(True) == [line(i) for i in range(100)]
     assert (day / "09_10_00.jsonl").read_bytes().splitlines(True) == [line(i, t1) for i in range(100, 200)]
+
+
+def test_a_stall_longer_than_the_buffer_holds_makes_appends_wait_not_grow(tmp_path):
+    """Memory stays bounded during a stall: past max_buffer_bytes an append waits for the flush in
+    flight (the disk is slow, not refusing, so nothing is dropped), then goes on."""
+    fs = StallingFsync("f.jsonl")
+    bound = 64 * 1024
+    w = JsonlWriter(tmp_path / "f.jsonl", fsync=fs,
+                    durability=Durability(interval_ms=60_000, max_records=10**9, max_buffer_bytes=bound))
+    w.append_line(line(0))
+    fs.armed = True
+    t1 = threading.Thread(target=w.sync)
+    t1.start()
+    assert fs.entered.wait(10)
+    progress = {"n": 1}
+
+    def appender():
+        for i in range(1, 2001):  # ~300 KB: well past the bound
+            w.append_line(line(i))
+            progress["n"] = i + 1
+
+    t2 = threading.Thread(target=appender)
+    t2.start()
+    assert wait_for(lambda: len(w._buf) + len(line(0)) > bound, 10), "the buffer never reached its bound"
+    stuck_at = progress["n"]
+    t2.join(0.5)
+    assert t2.is_alive() and progress["n"] == stuck_at, "appends went on past the bound during the stall"
+    assert len(w._buf) <= bound and w.acked == 0
+    fs.released.set()
+    t1.join(10)
+    t2.join(10)
+    assert not t2.is_alive() and w.sync() == 2001
+    w.close()
+    assert (tmp_path / "f.jsonl").read_bytes().splitlines(True) == [line(i) for i in range(2001)]
