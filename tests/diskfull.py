@@ -25,10 +25,11 @@ def tmpfs(path: Path, size: str):
 
 def fill(path: Path) -> None:
     """Write zeros to `path` until the disk refuses (ENOSPC)."""
-    with open(path, "wb") as f:
+    block = b"\0" * 65536
+    # unbuffered: a buffered file would retry the refused tail on close and raise there
+    with open(path, "wb", buffering=0) as f:
         try:
             while True:
-                f.write(b"\0" * 65536)
-                f.flush()
+                f.write(block)
         except OSError:
             pass

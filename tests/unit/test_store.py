@@ -193,3 +193,17 @@ def test_file_and_dir_modes(tmp_path):
     f = next((tmp_path / "d" / "system" / "events" / "system").iterdir())
     assert f.stat().st_mode & 0o777 == 0o640
     assert f.parent.stat().st_mode & 0o777 == 0o750
+
+
+def test_repair_on_open_is_an_event_in_the_tree(tmp_path):
+    """A torn tail found when the store opens a data file is reported through the events log
+    (told after the store's lock is released, so an emit on another thread cannot deadlock)."""
+    p = paths.scalp_file(tmp_path, "kis", "krx", T0)
+    p.parent.mkdir(parents=True)
+    p.write_bytes(orjson.dumps(trade(1, T0)) + b"\n" + b'{"v":1,"ki')
+    s = Store(tmp_path, provider="kis", program="test", clock=ManualClock(T0))
+    s.partition("scalp", "kis", "krx").append(trade(2, T0), T0)
+    s.close()
+    evs = [r for r in iter_day(tmp_path, date(2026, 11, 23), kinds=("events",))]
+    assert [(e["event"], e["bytes"], e["file"]) for e in evs] == [("store_repaired", 10, str(p))]
+    assert len(p.read_bytes().splitlines()) == 2

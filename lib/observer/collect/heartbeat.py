@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 
 from observer.core.clock import Clock
+from observer.core.logging import get_logger
 from observer.store import paths
 from observer.store.state import read_json, write_json_atomic
+
+log = get_logger(__name__)
 
 
 class Heartbeat:
@@ -21,15 +24,25 @@ class Heartbeat:
         self.every_s = every_s
         self._last = 0.0
         self.started_ns = clock.now_ns()
+        self._failing = False
 
     def beat(self, phase: str, force: bool = False, **counters) -> None:
         now = time.monotonic()
         if not force and now - self._last < self.every_s:
             return
         self._last = now
-        write_json_atomic(self.path, {"name": self.name, "pid": os.getpid(), "ts_ns": self.clock.now_ns(),
-                                      "wall_ns": time.time_ns(), "started_ns": self.started_ns, "phase": phase,
-                                      **counters}, durable=False)
+        try:
+            write_json_atomic(self.path, {"name": self.name, "pid": os.getpid(), "ts_ns": self.clock.now_ns(),
+                                          "wall_ns": time.time_ns(), "started_ns": self.started_ns,
+                                          "phase": phase, **counters}, durable=False)
+        except OSError as e:
+            # a full disk must not kill the loop (the store counts and marks what it refuses); the
+            # heartbeat goes stale only if the disk stays full, and is written again once it is not
+            if not self._failing:
+                log.error("heartbeat not written", extra={"file": str(self.path), "error": str(e)})
+            self._failing = True
+        else:
+            self._failing = False
 
 
 def read_heartbeat(root: Path, name: str) -> dict | None:
