@@ -37,8 +37,21 @@ apt_install() {
     log "apt: missing ${missing[*]}; run as root or install them yourself"; return 1
   fi
   log "apt: installing ${missing[*]}"
+  # Test tools only: a package's daemon (openssh-server, prometheus) must not start now, nor later in the
+  # real-systemd tests' namespace (it boots multi-user.target from this /etc). policy-rc.d 101 = "do not start".
+  local policy=/usr/sbin/policy-rc.d own_policy=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; own_policy=1; fi
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || { [ "$own_policy" = 0 ] || rm -f "$policy"; return 1; }
+  [ "$own_policy" = 0 ] || rm -f "$policy"
+  for p in "${missing[@]}"; do
+    # we only need promtool: the server this package enables stays off
+    if [ "$p" = prometheus ] && command -v deb-systemd-helper >/dev/null; then
+      deb-systemd-helper disable prometheus.service >/dev/null 2>&1 || true
+      update-rc.d prometheus disable >/dev/null 2>&1 || true
+    fi
+  done
 }
 
 pick_python() {
