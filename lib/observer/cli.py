@@ -5,15 +5,13 @@ start() first thing in main()."""
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import sys
 from dataclasses import dataclass
-from importlib import metadata
 
 from observer.core.clock import Clock, clock_from_env
 from observer.core.config import ConfigError, load_config
 from observer.core.logging import get_logger, setup_logging
+from observer.core.selftest import self_test
 
 # Exit codes (the same for every program; each program's --help says which it uses)
 EXIT_OK = 0          # done, nothing wrong
@@ -45,7 +43,8 @@ class ObserverParser(argparse.ArgumentParser):
 
 
 def run_self_test(program: str) -> None:
-    """Import everything the program needs; print the result and exit (0 ok, 3 failed)."""
+    """Import everything the program needs and check the installed dependency closure
+    (observer.core.selftest); print the result and exit (0 ok, 3 failed)."""
     failures = self_test()
     for f in failures:
         print(f"self-test: {f}", file=sys.stderr)
@@ -63,31 +62,6 @@ def make_parser(program: str, description: str, *, dry_run: bool = False) -> arg
     if dry_run:
         p.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
     return p
-
-
-def self_test() -> list[str]:
-    """Import every observer module and every declared dependency; return the failures."""
-    failures = []
-    import observer
-
-    for mod in pkgutil.walk_packages(observer.__path__, "observer."):
-        try:
-            importlib.import_module(mod.name)
-        except Exception as e:  # ImportError, but also a SyntaxError or NameError at import time
-            failures.append(f"{mod.name}: {type(e).__name__}: {e}")
-    try:
-        reqs = metadata.requires("stock-trading-observer") or []
-    except metadata.PackageNotFoundError:
-        reqs = []
-    for req in reqs:
-        if "extra ==" in req:
-            continue
-        name = req.split(";")[0].split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip()
-        try:
-            metadata.version(name)
-        except metadata.PackageNotFoundError:
-            failures.append(f"dependency {name}: not installed")
-    return failures
 
 
 def start(program: str, args: argparse.Namespace, *, need_config: bool = True) -> Context:
