@@ -41,6 +41,12 @@ cd $B/root; mkdir -p oldroot; pivot_root . oldroot; umount -l /oldroot
 # systemd makes / shared at boot only when it is not in a container; without it, mounts made in a
 # service's helper namespace (the ramfs of LoadCredential=) never reach the service: empty creds
 mount --make-rshared /
+# only systemd's own units and ours run inside: the services the host has enabled (a database, a
+# metrics server, sshd) share the host's network and would fight it, and every other namespace, for
+# their ports; one whose start hangs on that keeps the boot from ever settling
+for w in /etc/systemd/system/multi-user.target.wants/*.service; do
+  [ -e "$w" ] || [ -L "$w" ] || continue; n=${w##*/}; [ -e "/etc/systemd/system/$n" ] || ln -s /dev/null "/etc/systemd/system/$n"
+done
 exec env container=other /lib/systemd/systemd --system --unit=multi-user.target
 """
 

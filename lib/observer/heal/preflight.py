@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 import psutil
 
+from observer.core import notify
 from observer.core.calendar import KrxCalendar, calendar_from_config
 from observer.core.clock import KST, NS, Clock, kst_datetime, yyyymmdd
 from observer.core.logging import get_logger
@@ -191,6 +192,7 @@ class Preflight:
             c.detail.setdefault("ms", round((time.monotonic() - t0) * 1000))
             self.checks.append(c)
             log.info("check", extra={"check": c.name, "verdict": c.verdict, "reason": c.reason})
+        notify.progress()  # a check finished: real progress for the unit's watchdog
 
     def run(self) -> Report:
         t0 = time.monotonic()
@@ -334,6 +336,7 @@ class Preflight:
         except OSError as e:
             return Check(name, "fail", f"cannot start {python} {prog}: {e.strerror}",
                          "reinstall: sudo ./install.sh")
+        notify.progress()  # one program's self-test finished
         ms = round((time.monotonic() - t0) * 1000)
         err = r.stderr or ""
         if r.returncode == 0:

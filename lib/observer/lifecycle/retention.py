@@ -35,6 +35,7 @@ from pathlib import Path
 
 import orjson
 
+from observer.core import notify
 from observer.core.clock import yyyymmdd
 from observer.core.logging import get_logger
 from observer.lifecycle import backup as bk
@@ -253,6 +254,7 @@ def day_states(root: Path) -> tuple[list[DayState], dict[date, layout.DayFiles],
     manifests: dict[date, dict | None] = {}
     states = []
     for day in sorted(set(inv) | set(layout.package_days(root)) | set(ungated)):
+        notify.progress()  # one day examined
         files = inv.get(day, layout.DayFiles(day))
         ok, why, manifest = receipt_status(root, day)
         manifests[day] = manifest
@@ -300,6 +302,7 @@ def execute(root: Path, p: Plan, inv: dict[date, layout.DayFiles], manifests: di
     out = Outcome()
     kept_days: set[date] = set()        # days with a file kept because it changed after packaging
     for d in p.deletions:
+        notify.progress()  # one deletion at a time: real progress for the unit's watchdog
         ymd = yyyymmdd(d.day)
         manifest = manifests.get(d.day) or {}
         if d.partition == ARCHIVES:

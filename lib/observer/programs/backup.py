@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from observer import cli
+from observer.core import notify
 from observer.core.clock import kst_datetime, parse_yyyymmdd, yyyymmdd
 from observer.core.config import host_id
 from observer.lifecycle import layout
@@ -97,6 +98,7 @@ def main(argv=None) -> int:
             return cli.EXIT_USAGE
     else:
         day = today if now >= cutoff else today - timedelta(days=1)
+    notify.ready(f"packaging {yyyymmdd(day)}")  # the watchdog runs from here (systemd unit)
     store = Store(root, program=PROG, provider="system", clock=ctx.clock, host=host_id(cfg))
     try:
         if day == today and now < cutoff:

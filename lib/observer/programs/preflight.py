@@ -7,6 +7,7 @@ import os
 import sys
 
 from observer import cli
+from observer.core import notify
 from observer.core.calendar import calendar_from_config
 from observer.core.config import ConfigError, host_id, load_config, validate_config
 from observer.core.logging import get_logger
@@ -65,6 +66,7 @@ def run(cfg: dict, clock, args, config_error: str | None) -> int:
     from observer.heal.preflight import Preflight, format_table, summary_text
     from observer.store.store import Store
 
+    notify.ready("checking")  # the watchdog runs from here (systemd unit)
     root = cfg["data_dir"]
     only = {x.strip() for x in args.only.split(",") if x.strip()} if args.only else None
     store = Store(root, clock=clock, program=PROGRAM, provider="system", host=host_id(cfg))
