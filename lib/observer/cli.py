@@ -6,9 +6,7 @@ bin/ script runs main() through run() so nothing reaches the terminal as a trace
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-import pkgutil
 import re
 import stat
 import sys
@@ -94,7 +92,10 @@ def time_arg(s: str) -> str:
 
 
 def run_self_test(program: str) -> None:
-    """Import everything the program needs; print the result and exit (0 ok, 3 failed)."""
+    """Import everything the program needs and check the installed dependency closure
+    (observer.core.selftest); print the result and exit (0 ok, 3 failed)."""
+    from observer.core.selftest import self_test  # importlib.metadata: only when asked
+
     failures = self_test()
     for f in failures:
         print(f"self-test: {f}", file=sys.stderr)
@@ -114,35 +115,6 @@ def make_parser(program: str, description: str, *, dry_run: bool = False, epilog
     if dry_run:
         p.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
     return p
-
-
-def self_test() -> list[str]:
-    """Import every observer module and every declared dependency; return the failures."""
-    # imported here, not at the top: every program's start-up would pay for it
-    from importlib import metadata
-
-    import observer
-
-    failures = []
-
-    for mod in pkgutil.walk_packages(observer.__path__, "observer."):
-        try:
-            importlib.import_module(mod.name)
-        except Exception as e:  # ImportError, but also a SyntaxError or NameError at import time
-            failures.append(f"{mod.name}: {type(e).__name__}: {e}")
-    try:
-        reqs = metadata.requires("stock-trading-observer") or []
-    except metadata.PackageNotFoundError:
-        reqs = []
-    for req in reqs:
-        if "extra ==" in req:
-            continue
-        name = req.split(";")[0].split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip()
-        try:
-            metadata.version(name)
-        except metadata.PackageNotFoundError:
-            failures.append(f"dependency {name}: not installed")
-    return failures
 
 
 def start(program: str, args: argparse.Namespace, *, need_config: bool = True, tree: str | None = None) -> Context:

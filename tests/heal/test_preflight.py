@@ -91,8 +91,10 @@ def test_missing_dependency_fails(env: Env, tmp_path):
     assert r.returncode == 2
     tb = c["self-test observer-track-b"]
     assert tb["verdict"] == "fail"
-    assert "No module named 'websocket'" in tb["reason"]
-    assert "dependency websocket-client: not installed" in tb["detail"]["failures"]
+    # the distribution to install comes first, then the import that fails for lack of it
+    assert tb["reason"].startswith("missing dependency websocket-client: not installed (required by "
+                                   "stock-trading-observer"), tb
+    assert any("No module named 'websocket'" in f for f in tb["detail"]["failures"]), tb
     assert "install the missing package" in tb["fix"]
 
 

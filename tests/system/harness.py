@@ -24,6 +24,8 @@ from pathlib import Path
 
 # outside /tmp: the namespace gets its own tmpfs /tmp, and systemd-tmpfiles must never see the host's
 STATE_BASE = Path(os.environ.get("OBSERVER_SYSTEMD_STATE_BASE", "/var/tmp/observer-systemd-tests"))
+# the checkout: bound into every namespace at this same path (BOOT_SH), wherever it lives
+REPO = Path(__file__).resolve().parents[2]
 
 BOOT_SH = r"""#!/bin/sh
 set -e
@@ -32,10 +34,19 @@ mount --make-rprivate /
 mount -t overlay overlay -o lowerdir=/,upperdir=$B/upper,workdir=$B/work $B/root
 for d in proc sys dev; do mount --rbind /$d $B/root/$d; done
 mount -t tmpfs tmpfs $B/root/run; mount -t tmpfs tmpfs $B/root/tmp
+# the checkout may sit under /tmp or /run (hidden by the tmpfs just mounted) or on a file system the
+# overlay of / does not show: bind it read-only at its own path, so the tests find it from anywhere
+mkdir -p "$B/root$REPO"; mount --bind "$REPO" "$B/root$REPO"; mount -o remount,bind,ro "$B/root$REPO"
 cd $B/root; mkdir -p oldroot; pivot_root . oldroot; umount -l /oldroot
 # systemd makes / shared at boot only when it is not in a container; without it, mounts made in a
 # service's helper namespace (the ramfs of LoadCredential=) never reach the service: empty creds
 mount --make-rshared /
+# only systemd's own units and ours run inside: the services the host has enabled (a database, a
+# metrics server, sshd) share the host's network and would fight it, and every other namespace, for
+# their ports; one whose start hangs on that keeps the boot from ever settling
+for w in /etc/systemd/system/multi-user.target.wants/*.service; do
+  [ -e "$w" ] || [ -L "$w" ] || continue; n=${w##*/}; [ -e "/etc/systemd/system/$n" ] || ln -s /dev/null "/etc/systemd/system/$n"
+done
 exec env container=other /lib/systemd/systemd --system --unit=multi-user.target
 """
 
@@ -95,7 +106,7 @@ class SystemdNamespace:
         log = open(state_dir / "boot.log", "wb")
         proc = subprocess.Popen(
             ["unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--mount-proc", str(boot_sh)],
-            env={**BASE_ENV, "STATE_DIR": str(state_dir)}, stdin=subprocess.DEVNULL, stdout=log,
+            env={**BASE_ENV, "STATE_DIR": str(state_dir), "REPO": str(REPO)}, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         ns = cls(state_dir, proc, 0)
@@ -191,7 +202,6 @@ class SystemdNamespace:
 
 # --- install.sh inside a namespace ---
 
-REPO = Path(__file__).resolve().parents[2]
 # install.sh runs from a snapshot of the repo taken inside the namespace when its module starts (like
 # a release unpacked on a VM): others editing the working tree meanwhile cannot change what a
 # "second run changes nothing" test compares.

@@ -27,10 +27,12 @@ from zoneinfo import ZoneInfo
 
 import psutil
 
+from observer.core import notify
 from observer.core.calendar import KrxCalendar, calendar_from_config
 from observer.core.clock import KST, NS, Clock, kst_datetime, yyyymmdd
 from observer.core.logging import get_logger
 from observer.core.secrets import SecretsError, load_secrets
+from observer.core.selftest import fix_for
 
 log = get_logger(__name__)
 
@@ -190,6 +192,7 @@ class Preflight:
             c.detail.setdefault("ms", round((time.monotonic() - t0) * 1000))
             self.checks.append(c)
             log.info("check", extra={"check": c.name, "verdict": c.verdict, "reason": c.reason})
+        notify.progress()  # a check finished: real progress for the unit's watchdog
 
     def run(self) -> Report:
         t0 = time.monotonic()
@@ -333,6 +336,7 @@ class Preflight:
         except OSError as e:
             return Check(name, "fail", f"cannot start {python} {prog}: {e.strerror}",
                          "reinstall: sudo ./install.sh")
+        notify.progress()  # one program's self-test finished
         ms = round((time.monotonic() - t0) * 1000)
         err = r.stderr or ""
         if r.returncode == 0:
@@ -342,10 +346,7 @@ class Preflight:
         usage = re.search(r"error: (unrecognized arguments: --self-test|the following arguments are required.*)", err)
         if fails:
             more = f" (+{len(fails) - 1} more)" if len(fails) > 1 else ""
-            fix = ("install the missing package into the venv (a dependency missing from pyproject.toml?) and "
-                   "reinstall: sudo ./install.sh" if any("not installed" in f or "No module named" in f for f in fails)
-                   else "the installed code is broken: deploy a release that passes its tests (sudo ./install.sh)")
-            return Check(name, "fail", fails[0][:300] + more, fix, {"failures": fails[:20], "exit": r.returncode})
+            return Check(name, "fail", fails[0][:300] + more, fix_for(fails), {"failures": fails[:20], "exit": r.returncode})
         if usage:
             return Check(name, "warn", f"cannot self-test: {usage.group(1)[:200]}",
                          "the program must accept --self-test alone (observer.cli.make_parser)",
@@ -354,9 +355,7 @@ class Preflight:
         where = re.findall(r'File "[^"]*/(observer/[^"]+\.py)", line (\d+)', err)
         if where:  # the traceback's innermost frame of ours: which module broke
             line += f" (at {where[-1][0]}:{where[-1][1]})"
-        fix = ("install the missing package (sudo ./install.sh)" if "ModuleNotFoundError" in line
-               else "the installed code is broken: deploy a release that passes its tests (sudo ./install.sh)")
-        return Check(name, "fail", f"exit {r.returncode}: {line}"[:400], fix, {"exit": r.returncode})
+        return Check(name, "fail", f"exit {r.returncode}: {line}"[:400], fix_for([line]), {"exit": r.returncode})
 
     def check_programs(self) -> list[Check]:
         progs = self.programs()

@@ -35,6 +35,7 @@ from pathlib import Path
 import orjson
 
 from observer import __version__
+from observer.core import notify
 from observer.core.clock import NS, Clock, yyyymmdd
 from observer.core.logging import get_logger
 from observer.lifecycle import layout
@@ -168,6 +169,7 @@ class ParallelGzipWriter:
     def _drain_one(self) -> None:
         out = self.q.popleft().result()
         self.f.write(out)
+        notify.progress()  # a compressed block written: real progress for the unit's watchdog
         self.sha.update(out)
         self.size += len(out)
 
@@ -297,6 +299,7 @@ def verify_archive(path: Path, arch: dict, files: list[dict]) -> list[str]:
                         h.update(b)
                         lines += b.count(b"\n")
                         n += len(b)
+                        notify.progress()  # verification read a chunk
                     if n != e["bytes"] or h.hexdigest() != e["sha256"] or lines != e["records"]:
                         problems.append(f"{name}: {m.name}: content differs from the manifest "
                                         f"(bytes {n}/{e['bytes']}, records {lines}/{e['records']})")

@@ -53,6 +53,7 @@ import paramiko
 from paramiko.sftp import CMD_DATA, CMD_READ, int64
 
 from observer import __version__
+from observer.core import notify
 from observer.core.clock import yyyymmdd
 from observer.core.logging import get_logger
 from observer.lifecycle import layout
@@ -365,6 +366,7 @@ def fetch(sftp: paramiko.SFTPClient, remote: str, part: Path, size: int, *, conc
                         raise VerifyError(f"{remote}: ends before {size} bytes")
                     data += more
             disk.put(data)
+            notify.progress()  # bytes received: a hung SFTP stops this and the unit's watchdog kills it
             throttle(len(data))
             if progress:
                 progress(remote, off + n, size)
@@ -414,6 +416,7 @@ def _sha256_file(p: Path) -> str:
     with _open_local(p) as f:
         while b := f.read(1 << 20):
             h.update(b)
+            notify.progress()  # re-hashing a local archive before reusing it
     return h.hexdigest()
 
 

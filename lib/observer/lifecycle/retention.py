@@ -42,6 +42,7 @@ from datetime import date
 from pathlib import Path
 from typing import NamedTuple
 
+from observer.core import notify
 from observer.core.clock import yyyymmdd
 from observer.core.logging import get_logger
 from observer.lifecycle import backup as bk
@@ -308,6 +309,7 @@ def day_states(root: Path) -> Survey:
     manifests: dict[date, dict | None] = {}
     states = []
     for day in sorted(set(inv) | set(layout.package_days(root)) | set(ungated)):
+        notify.progress()  # one day examined
         files = inv.get(day, layout.DayFiles(day))
         extra = ungated.get(day, layout.DayFiles(day))
         part_bytes = {p: files.bytes(p) for p in files.parts}
@@ -392,6 +394,7 @@ def execute(root: Path, p: Plan, inv: dict[date, layout.DayFiles], manifests: di
     kept_days: set[date] = set()        # days with a file kept because it changed after packaging
     out.deleted_bytes += remove_temp(root, p.temp, p.today, emit)
     for d in p.deletions:
+        notify.progress()  # one deletion at a time: real progress for the unit's watchdog
         ymd = yyyymmdd(d.day)
         manifest = manifests.get(d.day) or {}
         if d.partition == ARCHIVES:

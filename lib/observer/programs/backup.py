@@ -7,6 +7,7 @@ import sys
 from datetime import date, datetime, timedelta
 
 from observer import cli
+from observer.core import notify
 from observer.core.clock import kst_datetime, yyyymmdd
 from observer.core.config import host_id
 from observer.lifecycle import layout
@@ -92,6 +93,7 @@ def main(argv=None) -> int:
             return cli.EXIT_USAGE
     else:
         day = today if now >= cutoff else today - timedelta(days=1)
+    notify.ready(f"packaging {yyyymmdd(day)}")  # the watchdog runs from here (systemd unit)
     store = Store(root, program=PROG, provider="system", clock=ctx.clock, host=host_id(cfg))
     try:
         if day == today and now < cutoff:

@@ -6,6 +6,7 @@ import json
 import sys
 
 from observer import cli
+from observer.core import notify
 from observer.core.clock import yyyymmdd
 from observer.core.logging import get_logger
 from observer.lifecycle import pull as pl
@@ -39,6 +40,7 @@ def main(argv=None) -> int:
         print(f"{PROG}: config: {e}", file=sys.stderr)
         return cli.EXIT_USAGE
     progress = None if args.quiet or not sys.stderr.isatty() else pl.TermProgress()
+    notify.ready(f"connecting to {cfg.host}")  # the watchdog runs from here (systemd user unit)
     try:
         transport, sftp = pl.connect(cfg)
     except pl.PullError as e:

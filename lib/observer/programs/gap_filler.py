@@ -7,6 +7,7 @@ import sys
 
 from observer import cli
 from observer.collect.runtime import open_runtime
+from observer.core import notify
 from observer.core.logging import get_logger
 from observer.core.secrets import SecretsError
 from observer.providers.base import ProviderError
@@ -38,6 +39,7 @@ def main(argv=None) -> int:
         print(f"{PROG}: {e}", file=sys.stderr)
         return cli.EXIT_USAGE
     ev = rt.store.events(provider)
+    notify.ready(f"gap-filler {day:%Y%m%d}: finding gaps")  # the watchdog runs from here (systemd unit)
     try:
         if not rt.calendar.is_trading_day(day):
             reason = rt.calendar.closed_reason(day)

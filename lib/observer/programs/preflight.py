@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from observer import cli
+from observer.core import notify
 from observer.core.calendar import calendar_from_config
 from observer.core.config import ConfigError, host_id, load_config, validate_config
 from observer.core.logging import get_logger
@@ -75,6 +76,7 @@ def run(cfg: dict, clock, args, config_error: str | None) -> int:
     from observer.store.store import Store
     from observer.store.writer import StoreError
 
+    notify.ready("checking")  # the watchdog runs from here (systemd unit)
     root = cfg["data_dir"]
     only = {x.strip() for x in args.only.split(",") if x.strip()} if args.only else None
     if config_error:  # every other check would test the defaults, not the config that is in use

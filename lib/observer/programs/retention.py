@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from observer import cli
+from observer.core import notify
 from observer.core.clock import yyyymmdd
 from observer.core.config import host_id
 from observer.lifecycle import backup as bk
@@ -23,6 +24,7 @@ PROG = "observer-retention"
 
 def run(root: Path, cfg: dict, clock, *, dry_run: bool = False, disk: rt.Disk | None = None,
         out=sys.stdout, as_json: bool = False) -> int:
+    notify.ready("planning")  # the watchdog runs from here (systemd unit)
     policy = rt.Policy.from_config(cfg)
     today = clock.today_kst()
     survey = rt.day_states(root)

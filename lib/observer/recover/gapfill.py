@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from observer.core import notify
 from observer.core.clock import NS, Clock, yyyymmdd
 from observer.core.logging import get_logger
 from observer.providers.base import MarketRest, ProviderError
@@ -227,10 +228,12 @@ class Progress:
 
     def call(self) -> None:
         self.calls += 1
+        notify.progress()  # a page fetched: real progress for the unit's watchdog
         self.draw()
 
     def step(self, label: str) -> None:
         self.done += 1
+        notify.progress()  # a job finished and checkpointed
         self.draw(force=True, label=label)
 
     def draw(self, force: bool = False, label: str = "") -> None:
@@ -468,6 +471,7 @@ class GapFiller:
         except (ProviderError, NotImplementedError) as e:
             log.warning("minute bars not available", extra={"symbol": job.symbol, "error": str(e)[:200]})
             return
+        notify.progress()  # bars fetched
         src = SOURCE_CALLS.get(self.provider, {}).get("bar", "minute_bars")
         gid = job.holes[0].marker_ids[0] if job.holes[0].marker_ids else f"R-{self.provider}-{job.symbol}"
         have = self.cp.setdefault("bars_written", [])
