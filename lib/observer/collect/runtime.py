@@ -15,6 +15,8 @@ from observer.providers.base import Provider, get_provider
 from observer.store.store import Store
 from observer.store.writer import Durability
 
+KEY_CREDENTIALS_REFUSED = "credentials_refused"  # CRITICAL alert: the broker refused an app key/secret
+
 
 @dataclass
 class Runtime:
@@ -39,6 +41,7 @@ def open_runtime(ctx: Context, provider_name: str, program: str) -> Runtime:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    ctx.clock.stop_on(stop)  # every wait below (issuance limit, rate limiter, backoff) ends on a signal
     return Runtime(store, provider, secrets, calendar_from_config(ctx.cfg), Notifier(), stop)
 
 
@@ -49,6 +52,7 @@ def run_collector(ctx: Context, provider_name: str, program: str, body) -> int:
     import sys
 
     from observer import cli
+    from observer.core.clock import Stopped
     from observer.core.logging import get_logger
     from observer.core.secrets import SecretsError
     from observer.providers.base import AuthError
@@ -69,8 +73,32 @@ def run_collector(ctx: Context, provider_name: str, program: str, body) -> int:
             return cli.EXIT_OK
         return body(rt, day, ev)
     except AuthError as e:
-        log.error("broker refused the credentials", extra={"error": str(e)})
+        account = getattr(e, "account", None) or ", ".join(
+            str(a.get("name")) for a in rt.provider.pcfg.get("accounts") or []) or "?"
+        log.error("broker refused the credentials", extra={"error": str(e), "account": account})
+        ev.emit("collector", "CRITICAL", state="stopped", reason=f"credentials refused ({account}): {e}"[:500])
+        raise_alert(rt, ctx.cfg, program, KEY_CREDENTIALS_REFUSED, "CRITICAL",
+                    f"{program}: {provider_name} refused the credentials of account {account!r} ({e}); "
+                    f"fix the app key/secret and restart", account=account)
         return cli.EXIT_FAILED
+    except Stopped:  # a signal ended a wait deep down: a normal stop
+        ev.emit("collector", "INFO", state="stopped", reason="signal")
+        return cli.EXIT_OK
     finally:
         rt.notifier.stopping()
         rt.store.close()
+
+
+def raise_alert(rt: Runtime, cfg: dict, program: str, key: str, severity: str, text: str, **context) -> None:
+    """Raise one alert through the outbox and give the sender a few seconds (what is not sent by then
+    stays pending for the next drain of any program). Never raises."""
+    from observer.core.logging import get_logger
+
+    try:
+        from observer.alerts import Alerter
+
+        a = Alerter(rt.store.root, cfg, rt.secrets, program=program, store=rt.store)
+        a.alert(key, severity, text, **context)
+        a.close(timeout_s=10)
+    except Exception:
+        get_logger(program).exception("alert not raised", extra={"alert_key": key})

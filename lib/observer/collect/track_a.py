@@ -14,11 +14,11 @@ from datetime import date, datetime
 
 from observer.collect.heartbeat import Heartbeat
 from observer.core.calendar import KrxCalendar
-from observer.core.clock import NS, Clock, kst
+from observer.core.clock import NS, Clock, Stopped, kst
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
 from observer.metrics import MetricsWriter
-from observer.providers.base import MarketRest, ProviderError
+from observer.providers.base import AuthError, MarketRest, ProviderError
 from observer.store.store import Store
 
 log = get_logger(__name__)
@@ -65,7 +65,10 @@ class TrackA:
                 return True
             self.hb.beat(phase, sweeps=self.sweeps_done)
             self.notifier.progress()
-            self.clock.sleep(min(left, 1.0 * self.clock.speed))
+            try:
+                self.clock.sleep(min(left, 1.0 * self.clock.speed))
+            except Stopped:
+                return False
         return False
 
     # -- one sweep ---------------------------------------------------------------------------
@@ -102,6 +105,11 @@ class TrackA:
                         ok += 1
                     except TimeoutError:
                         failed[sym] = "sweep_overrun"
+                    except Stopped:
+                        failed[sym] = "stopped"
+                    except AuthError:  # refused credentials end the program, not just this symbol
+                        self.stop.set()
+                        raise
                     except (ProviderError, OSError, ValueError, KeyError) as e:
                         failed[sym] = type(e).__name__
                         log.warning("current price failed", extra={"symbol": sym, "error": str(e)[:300]})

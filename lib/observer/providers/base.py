@@ -27,6 +27,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+# what a listing record's `type` may be (universe.include_types chooses among them)
+INSTRUMENT_TYPES = ("stock", "preferred", "etf", "etn", "spac", "reit", "fund", "foreign", "depositary", "other")
+
 TRADES = "trades"
 BOOK = "book"
 CHANNELS = (TRADES, BOOK)
@@ -230,6 +233,18 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def decoder(self, *, trading_date=None) -> FrameDecoder: ...
+
+    # -- listings: every instrument of the provider's market, from files the provider publishes ---------
+    def fetch_listings(self, keep_dir) -> list[dict]:
+        """Download the provider's listing files now, keep the good ones in `keep_dir` (the day's
+        universe source dir, for reproducibility) and return their records: {symbol, name, market,
+        type (one of INSTRUMENT_TYPES), ...}. Raises ProviderError when they cannot be had."""
+        raise NotImplementedError(f"{self.name} publishes no listing files")
+
+    def kept_listings(self, keep_dir) -> list[dict]:
+        """Records of the listing files kept in `keep_dir` by an earlier fetch_listings(). Raises
+        ProviderError when none are there or they do not parse."""
+        raise NotImplementedError(f"{self.name} publishes no listing files")
 
     def slot_channels(self) -> tuple[str, ...]:
         """What one Track B slot subscribes (config)."""

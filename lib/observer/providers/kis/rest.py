@@ -41,6 +41,7 @@ TR_VOLUME_RANK = "FHPST01710000"
 
 RATE_LIMIT_CODE = "EGW00201"
 TOKEN_CODES = ("EGW00123", "EGW00121")
+APPKEY_CODE = "EGW00103"  # app key/secret refused: whatever the HTTP status, retrying cannot help
 
 BASE_URLS = {
     "real": ("https://openapi.koreainvestment.com:9443", "ws://ops.koreainvestment.com:21000"),
@@ -228,7 +229,15 @@ class KisRest(MarketRest):
         self.bucket.close()
 
     def request(self, path: str, tr_id: str, params: dict) -> tuple[dict, dict]:
-        """GET a quotation; returns (body, response headers). Raises ProviderError subclasses."""
+        """GET a quotation; returns (body, response headers). Raises ProviderError subclasses (an
+        AuthError carries the account name in `account`)."""
+        try:
+            return self._request(path, tr_id, params)
+        except AuthError as e:
+            e.account = self.account
+            raise
+
+    def _request(self, path: str, tr_id: str, params: dict) -> tuple[dict, dict]:
         self.stats["calls"] += 1
         url = self.base_url + path
         attempt = 0
@@ -268,6 +277,9 @@ class KisRest(MarketRest):
                 pause = min(10.0, self.rl_backoff_s * 2 ** (rl_hits - 1)) * random.uniform(0.75, 1.25)
                 self.bucket.penalize(pause)
                 continue
+            if code == APPKEY_CODE:
+                msg = str(body.get("msg1") or body.get("error_description") or "")[:200]
+                raise AuthError(f"{tr_id}: app key/secret refused: HTTP {r.status_code} {code} {msg}".rstrip())
             if code in TOKEN_CODES:
                 if refreshed:
                     raise AuthError(f"{tr_id}: token refused ({code}) again after a refresh")
