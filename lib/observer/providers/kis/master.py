@@ -104,11 +104,18 @@ def parse_line(line: bytes, spec: MasterSpec) -> dict:
         raise ValueError(f"{symbol}: empty name")
     group = tail[spec.group:spec.group + 2]
     price = tail[spec.base_price:spec.base_price + 9].strip()
+    # a shifted record shows in the fields whose form is fixed
+    if not (group.isascii() and group.isalpha() and group.isupper()):
+        raise ValueError(f"{symbol}: security group code {group!r} is not two capital letters (misaligned record)")
+    if price and not price.isdigit():
+        raise ValueError(f"{symbol}: reference price {price!r} is not a number (misaligned record)")
+    if tail[spec.halted] not in "YN ":
+        raise ValueError(f"{symbol}: halted flag {tail[spec.halted]!r} is not Y/N (misaligned record)")
     return {
         "symbol": symbol, "std_code": std_code, "name": name, "market": spec.market,
         "type": classify(group, tail[spec.etp], tail[spec.spac], tail[spec.preferred]),
         "group": group.strip(), "halted": tail[spec.halted] == "Y",
-        "base_price": int(price) if price.isdigit() else None,
+        "base_price": int(price) if price else None,
     }
 
 
