@@ -22,6 +22,14 @@ from observer.providers.base import AuthError, MarketRest, ProviderError
 from observer.store.store import Store
 
 log = get_logger(__name__)
+BOOK_BUDGET_SHARE = 0.8  # of a slot's request budget; the rest is headroom for retries and other programs
+
+
+def book_fits(symbols: int, calls_per_s: float | None, interval_min: int) -> bool:
+    """True when a sweep can afford a second call per symbol (the best bid/ask) inside its slot:
+    2 × symbols ≤ BOOK_BUDGET_SHARE × rate × slot seconds. Real account (19/s, 10 min): up to 4,560
+    symbols; paper (2/s): up to 480."""
+    return bool(calls_per_s) and 2 * symbols <= BOOK_BUDGET_SHARE * calls_per_s * interval_min * 60
 
 
 def sweep_slots(start: datetime, end: datetime, interval_min: int) -> list[int]:
@@ -55,6 +63,8 @@ class TrackA:
         self.metrics = MetricsWriter.from_config(store.root, "track-a", cfg, provider=provider, clock=clock)
         self.sweeps_done = 0
         self.last_status = ""
+        # bid/ask come from a second call (the current-price reply has none): made only when the budget allows
+        self.fill_book = book_fits(len(symbols), rest.calls_per_s(), self.interval)
 
     # -- waiting -----------------------------------------------------------------------------
     def _wait_until(self, target_ns: int, phase: str) -> bool:
@@ -80,10 +90,22 @@ class TrackA:
         label = kst(slot_ns).strftime("%H:%M")
         it = iter(self.symbols)
 
+        book_failed: list[str] = []  # appended from the workers (list.append is atomic)
+
         def call(sym: str):
             if self.stop.is_set() or self.clock.now_ns() >= deadline_ns:
                 raise TimeoutError("sweep_overrun")
-            return self.rest.current_price(sym, sweep_ns=slot_ns)
+            rec = self.rest.current_price(sym, sweep_ns=slot_ns)
+            if self.fill_book and self.clock.now_ns() < deadline_ns:
+                try:
+                    rec.update(self.rest.best_quote(sym))
+                except AuthError:
+                    raise
+                except (ProviderError, OSError, ValueError, KeyError) as e:  # the price is still worth keeping
+                    book_failed.append(sym)
+                    rec.setdefault("flags", []).append("book_unavailable")
+                    log.warning("best quote failed", extra={"symbol": sym, "error": str(e)[:300]})
+            return rec
 
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="track-a") as ex:
             # keep at most 2 × workers calls queued, so a stop or an overrun leaves little in flight
@@ -133,7 +155,8 @@ class TrackA:
         n = len(self.symbols)
         ev = {"slot": label, "sweep_ns": slot_ns, "symbols": n, "ok": ok, "failed": len(failed),
               "coverage_pct": round(100.0 * ok / n, 3) if n else 100.0, "duration_s": round(duration, 3),
-              "degraded": degraded, "errors": errors}
+              "degraded": degraded, "errors": errors,
+              "book": {"filled": self.fill_book, "failed": len(book_failed)}}
         self.events.emit("sweep", "WARNING" if failed else "INFO", **ev)
         self.sweeps_done += 1
         m = self.metrics
@@ -167,8 +190,10 @@ class TrackA:
             self.events.emit("gap_marker", "WARNING", market=self.market, symbol="*", start_ns=s, end_ns=s + step,
                              track="A", cause="collector_not_running", recoverable=False,
                              gap_id=f"A-{self.provider}-*-{s}")
-        self.notifier.ready(f"Track A {day:%Y-%m-%d}: {len(self.symbols)} symbols, {len(slots) - len(missed)} sweeps to go")
-        self.events.emit("collector", "INFO", state="ready", reason=f"{len(self.symbols)} symbols")
+        book = "with bid/ask" if self.fill_book else "without bid/ask (2 calls per symbol exceed the slot's budget)"
+        self.notifier.ready(f"Track A {day:%Y-%m-%d}: {len(self.symbols)} symbols {book}, "
+                            f"{len(slots) - len(missed)} sweeps to go")
+        self.events.emit("collector", "INFO", state="ready", reason=f"{len(self.symbols)} symbols {book}")
         count = 0
         for s in slots:
             if s + step <= now:

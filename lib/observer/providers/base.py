@@ -155,6 +155,14 @@ class MarketRest(abc.ABC):
     def volume_rank(self, **filters: Any) -> list[dict]:
         """Trigger candidates: `snapshot` records ranked by volume (rank in extra["rank"])."""
 
+    def best_quote(self, symbol: str) -> dict:
+        """Best bid/ask now: {bid, ask, bid_size, ask_size} (None for an empty side)."""
+        raise NotImplementedError("this provider has no best-quote call")
+
+    def calls_per_s(self) -> float | None:
+        """The request rate this client keeps to (None: unknown)."""
+        return None
+
     def close(self) -> None:
         return None
 

@@ -29,6 +29,7 @@ QUOTE_PREFIX = "/uapi/domestic-stock/v1/quotations/"
 MASTER_PREFIX = "/common/master/"  # the stock master files (public, no account): sim/master.py
 TR_BY_PATH = {
     "inquire-price": "FHKST01010100",
+    "inquire-asking-price-exp-ccn": "FHKST01010200",
     "inquire-time-itemconclusion": "FHPST01060000",
     "inquire-time-itemchartprice": "FHKST03010200",
     "inquire-daily-price": "FHKST01010400",

@@ -34,6 +34,7 @@ log = get_logger(__name__)
 
 QUOT = "/uapi/domestic-stock/v1/quotations/"
 TR_PRICE = "FHKST01010100"
+TR_ASKING = "FHKST01010200"
 TR_TIME_CONCLUSION = "FHPST01060000"
 TR_MINUTE_BARS = "FHKST03010200"
 TR_DAILY = "FHKST01010400"
@@ -324,6 +325,27 @@ class KisRest(MarketRest):
             return snapshot_from_price(symbol, out, self.clock.now_ns(), sweep_ns)
         except (ValueError, TypeError) as e:
             raise ApiError(f"{TR_PRICE} {symbol}: {e}") from None
+
+    def best_quote(self, symbol: str) -> dict:
+        """inquire-asking-price-exp-ccn output1 -> {bid, ask, bid_size, ask_size} of the best level (None
+        where that side is empty: a price of 0 means no order on it)."""
+        body, _ = self.request(QUOT + "inquire-asking-price-exp-ccn", TR_ASKING, self._params(symbol))
+        out = body.get("output1")
+        if not isinstance(out, dict):
+            raise ApiError(f"{TR_ASKING} {symbol}: reply has no output1 object")
+        try:
+            ask, bid = _num(out.get("askp1")), _num(out.get("bidp1"))
+            ask_q, bid_q = _num(out.get("askp_rsqn1")), _num(out.get("bidp_rsqn1"))
+        except (ValueError, TypeError) as e:
+            raise ApiError(f"{TR_ASKING} {symbol}: {e}") from None
+        for name, v in (("askp1", ask), ("bidp1", bid), ("askp_rsqn1", ask_q), ("bidp_rsqn1", bid_q)):
+            if v is not None and v < 0:
+                raise ApiError(f"{TR_ASKING} {symbol}: {name} {v} is negative")
+        return {"bid": bid or None, "ask": ask or None, "bid_size": bid_q if bid else None,
+                "ask_size": ask_q if ask else None}
+
+    def calls_per_s(self) -> float:
+        return self.bucket.rate
 
     def conclusion_page(self, symbol: str, hhmmss: str) -> tuple[list[dict], dict]:
         """Raw FHPST01060000 page: (output2 rows newest first, output1)."""
