@@ -184,3 +184,17 @@ def test_refusal_is_remembered_without_waiting(tmp_path):
         with pytest.raises(AuthError, match="EGW00103"):
             auth.approval_key()
         assert time.monotonic() - t0 < 0.5 and sim.auth.stats["token_requests"] == n
+
+
+def test_bucket_written_by_a_process_on_another_clock_does_not_block_for_days(tmp_path):
+    """Two processes on different clocks share one bucket (a program on the simulator's market clock,
+    a collector on the real clock): a refill time days ahead is no penalty and must not be waited out."""
+    real = ManualClock(time.time_ns())
+    market = ManualClock(time.time_ns() - 9 * 86400 * NS)  # nine days behind
+    a = TokenBucket(tmp_path / "b.bucket", rate=5.0, clock=real)
+    b = TokenBucket(tmp_path / "b.bucket", rate=5.0, clock=market)
+    a.acquire()
+    a.penalize(3)  # a penalty (seconds ahead) is still honoured on its own clock
+    assert 2.5 < a.try_acquire() < 3.5
+    assert b.acquire(timeout=10) < 1  # the other clock's time is not waited out (it was: nine days)
+    assert a.acquire(timeout=10) < 10

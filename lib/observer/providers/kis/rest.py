@@ -5,7 +5,9 @@ Errors:
 - EGW00201 (too many requests; HTTP 500 or 200): the shared bucket is pushed back (every process
   using the app key waits), the hit is counted and the call retried (retry.rate_limit_max_retries);
 - EGW00123 / EGW00121 (token expired / invalid): one token refresh and one retry;
+- EGW00103 (app key/secret refused, whatever the HTTP status): AuthError, never retried;
 - other 4xx: not retried (AuthError for 401/403, ApiError otherwise), with the broker's message.
+Every wait (limiter, backoff, token issuance) goes through the Clock, so a program's stop ends it.
 """
 
 from __future__ import annotations
