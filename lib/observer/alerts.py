@@ -97,7 +97,7 @@ DEFAULTS: dict = {
     "throttle_min": 30,
     "always_send": ["CRITICAL", "ERROR"],
     "warning_keys": ["track_a_rate", "track_b_rate", "reconnects", "backup", "disk", "cpu", "preflight",
-                     "crash_loop", "restart", "universe_fallback"],
+                     "crash_loop", "restart"],
     "retry_backoff_s": 30,
     "retry_backoff_max_s": 900,
     "claim_timeout_s": 120,

@@ -29,10 +29,10 @@ def env(tmp_path):
     e.close()
 
 
-def _make(env, store, alert=None, day=None):
+def _make(env, store, alerts=None, day=None):
     prov = get_provider("kis", env.cfg, env.secrets, store, env.clock)
     return ensure_universe(env.root, day or env.day, prov.rest(), env.cfg, calendar_from_config(env.cfg),
-                           store.events("kis"), env.clock, source=prov, alert=alert), prov
+                           store.events("kis"), env.clock, source=prov, alerts=alerts), prov
 
 
 def _events(env, action):
@@ -87,10 +87,11 @@ def test_download_fails_last_good_copy_used_and_warning_delivered(env):
         prov = get_provider("kis", env.cfg, env.secrets, store, env.clock)
         prov.fetch_listings(paths.universe_sources_dir(env.root, prev))  # yesterday's good copy
         env.sim.apply_fault({"kind": "master_bad", "mode": "error", "duration_real": 3600})
-        cfg = {"alerts": {"telegram_api_base": tg.base, "send_timeout_s": 2, "retry_backoff_s": 0}, "host_id": "vm1"}
+        cfg = {"alerts": {"telegram_api_base": tg.base, "send_timeout_s": 2, "retry_backoff_s": 0,
+                          "warning_keys": ["universe_fallback"]}, "host_id": "vm1"}
         alerter = Alerter(env.root, cfg, {"TELEGRAM_BOT_TOKEN": TG_TOKEN, "TELEGRAM_CHAT_ID": "42"}, program="t",
                           store=store)
-        uni, _ = _make(env, store, alert=alerter.alert)
+        uni, _ = _make(env, store, alerts=alerter)
         alerter.close(timeout_s=10)
         msgs = tg.wait_for_messages(1, timeout=15)
         text = msgs[0]["text"]

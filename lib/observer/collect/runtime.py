@@ -15,7 +15,8 @@ from observer.providers.base import Provider, get_provider
 from observer.store.store import Store
 from observer.store.writer import Durability
 
-KEY_CREDENTIALS_REFUSED = "credentials_refused"  # CRITICAL alert: the broker refused an app key/secret
+# alert keys (the names of observer.alerts_table's constants, where the table lives once merged)
+KEY_CREDENTIALS_REFUSED = "credentials_refused"  # CRITICAL: the broker refused an app key/secret
 
 
 @dataclass
@@ -77,9 +78,9 @@ def run_collector(ctx: Context, provider_name: str, program: str, body) -> int:
             str(a.get("name")) for a in rt.provider.pcfg.get("accounts") or []) or "?"
         log.error("broker refused the credentials", extra={"error": str(e), "account": account})
         ev.emit("collector", "CRITICAL", state="stopped", reason=f"credentials refused ({account}): {e}"[:500])
-        raise_alert(rt, ctx.cfg, program, KEY_CREDENTIALS_REFUSED, "CRITICAL",
-                    f"{program}: {provider_name} refused the credentials of account {account!r} ({e}); "
-                    f"fix the app key/secret and restart", account=account)
+        OneShotAlerts(rt.store.root, ctx.cfg, rt.secrets, program, store=rt.store).alert(
+            KEY_CREDENTIALS_REFUSED, "CRITICAL", f"{program}: {provider_name} refused the credentials of account "
+            f"{account!r} ({e}); fix the app key/secret and restart", account=account)
         return cli.EXIT_FAILED
     except Stopped:  # a signal ended a wait deep down: a normal stop
         ev.emit("collector", "INFO", state="stopped", reason="signal")
@@ -89,16 +90,24 @@ def run_collector(ctx: Context, provider_name: str, program: str, body) -> int:
         rt.store.close()
 
 
-def raise_alert(rt: Runtime, cfg: dict, program: str, key: str, severity: str, text: str, **context) -> None:
-    """Raise one alert through the outbox and give the sender a few seconds (what is not sent by then
-    stays pending for the next drain of any program). Never raises."""
-    from observer.core.logging import get_logger
+class OneShotAlerts:
+    """For a program that raises an alert rarely (a refusal, a fallback): each alert() opens the outbox,
+    queues the alert and gives the sender a few seconds (what is not sent by then stays pending for the
+    next drain of any program). Never raises."""
 
-    try:
-        from observer.alerts import Alerter
+    def __init__(self, root, cfg: dict, secrets, program: str, *, store=None, send_s: float = 10.0):
+        self.root, self.cfg, self.secrets, self.program, self.store = root, cfg, secrets, program, store
+        self.send_s = send_s
 
-        a = Alerter(rt.store.root, cfg, rt.secrets, program=program, store=rt.store)
-        a.alert(key, severity, text, **context)
-        a.close(timeout_s=10)
-    except Exception:
-        get_logger(program).exception("alert not raised", extra={"alert_key": key})
+    def alert(self, key: str, severity: str, text: str, **context) -> None:
+        from observer.core.logging import get_logger
+
+        try:
+            from observer.alerts import Alerter
+
+            a = Alerter(self.root, self.cfg, self.secrets if self.secrets is not None else {}, program=self.program,
+                        store=self.store)
+            a.alert(key, severity, text, **context)
+            a.close(timeout_s=self.send_s)
+        except Exception:
+            get_logger(self.program).exception("alert not raised", extra={"alert_key": key})

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
@@ -31,10 +30,10 @@ from observer.store.state import create_json_once, read_json, write_bytes_atomic
 log = get_logger(__name__)
 MARKET = "kr_stocks"
 LOOKBACK_DAYS = 10  # how far back a fallback universe (or a kept listing file) may come from
-KEY_FALLBACK = "universe_fallback"  # WARNING alert: listing download/parse failed, or a previous universe used
+# WARNING alert (the name of observer.alerts_table's constant): listing download/parse failed, or a
+# previous day's universe used
+KEY_UNIVERSE_FALLBACK = "universe_fallback"
 MAX_KEPT_FILE = 16 << 20  # a kept listing file copied forward is at most this big
-
-Alert = Callable[..., None]  # alert(key, severity, text, **context)
 
 
 class UniverseError(Exception):
@@ -124,7 +123,7 @@ def _copy_kept(src: Path, dst: Path) -> None:
 
 
 def listed_candidates(root: Path, day: date, source: Provider, ucfg: dict, calendar: KrxCalendar, events,
-                      alert: Alert | None = None) -> tuple[list[str], dict[str, dict], dict]:
+                      alerts=None) -> tuple[list[str], dict[str, dict], dict]:
     """Candidates from the provider's listing files: (symbols, {symbol: {name, market, type}}, source).
 
     Today's kept files if a previous run of today downloaded them, else a download now (kept in
@@ -155,8 +154,8 @@ def listed_candidates(root: Path, day: date, source: Provider, ucfg: dict, calen
                                     f"previous {LOOKBACK_DAYS} trading days") from e
             events.emit("universe", "WARNING", date=yyyymmdd(day), action="listing_fallback",
                         source_date=fallback_from, reason=why)
-            if alert is not None:
-                alert(KEY_FALLBACK, "WARNING", f"stock listing download failed: {why}; using the copy of "
+            if alerts is not None:
+                alerts.alert(KEY_UNIVERSE_FALLBACK, "WARNING", f"stock listing download failed: {why}; using the copy of "
                       f"{fallback_from} (universe/{fallback_from}/)", date=yyyymmdd(day), source_date=fallback_from)
     include = set(ucfg.get("include_types", ["stock"]))
     seen: set[str] = set()
@@ -177,11 +176,11 @@ def listed_candidates(root: Path, day: date, source: Provider, ucfg: dict, calen
 
 
 def ensure_universe(root: Path, day: date, rest: MarketRest, cfg: dict, calendar: KrxCalendar, events,
-                    clock: Clock, provider: str = "kis", *, source: Provider | None = None,
-                    alert: Alert | None = None) -> dict:
+                    clock: Clock, provider: str = "kis", *, source: Provider | None = None, alerts=None) -> dict:
     """The universe of `day`: the frozen file if it exists, else created now, else the previous
     trading day's (WARNING event + alert). Candidates come from `universe.candidates_file` when set,
-    else from `source`'s listing files. Raises UniverseError only when none can be had; AuthError and
+    else from `source`'s listing files. `alerts`: an object with .alert(key, severity, text, **context)
+    (observer.alerts.Alerter, heal.alerting.AlertSink, collect.runtime.OneShotAlerts). Raises UniverseError only when none can be had; AuthError and
     Stopped propagate."""
     path = paths.universe_file(root, day, MARKET)
     existing = read_json(path)
@@ -193,7 +192,7 @@ def ensure_universe(root: Path, day: date, rest: MarketRest, cfg: dict, calendar
             candidates, info = read_candidates(ucfg["candidates_file"]), {}
             src = {"kind": "candidates_file", "path": str(ucfg["candidates_file"])}
         elif source is not None:
-            candidates, info, src = listed_candidates(root, day, source, ucfg, calendar, events, alert)
+            candidates, info, src = listed_candidates(root, day, source, ucfg, calendar, events, alerts)
         else:
             raise UniverseError("no candidates: universe.candidates_file is unset and no provider listing was given")
         uni = create_universe(rest, candidates, day,
@@ -210,8 +209,8 @@ def ensure_universe(root: Path, day: date, rest: MarketRest, cfg: dict, calendar
             if old is not None:
                 events.emit("universe", "WARNING", date=yyyymmdd(day), action="fallback", source_date=yyyymmdd(prev),
                             symbols=len(old["symbols"]), reason=str(e)[:500])
-                if alert is not None:
-                    alert(KEY_FALLBACK, "WARNING", f"no universe could be made for {yyyymmdd(day)} ({str(e)[:300]}); "
+                if alerts is not None:
+                    alerts.alert(KEY_UNIVERSE_FALLBACK, "WARNING", f"no universe could be made for {yyyymmdd(day)} ({str(e)[:300]}); "
                           f"using {yyyymmdd(prev)}'s ({len(old['symbols'])} symbols)", date=yyyymmdd(day),
                           source_date=yyyymmdd(prev))
                 return old

@@ -651,6 +651,7 @@ class Preflight:
 
     # -- universe / units ------------------------------------------------------------------------------
     def check_universe(self) -> Check:
+        from observer.collect.runtime import OneShotAlerts
         from observer.collect.universe import MARKET, UniverseError, ensure_universe
         from observer.providers.base import ProviderError, get_provider
         from observer.store import paths
@@ -667,7 +668,9 @@ class Preflight:
             prov = get_provider("kis", self.cfg, self.secrets if self.secrets is not None else load_secrets(self.cfg),
                                 self.store, self.clock)
             uni = ensure_universe(self.root, self.day, prov.rest(), self.cfg, self.calendar or calendar_from_config(self.cfg),
-                                  self.store.events("kis"), self.clock, source=prov, alert=self._alert_now)
+                                  self.store.events("kis"), self.clock, source=prov,
+                                  alerts=OneShotAlerts(self.root, self.cfg, self.secrets, "observer-preflight",
+                                                       store=self.store))
         except (UniverseError, ProviderError, OSError, SecretsError) as e:
             return Check("universe", "fail", f"no universe for {yyyymmdd(self.day)}: {e}"[:400],
                          "check the stock listing download (or universe.candidates_file) and the REST check; "
@@ -681,13 +684,6 @@ class Preflight:
             return Check("universe", "warn", f"today's could not be created; using {uni.get('date')}'s ({n} symbols)",
                          "see the universe event for why")
         return Check("universe", "ok", f"{path.name} created now ({n} symbols)")
-
-    def _alert_now(self, key: str, severity: str, text: str, **context) -> None:
-        from observer.heal.alerting import AlertSink
-
-        sink = AlertSink(self.root, self.cfg, self.secrets if self.secrets is not None else {}, "observer-preflight")
-        sink.alert(key, severity, text, **context)
-        sink.close()
 
     def default_units(self) -> list[str]:
         units = ["observer-watchdog.service", "observer-unitctl.path", "observer-preflight.timer",

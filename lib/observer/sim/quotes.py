@@ -194,19 +194,17 @@ class Quotes:
 
     # ---- FHKST01010200 (asking price / expected conclusion) -------------------------------------------
     def inquire_asking_price_exp_ccn(self, q: dict) -> dict:
-        """output1: the 10-level book as it stands now (what the WebSocket book shows); output2: the
+        """output1: the 10-level book last published (what the WebSocket book shows); output2: the
         current price block. Field names from the official sample's column list."""
         s = self._sym(q)
         info = s.info
         now = self.sim.market_ms()
         with s.lock:
             s.advance(now)
-            # the book as it stands (trades move the best levels between book events), empty before the open
-            empty = (0,) * 10
-            askp = s._levels(s.ask1, True) if s.ask1 else empty
-            bidp = s._levels(s.bid1, False) if s.bid1 else empty
-            aq = s._sizes(askp, s.askq) if s.ask1 else empty
-            bq = s._sizes(bidp, s.bidq) if s.bid1 else empty
+            # the last published book (what the WebSocket book shows; the auction books before the open and
+            # in the closing call included), empty before the first one
+            askp, bidp = s.askp, s.bidp
+            aq, bq = s.book_sizes
             px, o, h, lo, acml = s.last, s.open, s.high, s.low, s.acml_vol
         out1 = {"aspr_acpt_hour": hhmmss(now)}
         for side, prices, sizes in (("askp", askp, aq), ("bidp", bidp, bq)):
