@@ -155,8 +155,9 @@ def listed_candidates(root: Path, day: date, source: Provider, ucfg: dict, calen
             events.emit("universe", "WARNING", date=yyyymmdd(day), action="listing_fallback",
                         source_date=fallback_from, reason=why)
             if alerts is not None:
-                alerts.alert(KEY_UNIVERSE_FALLBACK, "WARNING", f"stock listing download failed: {why}; using the copy of "
-                      f"{fallback_from} (universe/{fallback_from}/)", date=yyyymmdd(day), source_date=fallback_from)
+                alerts.alert(KEY_UNIVERSE_FALLBACK, "WARNING",
+                             f"stock listing download failed: {why}; using the copy of {fallback_from} "
+                             f"(universe/{fallback_from}/)", date=yyyymmdd(day), source_date=fallback_from)
     include = set(ucfg.get("include_types", ["stock"]))
     seen: set[str] = set()
     symbols, info = [], {}
@@ -179,9 +180,9 @@ def ensure_universe(root: Path, day: date, rest: MarketRest, cfg: dict, calendar
                     clock: Clock, provider: str = "kis", *, source: Provider | None = None, alerts=None) -> dict:
     """The universe of `day`: the frozen file if it exists, else created now, else the previous
     trading day's (WARNING event + alert). Candidates come from `universe.candidates_file` when set,
-    else from `source`'s listing files. `alerts`: an object with .alert(key, severity, text, **context)
-    (observer.alerts.Alerter, heal.alerting.AlertSink, collect.runtime.OneShotAlerts). Raises UniverseError only when none can be had; AuthError and
-    Stopped propagate."""
+    else from `source`'s listing files. `alerts`: anything with .alert(key, severity, text, **context)
+    (an Alerter, an AlertSink, a OneShotAlerts). Raises UniverseError only when none can be had;
+    AuthError and Stopped propagate."""
     path = paths.universe_file(root, day, MARKET)
     existing = read_json(path)
     if existing is not None:
@@ -210,9 +211,10 @@ def ensure_universe(root: Path, day: date, rest: MarketRest, cfg: dict, calendar
                 events.emit("universe", "WARNING", date=yyyymmdd(day), action="fallback", source_date=yyyymmdd(prev),
                             symbols=len(old["symbols"]), reason=str(e)[:500])
                 if alerts is not None:
-                    alerts.alert(KEY_UNIVERSE_FALLBACK, "WARNING", f"no universe could be made for {yyyymmdd(day)} ({str(e)[:300]}); "
-                          f"using {yyyymmdd(prev)}'s ({len(old['symbols'])} symbols)", date=yyyymmdd(day),
-                          source_date=yyyymmdd(prev))
+                    alerts.alert(KEY_UNIVERSE_FALLBACK, "WARNING",
+                                 f"no universe could be made for {yyyymmdd(day)} ({str(e)[:300]}); using "
+                                 f"{yyyymmdd(prev)}'s ({len(old['symbols'])} symbols)", date=yyyymmdd(day),
+                                 source_date=yyyymmdd(prev))
                 return old
         events.emit("universe", "ERROR", date=yyyymmdd(day), action="failed", reason=str(e)[:500])
         raise UniverseError(f"no universe for {yyyymmdd(day)}: {e}; and none from the previous "
