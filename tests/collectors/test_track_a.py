@@ -18,7 +18,7 @@ from tests.collectors.simenv import SimEnv
 
 @pytest.fixture
 def env(tmp_path):
-    e = SimEnv(tmp_path, start="08:58:00", speed=60, symbols=60, active=12,
+    e = SimEnv(tmp_path, start="08:58:00", speed=30, symbols=60, active=12,
                cfg_overrides={"windows": {"track_a": {"start": "09:00", "end": "09:20"}}})
     yield e
     e.close()
@@ -54,7 +54,7 @@ def test_sweeps_are_aligned_complete_and_match_ground_truth(env):
     snaps = [r for r in recs if r["kind"] == "snapshot"]
     sweeps = [r for r in recs if r.get("event") == "sweep"]
     assert [s["slot"] for s in sweeps] == ["09:00", "09:10", "09:20"]
-    assert all(s["coverage_pct"] == 100.0 and not s["degraded"] for s in sweeps)
+    assert all(s["coverage_pct"] == 100.0 and not s["degraded"] for s in sweeps), [(s["ok"], s["errors"], s["duration_s"], s["degraded"]) for s in sweeps]
     by_slot = defaultdict(list)
     for s in snaps:
         by_slot[s["sweep_ns"]].append(s)
@@ -78,8 +78,35 @@ def test_sweeps_are_aligned_complete_and_match_ground_truth(env):
         checked.add(s["symbol"])
     traded = {sym for sym in symbols if truth[sym]}
     assert traded and checked == traded, "every symbol that traded was compared with ground truth"
+    # bid/ask from the asking-price call: the best levels the market really had for that symbol at or
+    # before we received the snapshot (trades and book events of the ground truth carry them)
+    assert all(s["book"] == {"filled": True, "failed": 0} for s in sweeps)
+    quotes = defaultdict(list)
+    for t in env.truth("trades"):
+        quotes[t["symbol"]].append((t["t_ms"], t["bidp1"], t["askp1"]))
+    for b in env.truth("books"):
+        quotes[b["symbol"]].append((b["t_ms"], b["bidp"][0], b["askp"][0]))
+    with_book = [s for s in snaps if s.get("bid") is not None]
+    opened = [s for s in snaps if any(env.t_ns(q[0]) < s["recv_ns"] - NS for q in quotes[s["symbol"]])]
+    assert opened and {id(s) for s in opened} <= {id(s) for s in with_book}, \
+        "a symbol the market had a book for got a snapshot without bid/ask"
+    for s in with_book:
+        assert 0 < s["bid"] <= s["ask"] and s["bid_size"] > 0 and s["ask_size"] > 0, s  # auction books may lock
+        seen = {(b, a) for t_ms, b, a in quotes[s["symbol"]] if env.t_ns(t_ms) <= s["recv_ns"] + NS}
+        assert (s["bid"], s["ask"]) in seen, f"{s['symbol']}: bid/ask {s['bid']}/{s['ask']} never in the market"
     # the hour file of the slot, and a clean tree
     assert paths.swing_file(env.root, "kis", "krx", sweeps[0]["sweep_ns"]).exists()
     assert verify_tree(env.root)["clean"]
     hb = read_json(paths.heartbeat_file(env.root, "track-a"))
     assert hb["sweeps"] >= 2
+
+
+def test_bid_ask_only_when_the_budget_allows():
+    """2 calls per symbol must fit in 80 % of a slot's requests at the client's rate."""
+    from observer.collect.track_a import book_fits
+
+    assert book_fits(2_600, 19.0, 10)          # every KRX common stock on a real account: 5,200 ≤ 9,120
+    assert book_fits(4_560, 19.0, 10) and not book_fits(4_561, 19.0, 10)
+    assert not book_fits(600, 2.0, 10)          # paper account: 1,200 > 960
+    assert book_fits(480, 2.0, 10)
+    assert not book_fits(10, None, 10)

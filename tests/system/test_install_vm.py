@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -240,6 +241,83 @@ def test_install_ends_with_the_preflight_table(installed):
     for check in ("config", "secrets", "disk", "self-test"):
         assert check in out, f"preflight table lacks {check!r}:\n{out[-3000:]}"
     assert "preflight: FAILED" in out and "not ready" in out
+
+
+SIM_DAY = "20261123"  # a Monday
+SIM_DROPIN = """[Service]
+ExecStart=
+ExecStart=/opt/observer/venv/bin/observer-sim --seed 3 --symbols 60 --active 5 --date {day} --start 08:29:50 \
+ --rest-port 18080 --ws-port 18081 --log-level WARNING
+"""
+SIM_CONFIG = """data_dir = "/var/lib/observer"
+
+[providers.kis]
+env = "sim"
+rest_url = "{rest}"
+ws_url = "{ws}"
+master_url = "{rest}/common/master"
+
+[preflight]
+ws_answer_s = 5
+load_warn_per_cpu = 1000.0
+load_fail_per_cpu = 2000.0
+"""
+
+
+def _write(ns, path: str, text: str, mode: str, owner: str) -> None:
+    ns.sh(f"mkdir -p $(dirname {path}) && cat > {path} && chmod {mode} {path} && chown {owner} {path}",
+          input=text, check=True)
+
+
+@pytest.mark.timeout(900)  # the module's install may run in this test's setup when it runs alone
+def test_fresh_install_passes_preflight_without_a_symbols_file(installed):
+    """The installed config (no symbols file anywhere) pointed at the simulator: preflight at 08:30 builds
+    the day's universe from the stock master files the simulator serves and passes."""
+    import json
+
+    ns = installed["ns"]
+    assert ns.run("test", "-e", "/etc/observer/symbols.txt").returncode != 0
+    _write(ns, "/run/systemd/system/observer-sim.service.d/50-test.conf", SIM_DROPIN.format(day=SIM_DAY),
+           "0644", "root:root")
+    try:
+        ns.run("systemctl", "daemon-reload", check=True)
+        ns.run("systemctl", "restart", "observer-sim.service", check=True)
+        invocation = ns.show("observer-sim.service", "InvocationID")["InvocationID"]
+
+        def sim_ready():
+            out = ns.run("journalctl", f"_SYSTEMD_INVOCATION_ID={invocation}", "-o", "cat", "--no-pager").stdout
+            for line in reversed(out.splitlines()):
+                if line.startswith("{") and '"rest"' in line:
+                    return json.loads(line)
+            return None
+
+        ready = wait_for(sim_ready, 60, "observer-sim to print its ready line", interval=0.3)
+        # 08:30 on a fresh VM: the collectors' timers have not fired yet (the install may have started them,
+        # on the real clock)
+        ns.run("systemctl", "stop", "observer-track-a.service", "observer-track-b@kis.service")
+        _write(ns, "/etc/observer/observer.toml", SIM_CONFIG.format(rest=ready["rest"], ws=ready["ws"]), "0640",
+               "root:observer")
+        _write(ns, "/etc/observer/secrets.env", "KIS_APP_KEY=sim-key\nKIS_APP_SECRET=sim-secret\n", "0600",
+               "observer:observer")
+        t0 = time.monotonic()
+        r = ns.run("timeout", "400", "runuser", "-u", "observer", "--", "/opt/observer/venv/bin/observer-preflight",
+                   "--config", "/etc/observer/observer.toml", "--json", "--no-alert",
+                   env={"OBSERVER_CLOCK": ready["clock"]}, timeout=420)
+        print(f"preflight took {time.monotonic() - t0:.1f} s")
+        assert r.stdout.strip(), "\n".join(x[:300] for x in r.stderr.splitlines()[-25:])
+        rep = json.loads(r.stdout)
+        verdicts = {c["name"]: (c["verdict"], c["reason"]) for c in rep["checks"]}
+        assert r.returncode in (0, 1) and rep["verdict"] in ("ok", "warn"), verdicts
+        assert verdicts["universe"][0] == "ok" and "created now" in verdicts["universe"][1], verdicts["universe"]
+        uni = json.loads(ns.run("cat", f"/var/lib/observer/universe/{SIM_DAY}_kr_stocks.json", check=True).stdout)
+        assert uni["source"]["kind"] == "listing_files" and uni["symbols"], uni["source"]
+        kept = ns.sh(f"stat -c '%n %U %a' /var/lib/observer/universe/{SIM_DAY}/*").stdout.split("\n")
+        assert sorted(x.split()[0].rsplit("/", 1)[1] for x in kept if x) == ["kosdaq_code.mst.zip", "kospi_code.mst.zip"]
+        assert all(x.split()[1:] == ["observer", "640"] for x in kept if x), kept
+    finally:
+        ns.run("rm", "-f", "/run/systemd/system/observer-sim.service.d/50-test.conf")
+        ns.run("systemctl", "daemon-reload")
+        ns.run("systemctl", "restart", "observer-sim.service")
 
 
 def test_deploy_guard_refuses_an_upgrade_in_market_hours(installed):

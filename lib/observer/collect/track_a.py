@@ -15,14 +15,22 @@ from datetime import date, datetime
 from observer.alerts import KEY_TRACK_A_RATE, ProgramAlerts, Sustained
 from observer.collect.heartbeat import Heartbeat
 from observer.core.calendar import KrxCalendar
-from observer.core.clock import NS, Clock, kst
+from observer.core.clock import NS, Clock, Stopped, kst
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
 from observer.metrics import MetricsWriter
-from observer.providers.base import MarketRest, ProviderError
+from observer.providers.base import AuthError, MarketRest, ProviderError
 from observer.store.store import Store
 
 log = get_logger(__name__)
+BOOK_BUDGET_SHARE = 0.8  # of a slot's request budget; the rest is headroom for retries and other programs
+
+
+def book_fits(symbols: int, calls_per_s: float | None, interval_min: int) -> bool:
+    """True when a sweep can afford a second call per symbol (the best bid/ask) inside its slot:
+    2 × symbols ≤ BOOK_BUDGET_SHARE × rate × slot seconds. Real account (19/s, 10 min): up to 4,560
+    symbols; paper (2/s): up to 480."""
+    return bool(calls_per_s) and 2 * symbols <= BOOK_BUDGET_SHARE * calls_per_s * interval_min * 60
 
 
 def sweep_slots(start: datetime, end: datetime, interval_min: int) -> list[int]:
@@ -61,6 +69,8 @@ class TrackA:
         self._rate_low = Sustained(float(self.alerts.acfg["track_a_rate_for_s"]))
         self.sweeps_done = 0
         self.last_status = ""
+        # bid/ask come from a second call (the current-price reply has none): made only when the budget allows
+        self.fill_book = book_fits(len(symbols), rest.calls_per_s(), self.interval)
 
     # -- waiting -----------------------------------------------------------------------------
     def _wait_until(self, target_ns: int, phase: str) -> bool:
@@ -71,7 +81,10 @@ class TrackA:
                 return True
             self.hb.beat(phase, sweeps=self.sweeps_done)
             self.notifier.progress()
-            self.clock.sleep(min(left, 1.0 * self.clock.speed))
+            try:
+                self.clock.sleep(min(left, 1.0 * self.clock.speed))
+            except Stopped:
+                return False
         return False
 
     # -- one sweep ---------------------------------------------------------------------------
@@ -83,10 +96,22 @@ class TrackA:
         label = kst(slot_ns).strftime("%H:%M")
         it = iter(self.symbols)
 
+        book_failed: list[str] = []  # appended from the workers (list.append is atomic)
+
         def call(sym: str):
             if self.stop.is_set() or self.clock.now_ns() >= deadline_ns:
                 raise TimeoutError("sweep_overrun")
-            return self.rest.current_price(sym, sweep_ns=slot_ns)
+            rec = self.rest.current_price(sym, sweep_ns=slot_ns)
+            if self.fill_book and self.clock.now_ns() < deadline_ns:
+                try:
+                    rec.update(self.rest.best_quote(sym))
+                except AuthError:
+                    raise
+                except (ProviderError, OSError, ValueError, KeyError) as e:  # the price is still worth keeping
+                    book_failed.append(sym)
+                    rec.setdefault("flags", []).append("book_unavailable")
+                    log.warning("best quote failed", extra={"symbol": sym, "error": str(e)[:300]})
+            return rec
 
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="track-a") as ex:
             # keep at most 2 × workers calls queued, so a stop or an overrun leaves little in flight
@@ -108,6 +133,11 @@ class TrackA:
                         ok += 1
                     except TimeoutError:
                         failed[sym] = "sweep_overrun"
+                    except Stopped:
+                        failed[sym] = "stopped"
+                    except AuthError:  # refused credentials end the program, not just this symbol
+                        self.stop.set()
+                        raise
                     except (ProviderError, OSError, ValueError, KeyError) as e:
                         failed[sym] = type(e).__name__
                         log.warning("current price failed", extra={"symbol": sym, "error": str(e)[:300]})
@@ -131,7 +161,8 @@ class TrackA:
         n = len(self.symbols)
         ev = {"slot": label, "sweep_ns": slot_ns, "symbols": n, "ok": ok, "failed": len(failed),
               "coverage_pct": round(100.0 * ok / n, 3) if n else 100.0, "duration_s": round(duration, 3),
-              "degraded": degraded, "errors": errors}
+              "degraded": degraded, "errors": errors,
+              "book": {"filled": self.fill_book, "failed": len(book_failed)}}
         self.events.emit("sweep", "WARNING" if failed else "INFO", **ev)
         self.sweeps_done += 1
         m = self.metrics
@@ -175,8 +206,10 @@ class TrackA:
             self.events.emit("gap_marker", "WARNING", market=self.market, symbol="*", start_ns=s, end_ns=s + step,
                              track="A", cause="collector_not_running", recoverable=False,
                              gap_id=f"A-{self.provider}-*-{s}")
-        self.notifier.ready(f"Track A {day:%Y-%m-%d}: {len(self.symbols)} symbols, {len(slots) - len(missed)} sweeps to go")
-        self.events.emit("collector", "INFO", state="ready", reason=f"{len(self.symbols)} symbols")
+        book = "with bid/ask" if self.fill_book else "without bid/ask (2 calls per symbol exceed the slot's budget)"
+        self.notifier.ready(f"Track A {day:%Y-%m-%d}: {len(self.symbols)} symbols {book}, "
+                            f"{len(slots) - len(missed)} sweeps to go")
+        self.events.emit("collector", "INFO", state="ready", reason=f"{len(self.symbols)} symbols {book}")
         count = 0
         for s in slots:
             if s + step <= now:

@@ -17,8 +17,33 @@ UTC = UTC
 NS = 1_000_000_000
 
 
+class Stopped(Exception):
+    """A wait was cut short: the program was asked to stop (SIGTERM/SIGINT) while it slept."""
+
+
 class Clock:
-    """Wall clock (UTC ns), monotonic seconds and sleep. The base class is the real system clock."""
+    """Wall clock (UTC ns), monotonic seconds and sleep. The base class is the real system clock.
+
+    stop_on(event): from then on every sleep() of this clock ends as soon as `event` is set and raises
+    Stopped, so a long wait anywhere below a program (token issuance limit, rate limiter, retry
+    backoff) ends within the stop budget instead of running out its time.
+    """
+
+    _stop: threading.Event | None = None
+
+    def stop_on(self, event: threading.Event | None) -> None:
+        self._stop = event
+
+    @property
+    def stop_event(self) -> threading.Event | None:
+        return self._stop
+
+    def _wait_real(self, real_s: float) -> None:
+        ev = self._stop
+        if ev is None:
+            time.sleep(real_s)
+        elif ev.wait(real_s):
+            raise Stopped("stop requested during a wait")
 
     def now_ns(self) -> int:
         return time.time_ns()
@@ -28,7 +53,7 @@ class Clock:
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
-            time.sleep(seconds)
+            self._wait_real(seconds)
 
     # Derived helpers: never override these, override the three above.
     def now(self) -> datetime:
@@ -81,7 +106,7 @@ class ScaledClock(Clock):
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
-            time.sleep(seconds / self._speed)
+            self._wait_real(seconds / self._speed)
 
     @property
     def speed(self) -> float:
@@ -111,6 +136,8 @@ class ManualClock(Clock):
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
+            if self._stop is not None and self._stop.is_set():
+                raise Stopped("stop requested during a wait")
             self.advance(seconds)
 
 

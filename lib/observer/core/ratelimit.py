@@ -22,6 +22,9 @@ from observer.core.clock import NS, Clock
 
 _FMT = "<dq"  # tokens (float), last refill time (UTC ns)
 _SIZE = struct.calcsize(_FMT)
+# a refill time this far ahead is no penalty of ours (those are ≤ a few seconds): a process on another
+# clock (a test's market clock, a host whose time jumped) wrote it; waiting it out could take days
+MAX_AHEAD_NS = 120 * NS
 
 
 class RateLimitTimeout(Exception):
@@ -69,6 +72,8 @@ class TokenBucket:
         tokens, last = struct.unpack(_FMT, data)
         if not (tokens == tokens) or tokens > self.burst:  # NaN or a larger burst in another process
             tokens = self.burst
+        if last > now + MAX_AHEAD_NS:  # not a penalty: another clock's time. Start afresh from ours
+            return tokens, now
         if last > now:  # another process's clock ran ahead (or a penalty): no refill until then
             return tokens, last
         return min(self.burst, tokens + (now - last) / NS * self.rate), now

@@ -650,6 +650,7 @@ class Preflight:
 
     # -- universe / units ------------------------------------------------------------------------------
     def check_universe(self) -> Check:
+        from observer.collect.runtime import OneShotAlerts
         from observer.collect.universe import MARKET, UniverseError, ensure_universe
         from observer.providers.base import ProviderError, get_provider
         from observer.store import paths
@@ -666,11 +667,18 @@ class Preflight:
             prov = get_provider("kis", self.cfg, self.secrets if self.secrets is not None else load_secrets(self.cfg),
                                 self.store, self.clock)
             uni = ensure_universe(self.root, self.day, prov.rest(), self.cfg, self.calendar or calendar_from_config(self.cfg),
-                                  self.store.events("kis"), self.clock)
+                                  self.store.events("kis"), self.clock, source=prov,
+                                  alerts=OneShotAlerts(self.root, self.cfg, self.secrets, "observer-preflight",
+                                                       store=self.store))
         except (UniverseError, ProviderError, OSError, SecretsError) as e:
             return Check("universe", "fail", f"no universe for {yyyymmdd(self.day)}: {e}"[:400],
-                         "check universe.candidates_file and the REST check; the collectors cannot choose symbols")
+                         "check the stock listing download (or universe.candidates_file) and the REST check; "
+                         "the collectors cannot choose symbols")
         n = len(uni.get("symbols", []))
+        fb = (uni.get("source") or {}).get("fallback_from")
+        if fb:
+            return Check("universe", "warn", f"{path.name} created now ({n} symbols) from the listing files kept on "
+                         f"{fb}: today's download failed", "see the universe event for why")
         if uni.get("date") not in (None, yyyymmdd(self.day), self.day.isoformat()):
             return Check("universe", "warn", f"today's could not be created; using {uni.get('date')}'s ({n} symbols)",
                          "see the universe event for why")

@@ -23,7 +23,7 @@ Market time = a clock starting at --start on --date and running --speed times re
 Fault kinds (schedule file entries {"kind", "at": "HH:MM[:SS]", "duration": market s | "duration_real": real s,
 ...}): ws_close_abrupt, ws_stall, ws_refuse, ws_flap, rest_5xx, rate_limit_storm, token_expire,
 token_invalidate, approval_invalidate, rest_slow, ws_malformed, ws_duplicate, ws_out_of_order,
-ws_drop_symbol, clock_skew.
+ws_drop_symbol, clock_skew, master_bad.
 
 Control endpoint: GET /health, GET /stats, GET /faults, POST /fault (a fault, now unless it has "at"),
 POST /faults/clear, POST /firehose {"rate": R, "frames": N} or {"off": true}, POST /stop.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from observer import cli
-from observer.collect.runtime import run_collector
+from observer.collect.runtime import OneShotAlerts, run_collector
 from observer.collect.track_a import TrackA
 from observer.collect.universe import UniverseError, ensure_universe
 from observer.core.logging import get_logger
@@ -23,7 +23,9 @@ def main(argv=None) -> int:
     def day_of_sweeps(rt, day, ev) -> int:
         rest = rt.provider.rest()
         try:
-            uni = ensure_universe(rt.store.root, day, rest, ctx.cfg, rt.calendar, ev, ctx.clock, provider_name)
+            uni = ensure_universe(rt.store.root, day, rest, ctx.cfg, rt.calendar, ev, ctx.clock, provider_name,
+                                  source=rt.provider,
+                                  alerts=OneShotAlerts(rt.store.root, ctx.cfg, rt.secrets, PROGRAM, store=rt.store))
         except UniverseError as e:
             log.error("no universe", extra={"error": str(e)})
             return cli.EXIT_FAILED

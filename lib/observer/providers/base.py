@@ -27,6 +27,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+# what a listing record's `type` may be (universe.include_types chooses among them)
+INSTRUMENT_TYPES = ("stock", "preferred", "etf", "etn", "spac", "reit", "fund", "foreign", "depositary", "other")
+
 TRADES = "trades"
 BOOK = "book"
 CHANNELS = (TRADES, BOOK)
@@ -152,6 +155,14 @@ class MarketRest(abc.ABC):
     def volume_rank(self, **filters: Any) -> list[dict]:
         """Trigger candidates: `snapshot` records ranked by volume (rank in extra["rank"])."""
 
+    def best_quote(self, symbol: str) -> dict:
+        """Best bid/ask now: {bid, ask, bid_size, ask_size} (None for an empty side)."""
+        raise NotImplementedError("this provider has no best-quote call")
+
+    def calls_per_s(self) -> float | None:
+        """The request rate this client keeps to (None: unknown)."""
+        return None
+
     def close(self) -> None:
         return None
 
@@ -230,6 +241,18 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def decoder(self, *, trading_date=None) -> FrameDecoder: ...
+
+    # -- listings: every instrument of the provider's market, from files the provider publishes ---------
+    def fetch_listings(self, keep_dir) -> list[dict]:
+        """Download the provider's listing files now, keep the good ones in `keep_dir` (the day's
+        universe source dir, for reproducibility) and return their records: {symbol, name, market,
+        type (one of INSTRUMENT_TYPES), ...}. Raises ProviderError when they cannot be had."""
+        raise NotImplementedError(f"{self.name} publishes no listing files")
+
+    def kept_listings(self, keep_dir) -> list[dict]:
+        """Records of the listing files kept in `keep_dir` by an earlier fetch_listings(). Raises
+        ProviderError when none are there or they do not parse."""
+        raise NotImplementedError(f"{self.name} publishes no listing files")
 
     def slot_channels(self) -> tuple[str, ...]:
         """What one Track B slot subscribes (config)."""

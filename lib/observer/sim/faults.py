@@ -31,8 +31,10 @@ KINDS: dict[str, tuple[bool, set[str]]] = {
     "ws_out_of_order": (True, {"count", "symbol", "tr_id", "app_key"}),
     "ws_drop_symbol": (True, {"symbol", "tr_id", "app_key"}),
     "clock_skew": (True, {"skew"}),
+    "master_bad": (True, {"mode"}),
 }
 COMMON = {"kind", "at", "at_ms", "duration", "duration_real", "id", "note"}  # at_ms: validated form of at
+MASTER_MODES = ("missing", "error", "corrupt", "bomb", "wrong_member", "many_members")  # sim/master.py BAD_MODES
 MALFORMED_MODES = ("truncate", "nonnumeric", "count", "junk", "encrypted")
 # kinds that act on data frames on their way out (checked on the hot path only while one is in force)
 DATA_KINDS = {"ws_malformed", "ws_duplicate", "ws_out_of_order", "ws_drop_symbol"}
@@ -64,11 +66,13 @@ def validate(spec: dict) -> dict:
         raise FaultError("ws_drop_symbol needs a symbol")
     if kind == "rest_slow" and "delay" not in out:
         raise FaultError("rest_slow needs delay (real seconds)")
+    if kind == "master_bad" and out.get("mode") not in MASTER_MODES:
+        raise FaultError(f"master_bad: mode must be one of {MASTER_MODES}")
     if kind == "clock_skew" and "skew" not in out:
         raise FaultError("clock_skew needs skew (seconds)")
     if kind == "ws_malformed" and out.get("mode", "cycle") not in (*MALFORMED_MODES, "cycle"):
         raise FaultError(f"ws_malformed: mode must be one of {MALFORMED_MODES} or 'cycle'")
-    if kind in ("ws_refuse", "ws_flap", "rest_5xx", "rate_limit_storm", "rest_slow") and not (
+    if kind in ("ws_refuse", "ws_flap", "rest_5xx", "rate_limit_storm", "rest_slow", "master_bad") and not (
         "duration" in out or "duration_real" in out
     ):
         raise FaultError(f"{kind} needs duration (market s) or duration_real (real s)")

@@ -256,6 +256,7 @@ class SymbolSim:
         self.trade_seq = self.book_seq = self.group = 0
         self.tot_ask_prev = self.tot_bid_prev = 0
         self.askp = self.bidp = (0,) * 10
+        self.book_sizes: tuple = ((0,) * 10, (0,) * 10)
         self.askq = [0] * 10
         self.bidq = [0] * 10
         self.ask1 = self.bid1 = 0
@@ -543,6 +544,7 @@ class SymbolSim:
         ta, tb = sum(aq), sum(bq)
         self.book_seq += 1
         self.askp, self.bidp = askp, bidp
+        self.book_sizes = (aq, bq)  # the asking-price REST call answers the last published book
         self.outbox.append(
             BookEv(
                 self.info.code, t, self.book_seq, hour_cls, askp, bidp, aq, bq, ta, tb, antc_p, antc_q, antc_vol,

@@ -192,6 +192,43 @@ class Quotes:
         }
         return {"output": out, **OK}
 
+    # ---- FHKST01010200 (asking price / expected conclusion) -------------------------------------------
+    def inquire_asking_price_exp_ccn(self, q: dict) -> dict:
+        """output1: the 10-level book last published (what the WebSocket book shows); output2: the
+        current price block. Field names from the official sample's column list."""
+        s = self._sym(q)
+        info = s.info
+        now = self.sim.market_ms()
+        with s.lock:
+            s.advance(now)
+            # the last published book (what the WebSocket book shows; the auction books before the open and
+            # in the closing call included), empty before the first one
+            askp, bidp = s.askp, s.bidp
+            aq, bq = s.book_sizes
+            px, o, h, lo, acml = s.last, s.open, s.high, s.low, s.acml_vol
+        out1 = {"aspr_acpt_hour": hhmmss(now)}
+        for side, prices, sizes in (("askp", askp, aq), ("bidp", bidp, bq)):
+            for i in range(10):
+                out1[f"{side}{i + 1}"] = str(prices[i])
+            for i in range(10):
+                out1[f"{side}_rsqn{i + 1}"] = str(sizes[i] if prices[i] else 0)
+            for i in range(10):
+                out1[f"{side}_rsqn_icdc{i + 1}"] = "0"
+        out1.update({
+            "total_askp_rsqn": str(sum(aq)), "total_bidp_rsqn": str(sum(bq)), "total_askp_rsqn_icdc": "0",
+            "total_bidp_rsqn_icdc": "0", "ovtm_total_askp_icdc": "0", "ovtm_total_bidp_icdc": "0",
+            "ovtm_total_askp_rsqn": "0", "ovtm_total_bidp_rsqn": "0", "ntby_aspr_rsqn": str(sum(bq) - sum(aq)),
+            "new_mkop_cls_code": "20", "antc_mkop_cls_code": "", "stck_prpr": str(px), "stck_oprc": str(o),
+            "stck_hgpr": str(h), "stck_lwpr": str(lo), "stck_sdpr": str(info.prev_close), "antc_cnpr": "0",
+            "antc_cntg_vrss_sign": "3", "antc_cntg_vrss": "0", "antc_cntg_prdy_ctrt": "0.00", "antc_vol": "0",
+            "stck_shrn_iscd": info.code, "vi_cls_code": "N",
+        })
+        out2 = {"antc_mkop_cls_code": "311", "stck_prpr": str(px), "stck_oprc": str(o), "stck_hgpr": str(h),
+                "stck_lwpr": str(lo), "stck_sdpr": str(info.prev_close), "antc_cnpr": "0", "antc_cntg_vrss_sign": "3",
+                "antc_cntg_vrss": "0", "antc_cntg_prdy_ctrt": "0.00", "antc_vol": "0", "antc_tr_pbmn": "0",
+                "acml_vol": str(acml), "stck_shrn_iscd": info.code, "vi_cls_code": "N"}
+        return {"output1": out1, "output2": out2, **OK}
+
     # ---- FHPST01060000 ------------------------------------------------------------------------------
     def inquire_time_itemconclusion(self, q: dict) -> dict:
         s = self._sym(q)

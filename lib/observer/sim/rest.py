@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("observer.sim.rest")
 
 QUOTE_PREFIX = "/uapi/domestic-stock/v1/quotations/"
+MASTER_PREFIX = "/common/master/"  # the stock master files (public, no account): sim/master.py
 TR_BY_PATH = {
     "inquire-price": "FHKST01010100",
+    "inquire-asking-price-exp-ccn": "FHKST01010200",
     "inquire-time-itemconclusion": "FHPST01060000",
     "inquire-time-itemchartprice": "FHKST03010200",
     "inquire-daily-price": "FHKST01010400",
@@ -307,9 +309,27 @@ class KisHandler(BaseHTTPRequestHandler):
         sim.count(f"post {path} {status}")
         self._reply(status, out)
 
+    def _master(self, name: str) -> None:
+        f = self.sim.faults.first("master_bad")
+        if f:
+            f.hits += 1
+        status, data = self.sim.masters.serve(name, f.spec["mode"] if f else None)
+        self.sim.count(f"master {name} {status}")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/zip" if status == 200 else "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            self.close_connection = True
+
     def do_GET(self):  # noqa: N802 - stdlib name
         sim = self.sim
         u = urlsplit(self.path)
+        if u.path.startswith(MASTER_PREFIX):
+            self._master(u.path[len(MASTER_PREFIX):])
+            return
         if not u.path.startswith(QUOTE_PREFIX):
             self._reply(404, {"error_code": "404", "error_description": "not found"})
             return

@@ -29,6 +29,7 @@ from observer.sim.market import (
     hhmmss,
     parse_hhmmss,
 )
+from observer.sim.master import Masters
 from observer.sim.quotes import Quotes
 from observer.sim.rest import Auth, RateLimiter, RestServer, kst_text
 from observer.sim.truth import GroundTruth
@@ -89,6 +90,7 @@ class Simulator:
         self.auth = Auth(self)
         self.limiter = RateLimiter(cfg.rate_limit)
         self.quotes = Quotes(self)
+        self.masters = Masters(self.universe, cfg.seed)
         self.rng = random.Random(f"{cfg.seed}|faults")
         self.dispatched_ms = -1
         # held by the pump for a whole tick (generate, ground truth, hand frames to the connections); taken by

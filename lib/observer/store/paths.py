@@ -99,6 +99,11 @@ def universe_file(root: Path, day: date, market: str = "kr_stocks") -> Path:
     return Path(root, "universe", f"{yyyymmdd(day)}_{market}.json")
 
 
+def universe_sources_dir(root: Path, day: date) -> Path:
+    """The files a day's universe was made from (the provider's listing files), kept for reproducibility."""
+    return Path(root, "universe", yyyymmdd(day))
+
+
 def state_dir(root: Path) -> Path:
     return Path(root, "state")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 import requests
 
-from observer.core.clock import KST, NS, Clock, to_ns
+from observer.core.clock import KST, NS, Clock, Stopped, to_ns
 from observer.core.logging import get_logger
 from observer.core.redact import register_secret
 from observer.providers.base import AuthError, ProviderError
@@ -36,10 +36,21 @@ def key_hash(base_url: str, app_key: str) -> str:
 
 
 @contextmanager
-def _flock(path: Path):
+def _flock(path: Path, clock: Clock):
+    """Exclusive flock. Another process may hold it through a 61 s issuance wait, so with a stop event
+    on the clock the lock is polled and the wait ends (Stopped) as soon as the program is told to stop."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if clock.stop_event is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if clock.stop_event.wait(0.05):
+                        raise Stopped("stop requested while waiting for the credential lock") from None
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -108,7 +119,7 @@ class CachedCredential:
         m = self._mem
         if self._usable(m, now, invalid) and not self._refresh_due(m, now):
             return m["value"]
-        with _flock(self.lock_path):
+        with _flock(self.lock_path, self.clock):
             c = self._read()
             now = self.clock.now_ns()
             if self._usable(c, now, invalid) and not self._refresh_due(c, now):
@@ -189,6 +200,10 @@ class KisAuth:
         self.timeouts = timeouts
         self.max_attempts = max_attempts
         self.approval_ttl_s = approval_ttl_s
+        # the broker's definitive refusal of this key/secret (4xx other than the issuance limit): asking
+        # again cannot succeed, and each attempt waits out the issuance limit, so every later request for
+        # a credential fails at once with the same reason
+        self.refused: str | None = None
         h = key_hash(self.base_url, app_key)
         self.token_cache = CachedCredential(Path(state_dir, f"kis_token_{h}.json"), self._fetch_token, clock,
                                             what="access token", min_interval_s=token_min_interval_s,
@@ -198,9 +213,13 @@ class KisAuth:
                                                refresh_ahead_s=3600.0, on_issue=on_issue)
 
     def token(self, invalid: str | None = None) -> str:
+        if self.refused:
+            raise AuthError(self.refused)
         return self.token_cache.get(invalid)
 
     def approval_key(self, invalid: str | None = None) -> str:
+        if self.refused:
+            raise AuthError(self.refused)
         return self.approval_cache.get(invalid)
 
     def _post(self, path: str, body: dict, what: str, urgent: bool = True) -> dict:
@@ -240,7 +259,8 @@ class KisAuth:
                 self.clock.sleep(min(30.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0))
                 continue
             desc = str(reply.get("error_description") or reply.get("msg1") or "")[:200]
-            raise AuthError(f"{what}: {path} refused: HTTP {r.status_code} {code} {desc}".rstrip())
+            self.refused = f"{what}: {path} refused: HTTP {r.status_code} {code} {desc}".rstrip()
+            raise AuthError(self.refused)
         raise AuthError(f"{what}: no reply")  # pragma: no cover
 
     def _fetch_token(self, urgent: bool = True) -> tuple[str, int]:

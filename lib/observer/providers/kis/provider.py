@@ -83,6 +83,22 @@ class KisProvider(Provider):
                                        custtype=self.pcfg.get("custtype", "P"), trading_date=trading_date))
         return KisStream(conns)
 
+    def fetch_listings(self, keep_dir: Path) -> list[dict]:
+        from observer.providers.kis import master
+        from observer.store.state import write_bytes_atomic
+
+        t = self.pcfg.get("timeouts", {})
+        blobs = master.fetch_masters(self.pcfg.get("master_url") or master.BASE_URL, clock=self.clock,
+                                     timeouts=(float(t.get("connect_s", 3.05)), float(t.get("read_s", 10.0))))
+        for name, blob in blobs.items():  # only files that parsed are kept
+            write_bytes_atomic(Path(keep_dir, name), blob)
+        return self.kept_listings(keep_dir)
+
+    def kept_listings(self, keep_dir: Path) -> list[dict]:
+        from observer.providers.kis import master
+
+        return master.load_dir(Path(keep_dir))
+
     def _credential_issued(self, what: str, reason: str, account: str) -> None:
         ev = self.events
         if ev is not None:

@@ -5,7 +5,9 @@ Errors:
 - EGW00201 (too many requests; HTTP 500 or 200): the shared bucket is pushed back (every process
   using the app key waits), the hit is counted and the call retried (retry.rate_limit_max_retries);
 - EGW00123 / EGW00121 (token expired / invalid): one token refresh and one retry;
+- EGW00103 (app key/secret refused, whatever the HTTP status): AuthError, never retried;
 - other 4xx: not retried (AuthError for 401/403, ApiError otherwise), with the broker's message.
+Every wait (limiter, backoff, token issuance) goes through the Clock, so a program's stop ends it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ log = get_logger(__name__)
 
 QUOT = "/uapi/domestic-stock/v1/quotations/"
 TR_PRICE = "FHKST01010100"
+TR_ASKING = "FHKST01010200"
 TR_TIME_CONCLUSION = "FHPST01060000"
 TR_MINUTE_BARS = "FHKST03010200"
 TR_DAILY = "FHKST01010400"
@@ -41,6 +44,7 @@ TR_VOLUME_RANK = "FHPST01710000"
 
 RATE_LIMIT_CODE = "EGW00201"
 TOKEN_CODES = ("EGW00123", "EGW00121")
+APPKEY_CODE = "EGW00103"  # app key/secret refused: whatever the HTTP status, retrying cannot help
 
 BASE_URLS = {
     "real": ("https://openapi.koreainvestment.com:9443", "ws://ops.koreainvestment.com:21000"),
@@ -228,7 +232,15 @@ class KisRest(MarketRest):
         self.bucket.close()
 
     def request(self, path: str, tr_id: str, params: dict) -> tuple[dict, dict]:
-        """GET a quotation; returns (body, response headers). Raises ProviderError subclasses."""
+        """GET a quotation; returns (body, response headers). Raises ProviderError subclasses (an
+        AuthError carries the account name in `account`)."""
+        try:
+            return self._request(path, tr_id, params)
+        except AuthError as e:
+            e.account = self.account
+            raise
+
+    def _request(self, path: str, tr_id: str, params: dict) -> tuple[dict, dict]:
         self.stats["calls"] += 1
         url = self.base_url + path
         attempt = 0
@@ -268,6 +280,9 @@ class KisRest(MarketRest):
                 pause = min(10.0, self.rl_backoff_s * 2 ** (rl_hits - 1)) * random.uniform(0.75, 1.25)
                 self.bucket.penalize(pause)
                 continue
+            if code == APPKEY_CODE:
+                msg = str(body.get("msg1") or body.get("error_description") or "")[:200]
+                raise AuthError(f"{tr_id}: app key/secret refused: HTTP {r.status_code} {code} {msg}".rstrip())
             if code in TOKEN_CODES:
                 if refreshed:
                     raise AuthError(f"{tr_id}: token refused ({code}) again after a refresh")
@@ -312,6 +327,27 @@ class KisRest(MarketRest):
             return snapshot_from_price(symbol, out, self.clock.now_ns(), sweep_ns)
         except (ValueError, TypeError) as e:
             raise ApiError(f"{TR_PRICE} {symbol}: {e}") from None
+
+    def best_quote(self, symbol: str) -> dict:
+        """inquire-asking-price-exp-ccn output1 -> {bid, ask, bid_size, ask_size} of the best level (None
+        where that side is empty: a price of 0 means no order on it)."""
+        body, _ = self.request(QUOT + "inquire-asking-price-exp-ccn", TR_ASKING, self._params(symbol))
+        out = body.get("output1")
+        if not isinstance(out, dict):
+            raise ApiError(f"{TR_ASKING} {symbol}: reply has no output1 object")
+        try:
+            ask, bid = _num(out.get("askp1")), _num(out.get("bidp1"))
+            ask_q, bid_q = _num(out.get("askp_rsqn1")), _num(out.get("bidp_rsqn1"))
+        except (ValueError, TypeError) as e:
+            raise ApiError(f"{TR_ASKING} {symbol}: {e}") from None
+        for name, v in (("askp1", ask), ("bidp1", bid), ("askp_rsqn1", ask_q), ("bidp_rsqn1", bid_q)):
+            if v is not None and v < 0:
+                raise ApiError(f"{TR_ASKING} {symbol}: {name} {v} is negative")
+        return {"bid": bid or None, "ask": ask or None, "bid_size": bid_q if bid else None,
+                "ask_size": ask_q if ask else None}
+
+    def calls_per_s(self) -> float:
+        return self.bucket.rate
 
     def conclusion_page(self, symbol: str, hhmmss: str) -> tuple[list[dict], dict]:
         """Raw FHPST01060000 page: (output2 rows newest first, output1)."""
