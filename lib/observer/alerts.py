@@ -827,6 +827,19 @@ class ProgramAlerts:
             a.close(timeout_s)
 
 
+class OneShotAlerts(ProgramAlerts):
+    """ProgramAlerts for a rare alert (a refused credential, a universe fallback): each alert is given
+    send_s to go out; what is not sent by then stays pending for the next drain of any program."""
+
+    def __init__(self, store, cfg: Mapping, program: str, *, send_s: float = 10.0):
+        super().__init__(store, cfg, program)
+        self.send_s = send_s
+
+    def alert(self, key: str, severity: str, text: str, **context) -> None:
+        super().alert(key, severity, text, **context)
+        self.close(self.send_s)
+
+
 # -- the daily summary ------------------------------------------------------------------------
 def _day_lines(root: Path, day: date) -> list[dict]:
     p = paths.alerts_file(root, day)

@@ -6,6 +6,8 @@ import signal
 import threading
 from dataclasses import dataclass
 
+from observer.alerts import OneShotAlerts
+from observer.alerts_table import KEY_CREDENTIALS_REFUSED
 from observer.cli import Context
 from observer.core.calendar import KrxCalendar, calendar_from_config
 from observer.core.config import data_dir, host_id
@@ -14,9 +16,6 @@ from observer.core.secrets import Secrets, load_secrets
 from observer.providers.base import Provider, get_provider
 from observer.store.store import Store
 from observer.store.writer import Durability
-
-# alert keys (the names of observer.alerts_table's constants, where the table lives once merged)
-KEY_CREDENTIALS_REFUSED = "credentials_refused"  # CRITICAL: the broker refused an app key/secret
 
 
 @dataclass
@@ -78,7 +77,7 @@ def run_collector(ctx: Context, provider_name: str, program: str, body) -> int:
             str(a.get("name")) for a in rt.provider.pcfg.get("accounts") or []) or "?"
         log.error("broker refused the credentials", extra={"error": str(e), "account": account})
         ev.emit("collector", "CRITICAL", state="stopped", reason=f"credentials refused ({account}): {e}"[:500])
-        OneShotAlerts(rt.store.root, ctx.cfg, rt.secrets, program, store=rt.store).alert(
+        OneShotAlerts(rt.store, ctx.cfg, program).alert(
             KEY_CREDENTIALS_REFUSED, "CRITICAL", f"{program}: {provider_name} refused the credentials of account "
             f"{account!r} ({e}); fix the app key/secret and restart", account=account)
         return cli.EXIT_FAILED
@@ -90,24 +89,3 @@ def run_collector(ctx: Context, provider_name: str, program: str, body) -> int:
         rt.store.close()
 
 
-class OneShotAlerts:
-    """For a program that raises an alert rarely (a refusal, a fallback): each alert() opens the outbox,
-    queues the alert and gives the sender a few seconds (what is not sent by then stays pending for the
-    next drain of any program). Never raises."""
-
-    def __init__(self, root, cfg: dict, secrets, program: str, *, store=None, send_s: float = 10.0):
-        self.root, self.cfg, self.secrets, self.program, self.store = root, cfg, secrets, program, store
-        self.send_s = send_s
-
-    def alert(self, key: str, severity: str, text: str, **context) -> None:
-        from observer.core.logging import get_logger
-
-        try:
-            from observer.alerts import Alerter
-
-            a = Alerter(self.root, self.cfg, self.secrets if self.secrets is not None else {}, program=self.program,
-                        store=self.store)
-            a.alert(key, severity, text, **context)
-            a.close(timeout_s=self.send_s)
-        except Exception:
-            get_logger(self.program).exception("alert not raised", extra={"alert_key": key})

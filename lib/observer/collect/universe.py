@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
+from observer.alerts_table import KEY_UNIVERSE_FALLBACK
 from observer.core.calendar import KrxCalendar
 from observer.core.clock import Clock, Stopped, to_ns, yyyymmdd
 from observer.core.logging import get_logger
@@ -32,7 +33,6 @@ MARKET = "kr_stocks"
 LOOKBACK_DAYS = 10  # how far back a fallback universe (or a kept listing file) may come from
 # WARNING alert (the name of observer.alerts_table's constant): listing download/parse failed, or a
 # previous day's universe used
-KEY_UNIVERSE_FALLBACK = "universe_fallback"
 MAX_KEPT_FILE = 16 << 20  # a kept listing file copied forward is at most this big
 
 

@@ -650,7 +650,7 @@ class Preflight:
 
     # -- universe / units ------------------------------------------------------------------------------
     def check_universe(self) -> Check:
-        from observer.collect.runtime import OneShotAlerts
+        from observer.alerts import OneShotAlerts
         from observer.collect.universe import MARKET, UniverseError, ensure_universe
         from observer.providers.base import ProviderError, get_provider
         from observer.store import paths
@@ -668,8 +668,7 @@ class Preflight:
                                 self.store, self.clock)
             uni = ensure_universe(self.root, self.day, prov.rest(), self.cfg, self.calendar or calendar_from_config(self.cfg),
                                   self.store.events("kis"), self.clock, source=prov,
-                                  alerts=OneShotAlerts(self.root, self.cfg, self.secrets, "observer-preflight",
-                                                       store=self.store))
+                                  alerts=OneShotAlerts(self.store, self.cfg, "observer-preflight"))
         except (UniverseError, ProviderError, OSError, SecretsError) as e:
             return Check("universe", "fail", f"no universe for {yyyymmdd(self.day)}: {e}"[:400],
                          "check the stock listing download (or universe.candidates_file) and the REST check; "

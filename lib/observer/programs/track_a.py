@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from observer import cli
-from observer.collect.runtime import OneShotAlerts, run_collector
+from observer.alerts import OneShotAlerts
+from observer.collect.runtime import run_collector
 from observer.collect.track_a import TrackA
 from observer.collect.universe import UniverseError, ensure_universe
 from observer.core.logging import get_logger
@@ -25,7 +26,7 @@ def main(argv=None) -> int:
         try:
             uni = ensure_universe(rt.store.root, day, rest, ctx.cfg, rt.calendar, ev, ctx.clock, provider_name,
                                   source=rt.provider,
-                                  alerts=OneShotAlerts(rt.store.root, ctx.cfg, rt.secrets, PROGRAM, store=rt.store))
+                                  alerts=OneShotAlerts(rt.store, ctx.cfg, PROGRAM))
         except UniverseError as e:
             log.error("no universe", extra={"error": str(e)})
             return cli.EXIT_FAILED
