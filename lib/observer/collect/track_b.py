@@ -36,6 +36,7 @@ from observer.core.logging import get_logger
 from observer.core.notify import Notifier
 from observer.metrics import MetricsWriter
 from observer.providers.base import TRADES, Provider, ProviderError, RegistrationLimitError
+from observer.recover.gaps import SUBSCRIBING
 from observer.store.store import Store
 from observer.store.writer import StoreError, StoreFull
 
@@ -105,6 +106,8 @@ class TrackB:
         self._latest_book: dict[str, dict] = {}
         self._book_fresh: set[str] = set()
         self._slot_of: dict[str, int] = {}
+        self._pending: dict[str, int] = {}  # allocated, subscription not yet effective: symbol -> allocation ns
+        self._tcount: dict[str, int] = {}  # trades received per symbol since the last velocity feed
         self._ready = False
         self._rate_t0 = time.monotonic()
         self._rate_frames0 = 0
@@ -164,11 +167,15 @@ class TrackB:
         except StoreFull:
             self._refused("raw", raw_ts)
         lines, ts = [], []
+        tc = self._tcount
+        tc_get = tc.get
         for _, recv_ns, trades, books, bad in batch:
             if trades is not None:
                 for rec in trades:
                     lines.append(dumps(rec, option=_LINE))
                     ts.append(recv_ns)
+                    sym = rec["symbol"]
+                    tc[sym] = tc_get(sym, 0) + 1  # the trade-velocity trigger's input (fed once a second)
             if books is not None:
                 for rec in books:
                     sym = rec["symbol"]
@@ -264,7 +271,9 @@ class TrackB:
         for slot, sym, reason in plan.release:
             for ch in self.channels:
                 self.stream.unsubscribe(sym, ch)
+            self._subscribed(sym, now, "released before its subscription was effective")
             self._slot_of.pop(sym, None)
+            self.triggers.forget_trades(sym)
             self._latest_book.pop(sym, None)
             self.rate.unsubscribe(slot, now)
             self.events.emit("slot", "INFO", action="release", slot=slot, symbol=sym, reason=reason)
@@ -278,6 +287,7 @@ class TrackB:
                 log.error("registration limit", extra={"error": str(e)})
                 continue
             self._slot_of[cand.symbol] = slot
+            self._pending[cand.symbol] = now
             self.rate.subscribe(slot, now)
             placed.append((slot, cand))
             self.events.emit("slot", "INFO", action="allocate", slot=slot, symbol=cand.symbol, trigger=cand.trigger,
@@ -291,6 +301,40 @@ class TrackB:
             for c in plan.overflow:
                 w.append({"v": 1, "kind": "overflow", "ts_ns": now, "provider": self.pname, "market": self.market,
                           "symbol": c.symbol, "trigger": c.trigger, "score": c.score, "reason": c.reason})
+
+    def _check_effective(self) -> None:
+        """A slot records from its subscription's acknowledgement (or, where the protocol has none, its
+        first trade), not from its allocation: the stretch between is marked, so the gap-filler pages
+        it whatever its length (trades there never reach the stream)."""
+        ch = TRADES if TRADES in self.channels else self.channels[0]
+        for sym in list(self._pending):
+            ack = self.stream.acked_ns(sym, ch)
+            if ack is None and self._tcount.get(sym):
+                ack = self.clock.now_ns()  # data flows: effective no later than now
+            if ack is not None:
+                self._subscribed(sym, ack, "")
+
+    def _subscribed(self, sym: str, at_ns: int, why: str) -> None:
+        """End the symbol's allocation -> effective stretch at `at_ns`: a `slot` effective event and,
+        for the trades channel, a gap marker over the stretch."""
+        alloc = self._pending.pop(sym, None)
+        if alloc is None:
+            return
+        at_ns = max(at_ns, alloc)
+        self.events.emit("slot", "INFO", action="effective", slot=self._slot_of.get(sym, -1), symbol=sym,
+                         effective_ns=at_ns, after_s=round((at_ns - alloc) / NS, 3), reason=why or "acknowledged")
+        if TRADES in self.channels:
+            self.events.emit("gap_marker", "INFO", market=self.market, symbol=sym, start_ns=alloc, end_ns=at_ns,
+                             track="B", cause=SUBSCRIBING, recoverable=True, channel=TRADES,
+                             gap_id=f"B-{self.pname}-{sym}-{TRADES}-{SUBSCRIBING}-{alloc}")
+
+    def _feed_velocity(self, now_ns: int) -> None:
+        """Trades per held symbol since the last call into the trade-velocity trigger (every held symbol,
+        0 included, so its baseline knows it was watched)."""
+        counts, self._tcount = self._tcount, {}
+        observe = self.triggers.observe_trades
+        for sym in self._slot_of:
+            observe(sym, counts.get(sym, 0), now_ns)
 
     # -- health -------------------------------------------------------------------------------
     def _health(self) -> None:
@@ -421,6 +465,8 @@ class TrackB:
                     self._write_batch([pop() for _ in range(min(len(q), WRITE_BATCH))])
                     if time.monotonic() >= deadline:
                         break
+                if self._pending:
+                    self._check_effective()
                 now = time.monotonic()
                 if now >= next_sample:
                     self._sample_books()
@@ -429,6 +475,7 @@ class TrackB:
                     next_second = now + 1.0
                     self._report_drops()
                     self._health()
+                    self._feed_velocity(self.clock.now_ns())
                     dt = now - self._rate_t0
                     self.msgs_per_s = (self.frames - self._rate_frames0) / dt if dt > 0 else 0.0
                     self._rate_t0, self._rate_frames0 = now, self.frames
@@ -461,6 +508,8 @@ class TrackB:
             self._write_batch([q.popleft() for _ in range(min(len(q), WRITE_BATCH))])
         self._sample_books()
         self._report_drops()
+        for sym in list(self._pending):
+            self._subscribed(sym, self.clock.now_ns(), "stopped before its subscription was effective")
         self.scalp.close()
         self.raw.close()
         self.store.sync_all()

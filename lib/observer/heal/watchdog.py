@@ -38,6 +38,7 @@ import psutil
 from observer.core.calendar import KrxCalendar
 from observer.core.clock import NS, Clock, kst_datetime, yyyymmdd
 from observer.core.logging import get_logger
+from observer.heal.expected import ExpectedCoverage
 from observer.heal.preflight import last_error_line
 from observer.store import paths
 from observer.store.state import read_json, write_json_atomic
@@ -234,6 +235,7 @@ class Watchdog:
         self._ev_offsets: dict[str, int] = {}
         self._reconnects: dict[str, list[int]] = {}
         self.passes = 0
+        self.expected = ExpectedCoverage(self)  # Track B's expected symbols while it does not record
 
     # -- state ------------------------------------------------------------------------------------
     def _load_state(self) -> dict:
@@ -313,7 +315,7 @@ class Watchdog:
             except Exception as e:  # one collector's check never stops the others
                 log.exception("collector check failed", extra={"collector": c.name})
                 out.append(self._say(Finding("note", c.unit, f"check failed: {type(e).__name__}: {e}", False)))
-        for step in (self._check_flapping, self._check_disk, self._check_backup):
+        for step in (self._check_flapping, self._check_disk, self._check_backup, self.expected.check):
             try:
                 out += step(now_kst, trading)
             except Exception as e:

@@ -34,6 +34,15 @@ from observer.store import paths
 from observer.store.reader import day_files, read_file
 
 TRADES, BOOK, SNAPSHOT = "trades", "book", "snapshot"
+# a Track B that was not recording when it should have (the watchdog marks its expected symbols,
+# observer.heal.expected): the marked interval counts as a holding, so its trades are backfilled
+COLLECTOR_DOWN = "collector_down"
+# a slot from its allocation until its subscription is effective (Track B marks it live): the trades
+# of that stretch never reach the stream, so the leading edge is always a hole to page, however short
+SUBSCRIBING = "subscribing"
+# the restarted streamer's first allocation round, however slow under load: a holding of the symbol
+# that starts this soon after a collector_down interval continues it
+JOIN_NS = 60 * NS
 _RECV = re.compile(rb'"recv_ns":(\d+)')
 
 
@@ -352,7 +361,27 @@ class DayData:
         for sym, trades in self.scalp.items():  # trades without slot events (older streamers): their span
             if sym not in out and trades:
                 out[sym].append(Holding(sym, self.first_recv.get(sym, trades[0].exch_ns), max(end, trades[-1].exch_ns)))
+        self._expected_holdings(out)
         return out
+
+    def _expected_holdings(self, out: dict[str, list[Holding]]) -> None:
+        """Intervals Track B should have held a symbol but was not recording (`collector_down` markers):
+        a holding of their own, or the start of the holding that begins where the interval ends (the
+        restarted streamer allocating it, within JOIN_NS), so the trades from the window start are one hole."""
+        for m in self.markers():
+            if m.cause != COLLECTOR_DOWN or m.channel != TRADES or m.symbol == "*":
+                continue
+            hs = out[m.symbol]
+            for h in hs:
+                if m.start_ns <= h.start_ns <= m.end_ns + JOIN_NS:
+                    h.start_ns = m.start_ns
+                    break
+                if h.start_ns <= m.start_ns <= h.end_ns:  # already inside a holding
+                    h.end_ns = max(h.end_ns, m.end_ns)
+                    break
+            else:
+                hs.append(Holding(m.symbol, m.start_ns, m.end_ns))
+            hs.sort(key=lambda h: h.start_ns)
 
 
 # -- detection: Track B trades ------------------------------------------------------------------
