@@ -36,7 +36,7 @@ from observer.core.logging import get_logger
 from observer.core.notify import Notifier
 from observer.metrics import MetricsWriter
 from observer.providers.base import TRADES, Provider, ProviderError, RegistrationLimitError
-from observer.recover.gaps import SUBSCRIBING
+from observer.recover.gaps import SUBSCRIBING, UNSUBSCRIBING
 from observer.store.store import Store
 from observer.store.writer import StoreError, StoreFull
 
@@ -108,6 +108,7 @@ class TrackB:
         self._slot_of: dict[str, int] = {}
         self._pending: dict[str, int] = {}  # allocated, subscription not yet effective: symbol -> allocation ns
         self._tcount: dict[str, int] = {}  # trades received per symbol since the last velocity feed
+        self._last_exch = 0  # exchange time of the newest trade written (where an unsubscribe's blind spot starts)
         self._ready = False
         self._rate_t0 = time.monotonic()
         self._rate_frames0 = 0
@@ -176,6 +177,7 @@ class TrackB:
                     ts.append(recv_ns)
                     sym = rec["symbol"]
                     tc[sym] = tc_get(sym, 0) + 1  # the trade-velocity trigger's input (fed once a second)
+                self._last_exch = trades[-1]["exch_ns"] or self._last_exch
             if books is not None:
                 for rec in books:
                     sym = rec["symbol"]
@@ -272,6 +274,7 @@ class TrackB:
             for ch in self.channels:
                 self.stream.unsubscribe(sym, ch)
             self._subscribed(sym, now, "released before its subscription was effective")
+            self._unsubscribed(sym, now)
             self._slot_of.pop(sym, None)
             self.triggers.forget_trades(sym)
             self._latest_book.pop(sym, None)
@@ -327,6 +330,19 @@ class TrackB:
             self.events.emit("gap_marker", "INFO", market=self.market, symbol=sym, start_ns=alloc, end_ns=at_ns,
                              track="B", cause=SUBSCRIBING, recoverable=True, channel=TRADES,
                              gap_id=f"B-{self.pname}-{sym}-{TRADES}-{SUBSCRIBING}-{alloc}")
+
+    def _unsubscribed(self, sym: str, at_ns: int) -> None:
+        """The trailing edge of a holding: trades executed just before the unsubscribe (or the stop) but
+        not yet sent are never delivered. Frames come in exchange order, so the blind spot starts at the
+        newest trade written (its second, less one for frames still in flight): marked, so the
+        gap-filler pages it (the cumulative volume brackets it exactly; usually one call, no loss)."""
+        if TRADES not in self.channels:
+            return
+        start = max(self._last_exch - self._last_exch % NS - NS, 0) or at_ns
+        start = min(start, at_ns)
+        self.events.emit("gap_marker", "INFO", market=self.market, symbol=sym, start_ns=start, end_ns=at_ns,
+                         track="B", cause=UNSUBSCRIBING, recoverable=True, channel=TRADES,
+                         gap_id=f"B-{self.pname}-{sym}-{TRADES}-{UNSUBSCRIBING}-{at_ns}")
 
     def _feed_velocity(self, now_ns: int) -> None:
         """Trades per held symbol since the last call into the trade-velocity trigger (every held symbol,
@@ -508,8 +524,12 @@ class TrackB:
             self._write_batch([q.popleft() for _ in range(min(len(q), WRITE_BATCH))])
         self._sample_books()
         self._report_drops()
+        stop_ns = self.clock.now_ns()
         for sym in list(self._pending):
-            self._subscribed(sym, self.clock.now_ns(), "stopped before its subscription was effective")
+            self._subscribed(sym, stop_ns, "stopped before its subscription was effective")
+        if self.stream is not None:
+            for sym in sorted(self._slot_of):
+                self._unsubscribed(sym, stop_ns)
         self.scalp.close()
         self.raw.close()
         self.store.sync_all()

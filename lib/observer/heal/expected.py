@@ -163,6 +163,12 @@ class ExpectedCoverage:
                     st["done"] = True  # on time
                 continue
             syms, src = expected_symbols(wd.cfg, wd.root, p, day, wd.calendar)
+            if not syms:
+                log.warning("Track B started late but no symbols are expected: nothing to mark (configure "
+                            "track_b.expected_symbols)", extra={"provider": p, "late_s": (stop_ns - w_ns) / NS})
+                if not wd.dry_run:
+                    st["done"] = True
+                continue
             written = 0
             for sym in syms:
                 for ch in channels:
@@ -177,8 +183,7 @@ class ExpectedCoverage:
                     written += 1
             why = "until its first slot allocation" if began is not None else "to the window end (it never recorded)"
             text = (f"Track B ({p}) did not record {hhmmss(w_ns)}-{hhmmss(stop_ns)} ({(stop_ns - w_ns) / NS / 60:.1f} "
-                    f"min, {why}): {written} collector_down markers for {len(syms)} expected symbols ({src})"
-                    + ("" if syms else "; no expected symbols: configure track_b.expected_symbols"))
+                    f"min, {why}): {written} collector_down markers for {len(syms)} expected symbols ({src})")
             if not wd.dry_run:
                 st["done"] = True
                 st["marked"] = [w_ns, stop_ns]

@@ -48,7 +48,11 @@ ANOMALY_DEFAULTS = {"reconnects": 20, "disconnected_s": 600, "silence_s": 60, "s
 
 
 def _pct(a: float, b: float) -> float | None:
-    return round(100.0 * a / b, 4) if b else None
+    """a / b in %, 4 decimals; a loss is never rounded up to 100 % (99.9999 is the most it shows)."""
+    if not b:
+        return None
+    v = round(100.0 * a / b, 4)
+    return 99.9999 if a < b and v >= 100.0 else v
 
 
 def marker_status(m: Marker, holes: list[Hole], checkpoint: dict) -> tuple[str, str]:
@@ -297,7 +301,8 @@ def build_quality(root: Path, day: date, cfg: dict, *, provider: str = "kis", ma
         why.append(f"Track A coverage {ta['day_coverage_pct']:.2f}% < {ta['target_pct']}%")
     for r in comp:
         if r["completeness_pct"] is not None and r["completeness_pct"] < target:
-            why.append(f"{r['symbol']}: trade volume {r['completeness_pct']:.3f}% complete (< {target}%)")
+            why.append(f"{r['symbol']}: trade volume {r['completeness_pct']}% complete (< {target}%, "
+                       f"{r['missing_qty']} shares missing)")
     if data.issues:
         why.append(f"{len(data.issues)} unreadable lines in the tree (observer-verify)")
     q["dataset_complete"] = not why
@@ -341,7 +346,9 @@ def _metric_reasons(root: Path, day: date, an: dict) -> list[str]:
 
 
 def compare_truth(data: DayData, holdings, comp: list[dict], gt_dir: Path) -> dict:
-    """Recorded ÷ generated and merged ÷ generated, exactly, over the spans the audit measured."""
+    """Recorded ÷ generated and merged ÷ generated, exactly, over the spans the audit measured and every
+    trade generated while the symbol was held (from its allocation: a trade lost before the first one
+    recorded counts as lost, not as outside the span)."""
     truth = _ground_truth(gt_dir, set(holdings))
     rows = []
     equal = True
@@ -350,11 +357,12 @@ def compare_truth(data: DayData, holdings, comp: list[dict], gt_dir: Path) -> di
         gt = truth.get(sym, [])
         want = set()
         want_qty = 0
-        for s in r["spans"]:
-            for t in gt:
-                if s["from_cum"] < t["acml_vol"] <= s["to_cum"]:
-                    want.add((t["acml_vol"], t["price"], t["qty"]))
-                    want_qty += t["qty"]
+        for t in gt:
+            t_ns = data.midnight_ns + t["t_ms"] * 1_000_000
+            if any(s["from_cum"] < t["acml_vol"] <= s["to_cum"] for s in r["spans"]) or any(
+                    h.start_ns <= t_ns <= h.end_ns for h in holdings[sym]):
+                want.add((t["acml_vol"], t["price"], t["qty"]))
+                want_qty += t["qty"]
         held_gen = sum(1 for t in gt for h in holdings[sym]
                        if h.start_ns <= data.midnight_ns + t["t_ms"] * 1_000_000 <= h.end_ns)
         scalp = {(t.cum_vol, t.price, t.qty) for t in data.scalp.get(sym, ())}

@@ -40,9 +40,13 @@ COLLECTOR_DOWN = "collector_down"
 # a slot from its allocation until its subscription is effective (Track B marks it live): the trades
 # of that stretch never reach the stream, so the leading edge is always a hole to page, however short
 SUBSCRIBING = "subscribing"
+# ... and from the newest trade written to its release (or the streamer's stop): trades not yet sent when
+# the subscription ended never arrive; the trailing edge is paged, however short
+UNSUBSCRIBING = "unsubscribing"
 # the restarted streamer's first allocation round, however slow under load: a holding of the symbol
 # that starts this soon after a collector_down interval continues it
 JOIN_NS = 60 * NS
+EDGE_CAUSES = (SUBSCRIBING, UNSUBSCRIBING)
 _RECV = re.compile(rb'"recv_ns":(\d+)')
 
 
@@ -338,6 +342,7 @@ class DayData:
         """When Track B stopped: the last raw frame (or the last recorded trade)."""
         stops = [e["ts_ns"] for e in self.events if e.get("event") == "collector" and e.get("state") == "stopped"
                  and str(e.get("program", "")).startswith("observer-track-b")]
+        stops += [e["end_ns"] for e in self.events if e.get("event") == "gap_marker" and e.get("cause") == UNSUBSCRIBING]
         ends = [self.raw_last, max(self.last_recv.values(), default=0)] + stops
         return max(ends)
 
@@ -438,8 +443,10 @@ def detect_track_b(data: DayData, silence_s: float = 60.0) -> tuple[list[Hole], 
                 holes.append(hole)
                 # the parts of the hole no marker covers yet (a live disconnect window starts when the
                 # loss was noticed; the trades lost just before it are marked here)
-                cover = merge_intervals([(m.start_ns, m.end_ns) for m in markers
-                                         if m.covers(sym, TRADES, hole.start_ns, hole.end_ns)])
+                covering = [m for m in markers if m.covers(sym, TRADES, hole.start_ns, hole.end_ns)]
+                if hole.missing_qty is None and any(m.cause in EDGE_CAUSES for m in covering):
+                    continue  # a slot's edge, marked live: paged as it is; the rest of it was streaming
+                cover = merge_intervals([(m.start_ns, m.end_ns) for m in covering])
                 for a, b in uncovered(hole.start_ns, hole.end_ns, cover):
                     m = Marker(gap_id=f"R-{data.provider}-{sym}-{TRADES}-{a}", symbol=sym, channel=TRADES,
                                track="B", start_ns=a, end_ns=b, cause="cum_vol_jump" if cover and hole.missing_qty is not None else hole.cause,
