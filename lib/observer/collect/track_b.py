@@ -274,12 +274,12 @@ class TrackB:
             for ch in self.channels:
                 self.stream.unsubscribe(sym, ch)
             self._subscribed(sym, now, "released before its subscription was effective")
-            self._unsubscribed(sym, now)
             self._slot_of.pop(sym, None)
             self.triggers.forget_trades(sym)
             self._latest_book.pop(sym, None)
             self.rate.unsubscribe(slot, now)
-            self.events.emit("slot", "INFO", action="release", slot=slot, symbol=sym, reason=reason)
+            ev = self.events.emit("slot", "INFO", action="release", slot=slot, symbol=sym, reason=reason)
+            self._unsubscribed(sym, ev["ts_ns"])  # to the holding's end: the server may still be sending
         placed = []
         for slot, cand in plan.allocate:
             try:

@@ -356,26 +356,33 @@ def compare_truth(data: DayData, holdings, comp: list[dict], gt_dir: Path) -> di
         sym = r["symbol"]
         gt = truth.get(sym, [])
         want = set()
-        want_qty = 0
+        want_qty = 0  # over the audit's spans: what its continuity numbers must equal
         for t in gt:
             t_ns = data.midnight_ns + t["t_ms"] * 1_000_000
-            if any(s["from_cum"] < t["acml_vol"] <= s["to_cum"] for s in r["spans"]) or any(
-                    h.start_ns <= t_ns <= h.end_ns for h in holdings[sym]):
+            in_span = any(s["from_cum"] < t["acml_vol"] <= s["to_cum"] for s in r["spans"])
+            if in_span or any(h.start_ns <= t_ns <= h.end_ns for h in holdings[sym]):
                 want.add((t["acml_vol"], t["price"], t["qty"]))
-                want_qty += t["qty"]
+                want_qty += t["qty"] if in_span else 0
         held_gen = sum(1 for t in gt for h in holdings[sym]
                        if h.start_ns <= data.midnight_ns + t["t_ms"] * 1_000_000 <= h.end_ns)
         scalp = {(t.cum_vol, t.price, t.qty) for t in data.scalp.get(sym, ())}
         merged = {(t.cum_vol, t.price, t.qty) for t in data.merged_trades(sym)
                   if any(s["from_cum"] < t.cum_vol <= s["to_cum"] for s in r["spans"])}
+        # generated while held but outside every span: lost at an edge, where no recorded trade brackets it
+        edge_lost = len(want - merged - {k for k in want if any(s["from_cum"] < k[0] <= s["to_cum"]
+                                                                for s in r["spans"])})
         row = {"symbol": sym, "generated_trades": len(want), "generated_qty": want_qty,
                "generated_while_held": held_gen,
                "recorded_trades": len(scalp & want), "merged_trades": len(merged & want),
                "merged_not_generated": len(merged - want),
                "recorded_pct": _pct(len(scalp & want), len(want)), "merged_pct": _pct(len(merged & want), len(want))}
+        row["lost_at_edges"] = edge_lost
+        # the audit equals the truth when its continuity numbers match over its spans and it called the
+        # symbol incomplete exactly when trades are missing (an edge loss shows as an open edge hole)
         row["audit_equals_truth"] = (r["expected_qty"] == want_qty
                                      and r["recorded_trades"] + r["recovered_trades"] == len(merged)
-                                     and (r["missing_qty"] == 0) == (len(merged & want) == len(want)))
+                                     and (r["missing_qty"] == 0 and not r["unknown_edges"]) ==
+                                     (len(merged & want) == len(want)))
         equal = equal and row["audit_equals_truth"]
         rows.append(row)
     gen = sum(x["generated_trades"] for x in rows)
