@@ -336,15 +336,18 @@ def test_a_trade_velocity_burst_keeps_its_slot_against_a_manual_pick(tmp_path):
     """Track B feeds its own trade counts to the velocity trigger: a held symbol whose trade rate bursts
     (the simulator's burst scenario) ranks as trade_velocity and wins the slot a manual pick wants; the
     pick is ledgered as overflow. Without the feed it is displaced (manual picks outrank nothing else)."""
-    probe = SimEnv(tmp_path / "probe", start=START, speed=30, symbols=40, active=10)
+    probe = SimEnv(tmp_path / "probe", start=START, speed=20, symbols=40, active=10)
     x = busiest(probe, 6)[5]  # a mid-rate symbol: its burst stands out against its own baseline
     probe.close()
-    env = SimEnv(tmp_path, start=START, speed=30, symbols=40, active=10,
-                 sim_kw={"bursts": [{"symbol": x, "at": "09:02:30", "duration": 300, "factor": 12}]},
+    # 5 market minutes of baseline, then 20x the trade rate: against a 600 s baseline it stays a burst
+    # for about 5 market minutes (15 real s), far longer than the steps below need
+    env = SimEnv(tmp_path, start=START, speed=20, symbols=40, active=10,
+                 sim_kw={"bursts": [{"symbol": x, "at": "09:06:00", "duration": 1200, "factor": 20}]},
                  cfg_overrides={**WINDOWS, "track_b": {
                      "slots": 1, "fill_idle_slots": False, "reallocate_interval_s": 5, "min_hold_s": 20,
-                     "triggers": {"trade_velocity_window_s": 30, "trade_velocity_baseline_s": 60,
-                                  "trade_velocity_min_per_min": 20, "volume_pace_ratio": 1e9}}})
+                     "triggers": {"trade_velocity_window_s": 30, "trade_velocity_baseline_s": 600,
+                                  "trade_velocity_ratio": 4, "trade_velocity_min_per_min": 20,
+                                  "volume_pace_ratio": 1e9}}})
     try:
         y = next(s for s in busiest(env, 10) if s != x)
         manual = env.root / "state" / "manual_slots.txt"
@@ -361,6 +364,10 @@ def test_a_trade_velocity_burst_keeps_its_slot_against_a_manual_pick(tmp_path):
             assert wait_for(lambda: set(tb._slot_of) == {x}, 60), tb._slot_of
             velocity = lambda: any(c.symbol == x and c.trigger == "trade_velocity"  # noqa: E731
                                    for c in tb.triggers.candidates(env.clock.now_ns()))
+            from observer.core.clock import kst_ns
+
+            burst_ns = kst_ns(env.day, "090600")
+            assert wait_for(lambda: env.clock.now_ns() >= burst_ns, 60)
             assert wait_for(velocity, 60), "the burst never made a trade_velocity candidate"
             manual.write_text(f"{y}\n{x}\n")  # the operator now prefers y
             # x past its minimum hold (displaceable), then three reallocation rounds

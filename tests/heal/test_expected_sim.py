@@ -83,7 +83,8 @@ def test_late_start_after_import_error_is_marked_and_recovered_exactly(tmp_path)
             assert _wait(lambda: len(_events(env.root, env.day, "slot")) >= len(expected) or tb.poll() is not None, 60)
             assert tb.poll() is None, tb.stderr.read().decode()[-1000:]
             found = wd.run_pass()
-            wd2 = Watchdog(env.cfg, env.clock, cal, store=wd_store, alerts=None, use_systemd=False)  # a restart
+            (env.root / "state" / "watchdog.json").unlink()  # a restart that lost its state: the log still tells
+            wd2 = Watchdog(env.cfg, env.clock, cal, store=wd_store, alerts=None, use_systemd=False)
             found += wd2.run_pass() + wd.run_pass()
             stop_at = env.clock.now_ns() + 120 * NS  # two market minutes of recording
             assert _wait(lambda: env.clock.now_ns() >= stop_at, 30)
@@ -130,7 +131,8 @@ def test_expected_symbols_default_to_the_previous_days_longest_held_slots(tmp_pa
     evs = [("allocate", "A", 0), ("allocate", "B", 0), ("allocate", "C", 0), ("release", "B", 60),
            ("allocate", "D", 61), ("release", "C", 3000), ("allocate", "B", 3001)]
     lines = [{"v": 1, "kind": "event", "event": "slot", "action": a, "symbol": s, "slot": 0, "ts_ns": t0 + t * NS}
-             for a, s, t in evs] + [{"v": 1, "kind": "event", "event": "reconnect", "ts_ns": t0 + 20000 * NS}]
+             for a, s, t in evs + [("allocate", "../../etc", 1)]] + [
+                 {"v": 1, "kind": "event", "event": "reconnect", "ts_ns": t0 + 20000 * NS}]
     p.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines) + b'{"torn')
     # A held to the last event (20000 s), D 19939 s, B 60 + 16999 s, C 3000 s
     assert previous_day_slots(root, "kis", prev, 3) == ["A", "D", "B"]

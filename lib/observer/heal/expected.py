@@ -27,6 +27,7 @@ from datetime import date, datetime
 import orjson
 
 from observer.collect.slots import slot_capacity
+from observer.collect.triggers import SYMBOL_RE
 from observer.core.clock import NS, yyyymmdd
 from observer.core.logging import get_logger
 from observer.recover.gaps import COLLECTOR_DOWN, TRADES, hhmmss
@@ -59,6 +60,8 @@ def previous_day_slots(root, provider: str, day: date, limit: int) -> list[str]:
                 continue
             sym, ts = e.get("symbol"), e.get("ts_ns")
             if e.get("event") != "slot" or not isinstance(sym, str) or not isinstance(ts, int):
+                continue
+            if not SYMBOL_RE.match(sym):  # read from a file: it later names a recovered file
                 continue
             last = max(last, ts)
             if e.get("action") == "allocate":
@@ -181,12 +184,14 @@ class ExpectedCoverage:
                     if not wd.dry_run:
                         sc["gap_ids"].add(gid)
                     written += 1
-            why = "until its first slot allocation" if began is not None else "to the window end (it never recorded)"
-            text = (f"Track B ({p}) did not record {hhmmss(w_ns)}-{hhmmss(stop_ns)} ({(stop_ns - w_ns) / NS / 60:.1f} "
-                    f"min, {why}): {written} collector_down markers for {len(syms)} expected symbols ({src})")
             if not wd.dry_run:
                 st["done"] = True
                 st["marked"] = [w_ns, stop_ns]
+            if not written:  # already in the events log (this watchdog's state was lost)
+                continue
+            why = "until its first slot allocation" if began is not None else "to the window end (it never recorded)"
+            text = (f"Track B ({p}) did not record {hhmmss(w_ns)}-{hhmmss(stop_ns)} ({(stop_ns - w_ns) / NS / 60:.1f} "
+                    f"min, {why}): {written} collector_down markers for {len(syms)} expected symbols ({src})")
             out.append(wd._say(Finding("gap", f"track-b@{p}", text, not wd.dry_run,
                                        {"symbols": syms, "start_ns": w_ns, "end_ns": stop_ns})))
         return out

@@ -408,9 +408,11 @@ def trade_holes(trades: list[Trade], holding: Holding, markers: list[Marker], si
             out.append(Hole(sym, a, b, None, None, ms[0].cause if ms else "silence"))
         return _tag(out, live)
     first, last = inside[0], inside[-1]
-    ms = marked(a, first.exch_ns)
+    # exchange times are whole seconds: the first trade we have may be stamped before the holding began
+    # and still have missed trades of its own second, so the edge runs to the end of that second
+    ms = marked(a, max(a, first.exch_ns + NS - 1))
     if ms or first.exch_ns - a >= silence:
-        out.append(Hole(sym, a, first.exch_ns, None, first, ms[0].cause if ms else "silence", next_idx=0))
+        out.append(Hole(sym, a, max(a, first.exch_ns), None, first, ms[0].cause if ms else "silence", next_idx=0))
     for i in range(1, len(inside)):
         p, q = inside[i - 1], inside[i]
         if q.before > p.cum_vol:
