@@ -155,10 +155,14 @@ class ExpectedCoverage:
                 if wd.clock.now_ns() - w_ns < late_ns or st.get("open_reported"):
                     continue
                 syms, src = expected_symbols(wd.cfg, wd.root, p, day, wd.calendar)
-                text = (f"Track B ({p}) not recording since the window start {hhmmss(w_ns)}: {len(syms)} expected "
-                        f"symbols ({src}) will be marked collector_down until it records")
                 if not wd.dry_run:
                     st["open_reported"] = True
+                if not syms:
+                    log.warning("Track B not recording since its window start and no symbols are expected "
+                                "(configure track_b.expected_symbols)", extra={"provider": p})
+                    continue
+                text = (f"Track B ({p}) not recording since the window start {hhmmss(w_ns)}: {len(syms)} expected "
+                        f"symbols ({src}) will be marked collector_down until it records")
                 out.append(wd._say(Finding("note", f"track-b@{p}", text, not wd.dry_run, {"symbols": syms})))
                 continue
             if stop_ns - w_ns < late_ns:
