@@ -176,7 +176,7 @@ class TrackB:
                     lines.append(dumps(rec, option=_LINE))
                     ts.append(recv_ns)
                     sym = rec["symbol"]
-                    tc[sym] = tc_get(sym, 0) + 1  # the trade-velocity trigger's input (fed once a second)
+                    tc[sym] = tc_get(sym, 0) + 1  # the trade-velocity trigger's input (fed once a market second)
                 self._last_exch = trades[-1]["exch_ns"] or self._last_exch
             if books is not None:
                 for rec in books:
@@ -466,6 +466,7 @@ class TrackB:
         next_sample = time.monotonic()
         next_second = time.monotonic()
         next_mitigate = time.monotonic()
+        next_feed = self.clock.now_ns() + NS
         mitigate_every = MITIGATION_SAMPLE_S
         try:
             while not self.stop.is_set() and self.clock.now_ns() < end_ns:
@@ -483,6 +484,10 @@ class TrackB:
                         break
                 if self._pending:
                     self._check_effective()
+                now_ns = self.clock.now_ns()
+                if now_ns >= next_feed:  # once a market second: the velocity windows are market time
+                    next_feed = now_ns + NS
+                    self._feed_velocity(now_ns)
                 now = time.monotonic()
                 if now >= next_sample:
                     self._sample_books()
@@ -491,7 +496,6 @@ class TrackB:
                     next_second = now + 1.0
                     self._report_drops()
                     self._health()
-                    self._feed_velocity(self.clock.now_ns())
                     dt = now - self._rate_t0
                     self.msgs_per_s = (self.frames - self._rate_frames0) / dt if dt > 0 else 0.0
                     self._rate_t0, self._rate_frames0 = now, self.frames
