@@ -128,6 +128,15 @@ class ExpectedCoverage:
     def check(self, now_kst: datetime, trading: bool) -> list:
         from observer.heal.watchdog import Finding
 
+        try:
+            return self._check(now_kst, trading)
+        except Exception as e:  # never stops the watchdog's pass
+            log.exception("expected-symbols check failed")
+            return [self.wd._say(Finding("note", "expected symbols", f"{type(e).__name__}: {e}", False))]
+
+    def _check(self, now_kst: datetime, trading: bool) -> list:
+        from observer.heal.watchdog import Finding
+
         wd = self.wd
         out: list = []
         if not trading:
