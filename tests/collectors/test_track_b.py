@@ -330,3 +330,59 @@ def test_full_disk_is_survived_counted_and_recording_resumes(tmp_path):
         finally:
             if env is not None:
                 env.close()
+
+
+def test_a_trade_velocity_burst_keeps_its_slot_against_a_manual_pick(tmp_path):
+    """Track B feeds its own trade counts to the velocity trigger: a held symbol whose trade rate bursts
+    (the simulator's burst scenario) ranks as trade_velocity and wins the slot a manual pick wants; the
+    pick is ledgered as overflow. Without the feed it is displaced (manual picks outrank nothing else)."""
+    probe = SimEnv(tmp_path / "probe", start=START, speed=20, symbols=40, active=10)
+    x = busiest(probe, 6)[5]  # a mid-rate symbol: its burst stands out against its own baseline
+    probe.close()
+    # 5 market minutes of baseline, then 20x the trade rate: against a 600 s baseline it stays a burst
+    # for about 5 market minutes (15 real s), far longer than the steps below need
+    env = SimEnv(tmp_path, start=START, speed=20, symbols=40, active=10,
+                 sim_kw={"bursts": [{"symbol": x, "at": "09:06:00", "duration": 1200, "factor": 20}]},
+                 cfg_overrides={**WINDOWS, "track_b": {
+                     "slots": 1, "fill_idle_slots": False, "reallocate_interval_s": 5, "min_hold_s": 20,
+                     "triggers": {"trade_velocity_window_s": 30, "trade_velocity_baseline_s": 600,
+                                  "trade_velocity_ratio": 4, "trade_velocity_min_per_min": 20,
+                                  "volume_pace_ratio": 1e9}}})
+    try:
+        y = next(s for s in busiest(env, 10) if s != x)
+        manual = env.root / "state" / "manual_slots.txt"
+        manual.parent.mkdir(parents=True, exist_ok=True)
+        manual.write_text(f"{x}\n")
+        store = env.store("observer-track-b@kis")
+        prov = get_provider("kis", env.cfg, env.secrets, store, env.clock)
+        stop = threading.Event()
+        tb = TrackB(store=store, provider=prov, clock=env.clock, calendar=calendar_from_config(env.cfg),
+                    cfg=env.cfg, stop=stop)
+        t = threading.Thread(target=tb.run_day, args=(env.day,), daemon=True)
+        t.start()
+        try:
+            assert wait_for(lambda: set(tb._slot_of) == {x}, 60), tb._slot_of
+            velocity = lambda: any(c.symbol == x and c.trigger == "trade_velocity"  # noqa: E731
+                                   for c in tb.triggers.candidates(env.clock.now_ns()))
+            from observer.core.clock import kst_ns
+
+            burst_ns = kst_ns(env.day, "090600")
+            assert wait_for(lambda: env.clock.now_ns() >= burst_ns, 60)
+            assert wait_for(velocity, 60), "the burst never made a trade_velocity candidate"
+            manual.write_text(f"{y}\n{x}\n")  # the operator now prefers y
+            # x past its minimum hold (displaceable), then three reallocation rounds
+            until = max(tb.slots.holdings()[0].since_ns + 20 * 10**9, env.clock.now_ns()) + 15 * 10**9
+            assert wait_for(lambda: env.clock.now_ns() >= until, 30)
+        finally:
+            stop.set()
+            t.join(30)
+            store.close()
+        assert set(tb._slot_of) == {x}, f"the bursting symbol lost its slot: {tb._slot_of}"
+        from observer.store import paths
+
+        over = [orjson.loads(v) for v in paths.overflow_file(env.root, "kis", env.day).read_bytes().splitlines()]
+        assert any(o["symbol"] == y and o["trigger"] == "manual" for o in over), over
+        slots = [r for r in iter_day(env.root, env.day, kinds=("events",)) if r["event"] == "slot"]
+        assert not any(s["action"] == "allocate" and s["symbol"] == y for s in slots)
+    finally:
+        env.close()

@@ -286,8 +286,10 @@ def test_quality_html_in_headless_chromium(seg, tmp_path):
                                  html.as_uri()], capture_output=True, timeout=120)
     page = dom.stdout.decode()
     assert "Dataset NOT complete" in page and "order-book gaps" in page
-    assert f"{q['completeness_pct']:,.3f}%" in page  # the headline number, as rendered
-    assert f"{q['ground_truth']['merged_pct']:,.3f}%" in page
+    from observer.recover.report import _fmt  # truncated, never rounded up (99.9996 is not 100.000)
+
+    assert _fmt(q["completeness_pct"], 3, "%") in page  # the headline number, as rendered
+    assert _fmt(q["ground_truth"]["merged_pct"], 3, "%") in page
     for sym in syms:
         assert sym in page
     assert page.count("<rect") > 10  # the timelines and the gap chart rendered

@@ -37,6 +37,7 @@ from observer.core.logging import get_logger
 from observer.core.notify import Notifier
 from observer.metrics import MetricsWriter
 from observer.providers.base import TRADES, Provider, ProviderError, RegistrationLimitError
+from observer.recover.gaps import SUBSCRIBING, UNSUBSCRIBING
 from observer.store.store import Store
 from observer.store.writer import StoreError, StoreFull
 
@@ -112,6 +113,9 @@ class TrackB:
         self._latest_book: dict[str, dict] = {}
         self._book_fresh: set[str] = set()
         self._slot_of: dict[str, int] = {}
+        self._pending: dict[str, int] = {}  # allocated, subscription not yet effective: symbol -> allocation ns
+        self._tcount: dict[str, int] = {}  # trades received per symbol since the last velocity feed
+        self._last_exch = 0  # exchange time of the newest trade written (where an unsubscribe's blind spot starts)
         self._ready = False
         self._rate_t0 = time.monotonic()
         self._rate_frames0 = 0
@@ -171,11 +175,16 @@ class TrackB:
         except StoreFull:
             self._refused("raw", raw_ts)
         lines, ts = [], []
+        tc = self._tcount
+        tc_get = tc.get
         for _, recv_ns, trades, books, bad in batch:
             if trades is not None:
                 for rec in trades:
                     lines.append(dumps(rec, option=_LINE))
                     ts.append(recv_ns)
+                    sym = rec["symbol"]
+                    tc[sym] = tc_get(sym, 0) + 1  # the trade-velocity trigger's input (fed once a market second)
+                self._last_exch = trades[-1]["exch_ns"] or self._last_exch
             if books is not None:
                 for rec in books:
                     sym = rec["symbol"]
@@ -271,10 +280,13 @@ class TrackB:
         for slot, sym, reason in plan.release:
             for ch in self.channels:
                 self.stream.unsubscribe(sym, ch)
+            self._subscribed(sym, now, "released before its subscription was effective")
             self._slot_of.pop(sym, None)
+            self.triggers.forget_trades(sym)
             self._latest_book.pop(sym, None)
             self.rate.unsubscribe(slot, now)
-            self.events.emit("slot", "INFO", action="release", slot=slot, symbol=sym, reason=reason)
+            ev = self.events.emit("slot", "INFO", action="release", slot=slot, symbol=sym, reason=reason)
+            self._unsubscribed(sym, ev["ts_ns"])  # to the holding's end: the server may still be sending
         placed = []
         for slot, cand in plan.allocate:
             try:
@@ -285,6 +297,7 @@ class TrackB:
                 log.error("registration limit", extra={"error": str(e)})
                 continue
             self._slot_of[cand.symbol] = slot
+            self._pending[cand.symbol] = now
             self.rate.subscribe(slot, now)
             placed.append((slot, cand))
             self.events.emit("slot", "INFO", action="allocate", slot=slot, symbol=cand.symbol, trigger=cand.trigger,
@@ -298,6 +311,53 @@ class TrackB:
             for c in plan.overflow:
                 w.append({"v": 1, "kind": "overflow", "ts_ns": now, "provider": self.pname, "market": self.market,
                           "symbol": c.symbol, "trigger": c.trigger, "score": c.score, "reason": c.reason})
+
+    def _check_effective(self) -> None:
+        """A slot records from its subscription's acknowledgement (or, where the protocol has none, its
+        first trade), not from its allocation: the stretch between is marked, so the gap-filler pages
+        it whatever its length (trades there never reach the stream)."""
+        ch = TRADES if TRADES in self.channels else self.channels[0]
+        for sym in list(self._pending):
+            ack = self.stream.acked_ns(sym, ch)
+            if ack is None and self._tcount.get(sym):
+                ack = self.clock.now_ns()  # data flows: effective no later than now
+            if ack is not None:
+                self._subscribed(sym, ack, "")
+
+    def _subscribed(self, sym: str, at_ns: int, why: str) -> None:
+        """End the symbol's allocation -> effective stretch at `at_ns`: a `slot` effective event and,
+        for the trades channel, a gap marker over the stretch."""
+        alloc = self._pending.pop(sym, None)
+        if alloc is None:
+            return
+        at_ns = max(at_ns, alloc)
+        self.events.emit("slot", "INFO", action="effective", slot=self._slot_of.get(sym, -1), symbol=sym,
+                         effective_ns=at_ns, after_s=round((at_ns - alloc) / NS, 3), reason=why or "acknowledged")
+        if TRADES in self.channels:
+            self.events.emit("gap_marker", "INFO", market=self.market, symbol=sym, start_ns=alloc, end_ns=at_ns,
+                             track="B", cause=SUBSCRIBING, recoverable=True, channel=TRADES,
+                             gap_id=f"B-{self.pname}-{sym}-{TRADES}-{SUBSCRIBING}-{alloc}")
+
+    def _unsubscribed(self, sym: str, at_ns: int) -> None:
+        """The trailing edge of a holding: trades executed just before the unsubscribe (or the stop) but
+        not yet sent are never delivered. Frames come in exchange order, so the blind spot starts at the
+        newest trade written (its second, less one for frames still in flight): marked, so the
+        gap-filler pages it (the cumulative volume brackets it exactly; usually one call, no loss)."""
+        if TRADES not in self.channels:
+            return
+        start = max(self._last_exch - self._last_exch % NS - NS, 0) or at_ns
+        start = min(start, at_ns)
+        self.events.emit("gap_marker", "INFO", market=self.market, symbol=sym, start_ns=start, end_ns=at_ns,
+                         track="B", cause=UNSUBSCRIBING, recoverable=True, channel=TRADES,
+                         gap_id=f"B-{self.pname}-{sym}-{TRADES}-{UNSUBSCRIBING}-{at_ns}")
+
+    def _feed_velocity(self, now_ns: int) -> None:
+        """Trades per held symbol since the last call into the trade-velocity trigger (every held symbol,
+        0 included, so its baseline knows it was watched)."""
+        counts, self._tcount = self._tcount, {}
+        observe = self.triggers.observe_trades
+        for sym in self._slot_of:
+            observe(sym, counts.get(sym, 0), now_ns)
 
     # -- health -------------------------------------------------------------------------------
     def _health(self) -> None:
@@ -436,6 +496,7 @@ class TrackB:
         next_sample = time.monotonic()
         next_second = time.monotonic()
         next_mitigate = time.monotonic()
+        next_feed = self.clock.now_ns() + NS
         mitigate_every = MITIGATION_SAMPLE_S
         try:
             while not self.stop.is_set() and self.clock.now_ns() < end_ns:
@@ -451,6 +512,12 @@ class TrackB:
                     self._write_batch([pop() for _ in range(min(len(q), WRITE_BATCH))])
                     if time.monotonic() >= deadline:
                         break
+                if self._pending:
+                    self._check_effective()
+                now_ns = self.clock.now_ns()
+                if now_ns >= next_feed:  # once a market second: the velocity windows are market time
+                    next_feed = now_ns + NS
+                    self._feed_velocity(now_ns)
                 now = time.monotonic()
                 if now >= next_sample:
                     self._sample_books()
@@ -491,6 +558,12 @@ class TrackB:
             self._write_batch([q.popleft() for _ in range(min(len(q), WRITE_BATCH))])
         self._sample_books()
         self._report_drops()
+        stop_ns = self.clock.now_ns()
+        for sym in list(self._pending):
+            self._subscribed(sym, stop_ns, "stopped before its subscription was effective")
+        if self.stream is not None:
+            for sym in sorted(self._slot_of):
+                self._unsubscribed(sym, stop_ns)
         self.scalp.close()
         self.raw.close()
         self.store.sync_all()

@@ -51,6 +51,7 @@ from observer.alerts_table import (
 from observer.core.calendar import KrxCalendar
 from observer.core.clock import NS, Clock, kst_datetime, yyyymmdd
 from observer.core.logging import get_logger
+from observer.heal.expected import ExpectedCoverage
 from observer.heal.preflight import last_error_line
 from observer.store import paths
 from observer.store.reader import read_new
@@ -256,6 +257,7 @@ class Watchdog:
         self._bk_last: tuple[int, bool] | None = None       # (ts_ns, ok) of the newest backup outcome
         self._bk_success_ns: int | None = None
         self.passes = 0
+        self.expected = ExpectedCoverage(self)  # Track B's expected symbols while it does not record
 
     # -- state ------------------------------------------------------------------------------------
     def _load_state(self) -> dict:
@@ -341,6 +343,7 @@ class Watchdog:
             except Exception as e:
                 log.exception("check failed", extra={"check": step.__name__})
                 out.append(self._say(Finding("note", step.__name__, f"{type(e).__name__}: {e}", False)))
+        out += self.expected.check(now_kst, trading)  # reports its own failure, never raises
         self.passes += 1
         self._save_state()
         return out

@@ -188,6 +188,11 @@ class StreamClient(abc.ABC):
     @abc.abstractmethod
     def registrations(self) -> set[Subscription]: ...
 
+    def acked_ns(self, symbol: str, channel: str) -> int | None:
+        """When the server acknowledged the registration (its data flows from then on); None while it is
+        pending (or when the protocol has no acknowledgement: the collector then waits for the first data)."""
+        return None
+
     @abc.abstractmethod
     def start(self) -> None: ...
 

@@ -46,7 +46,11 @@ ANOMALY_DEFAULTS = {"reconnects": 20, "disconnected_s": 600, "silence_s": 60, "s
 
 
 def _pct(a: float, b: float) -> float | None:
-    return round(100.0 * a / b, 4) if b else None
+    """a / b in %, 4 decimals; a loss is never rounded up to 100 % (99.9999 is the most it shows)."""
+    if not b:
+        return None
+    v = round(100.0 * a / b, 4)
+    return 99.9999 if a < b and v >= 100.0 else v
 
 
 def marker_status(m: Marker, holes: list[Hole], checkpoint: dict) -> tuple[str, str]:
@@ -290,7 +294,8 @@ def build_quality(root: Path, day: date, cfg: dict, *, provider: str = "kis", ma
         why.append(f"Track A coverage {ta['day_coverage_pct']:.2f}% < {ta['target_pct']}%")
     for r in comp:
         if r["completeness_pct"] is not None and r["completeness_pct"] < target:
-            why.append(f"{r['symbol']}: trade volume {r['completeness_pct']:.3f}% complete (< {target}%)")
+            why.append(f"{r['symbol']}: trade volume {r['completeness_pct']}% complete (< {target}%, "
+                       f"{r['missing_qty']} shares missing)")
     if data.issues:
         why.append(f"{len(data.issues)} unreadable lines in the tree (observer-verify)")
     q["dataset_complete"] = not why
@@ -334,7 +339,9 @@ def _metric_reasons(root: Path, day: date, an: dict) -> list[str]:
 
 
 def compare_truth(data: DayData, holdings, comp: list[dict], gt_dir: Path) -> dict:
-    """Recorded ÷ generated and merged ÷ generated, exactly, over the spans the audit measured."""
+    """Recorded ÷ generated and merged ÷ generated, exactly, over the spans the audit measured and every
+    trade generated while the symbol was held (from its allocation: a trade lost before the first one
+    recorded counts as lost, not as outside the span)."""
     truth = _ground_truth(gt_dir, set(holdings))
     rows = []
     equal = True
@@ -342,25 +349,33 @@ def compare_truth(data: DayData, holdings, comp: list[dict], gt_dir: Path) -> di
         sym = r["symbol"]
         gt = truth.get(sym, [])
         want = set()
-        want_qty = 0
-        for s in r["spans"]:
-            for t in gt:
-                if s["from_cum"] < t["acml_vol"] <= s["to_cum"]:
-                    want.add((t["acml_vol"], t["price"], t["qty"]))
-                    want_qty += t["qty"]
+        want_qty = 0  # over the audit's spans: what its continuity numbers must equal
+        for t in gt:
+            t_ns = data.midnight_ns + t["t_ms"] * 1_000_000
+            in_span = any(s["from_cum"] < t["acml_vol"] <= s["to_cum"] for s in r["spans"])
+            if in_span or any(h.start_ns <= t_ns <= h.end_ns for h in holdings[sym]):
+                want.add((t["acml_vol"], t["price"], t["qty"]))
+                want_qty += t["qty"] if in_span else 0
         held_gen = sum(1 for t in gt for h in holdings[sym]
                        if h.start_ns <= data.midnight_ns + t["t_ms"] * 1_000_000 <= h.end_ns)
         scalp = {(t.cum_vol, t.price, t.qty) for t in data.scalp.get(sym, ())}
         merged = {(t.cum_vol, t.price, t.qty) for t in data.merged_trades(sym)
                   if any(s["from_cum"] < t.cum_vol <= s["to_cum"] for s in r["spans"])}
+        # generated while held but outside every span: lost at an edge, where no recorded trade brackets it
+        edge_lost = len(want - merged - {k for k in want if any(s["from_cum"] < k[0] <= s["to_cum"]
+                                                                for s in r["spans"])})
         row = {"symbol": sym, "generated_trades": len(want), "generated_qty": want_qty,
                "generated_while_held": held_gen,
                "recorded_trades": len(scalp & want), "merged_trades": len(merged & want),
                "merged_not_generated": len(merged - want),
                "recorded_pct": _pct(len(scalp & want), len(want)), "merged_pct": _pct(len(merged & want), len(want))}
+        row["lost_at_edges"] = edge_lost
+        # the audit equals the truth when its continuity numbers match over its spans and it called the
+        # symbol incomplete exactly when trades are missing (an edge loss shows as an open edge hole)
         row["audit_equals_truth"] = (r["expected_qty"] == want_qty
                                      and r["recorded_trades"] + r["recovered_trades"] == len(merged)
-                                     and (r["missing_qty"] == 0) == (len(merged & want) == len(want)))
+                                     and (r["missing_qty"] == 0 and not r["unknown_edges"]) ==
+                                     (len(merged & want) == len(want)))
         equal = equal and row["audit_equals_truth"]
         rows.append(row)
     gen = sum(x["generated_trades"] for x in rows)

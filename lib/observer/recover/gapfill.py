@@ -423,9 +423,12 @@ class GapFiller:
                                                   "parent": h.key}
             residuals_all += residual
             if not residual:
-                ek = edge_key(h)
-                if ek and ek not in self.cp["edges_done"]:
-                    self.cp["edges_done"].append(ek)
+                keys = [edge_key(h)]
+                if h.prev is None and h.next is None:  # proven whole: so are the two edges the trades found leave
+                    keys += [f"{h.symbol}:lead:{h.start_ns}", f"{h.symbol}:trail:{h.end_ns}"]
+                for ek in keys:
+                    if ek and ek not in self.cp["edges_done"]:
+                        self.cp["edges_done"].append(ek)
             if residual:
                 self.summary["unrecoverable_holes"] += 1
         if out:

@@ -34,6 +34,19 @@ from observer.store import paths
 from observer.store.reader import day_files, read_chunks, read_file
 
 TRADES, BOOK, SNAPSHOT = "trades", "book", "snapshot"
+# a Track B that was not recording when it should have (the watchdog marks its expected symbols,
+# observer.heal.expected): the marked interval counts as a holding, so its trades are backfilled
+COLLECTOR_DOWN = "collector_down"
+# a slot from its allocation until its subscription is effective (Track B marks it live): the trades
+# of that stretch never reach the stream, so the leading edge is always a hole to page, however short
+SUBSCRIBING = "subscribing"
+# ... and from the newest trade written to its release (or the streamer's stop): trades not yet sent when
+# the subscription ended never arrive; the trailing edge is paged, however short
+UNSUBSCRIBING = "unsubscribing"
+# the restarted streamer's first allocation round, however slow under load: a holding of the symbol
+# that starts this soon after a collector_down interval continues it
+JOIN_NS = 60 * NS
+EDGE_CAUSES = (SUBSCRIBING, UNSUBSCRIBING)
 _RECV = re.compile(rb'"recv_ns":(\d+)')
 
 
@@ -329,6 +342,7 @@ class DayData:
         """When Track B stopped: the last raw frame (or the last recorded trade)."""
         stops = [e["ts_ns"] for e in self.events if e.get("event") == "collector" and e.get("state") == "stopped"
                  and str(e.get("program", "")).startswith("observer-track-b")]
+        stops += [e["end_ns"] for e in self.events if e.get("event") == "gap_marker" and e.get("cause") == UNSUBSCRIBING]
         ends = [self.raw_last, max(self.last_recv.values(), default=0)] + stops
         return max(ends)
 
@@ -352,7 +366,27 @@ class DayData:
         for sym, trades in self.scalp.items():  # trades without slot events (older streamers): their span
             if sym not in out and trades:
                 out[sym].append(Holding(sym, self.first_recv.get(sym, trades[0].exch_ns), max(end, trades[-1].exch_ns)))
+        self._expected_holdings(out)
         return out
+
+    def _expected_holdings(self, out: dict[str, list[Holding]]) -> None:
+        """Intervals Track B should have held a symbol but was not recording (`collector_down` markers):
+        a holding of their own, or the start of the holding that begins where the interval ends (the
+        restarted streamer allocating it, within JOIN_NS), so the trades from the window start are one hole."""
+        for m in self.markers():
+            if m.cause != COLLECTOR_DOWN or m.channel != TRADES or m.symbol == "*":
+                continue
+            hs = out[m.symbol]
+            for h in hs:
+                if m.start_ns <= h.start_ns <= m.end_ns + JOIN_NS:
+                    h.start_ns = m.start_ns
+                    break
+                if h.start_ns <= m.start_ns <= h.end_ns:  # already inside a holding
+                    h.end_ns = max(h.end_ns, m.end_ns)
+                    break
+            else:
+                hs.append(Holding(m.symbol, m.start_ns, m.end_ns))
+            hs.sort(key=lambda h: h.start_ns)
 
 
 # -- detection: Track B trades ------------------------------------------------------------------
@@ -374,9 +408,11 @@ def trade_holes(trades: list[Trade], holding: Holding, markers: list[Marker], si
             out.append(Hole(sym, a, b, None, None, ms[0].cause if ms else "silence"))
         return _tag(out, live)
     first, last = inside[0], inside[-1]
-    ms = marked(a, first.exch_ns)
+    # exchange times are whole seconds: the first trade we have may be stamped before the holding began
+    # and still have missed trades of its own second, so the edge runs to the end of that second
+    ms = marked(a, max(a, first.exch_ns + NS - 1))
     if ms or first.exch_ns - a >= silence:
-        out.append(Hole(sym, a, first.exch_ns, None, first, ms[0].cause if ms else "silence", next_idx=0))
+        out.append(Hole(sym, a, max(a, first.exch_ns), None, first, ms[0].cause if ms else "silence", next_idx=0))
     for i in range(1, len(inside)):
         p, q = inside[i - 1], inside[i]
         if q.before > p.cum_vol:
@@ -409,8 +445,10 @@ def detect_track_b(data: DayData, silence_s: float = 60.0) -> tuple[list[Hole], 
                 holes.append(hole)
                 # the parts of the hole no marker covers yet (a live disconnect window starts when the
                 # loss was noticed; the trades lost just before it are marked here)
-                cover = merge_intervals([(m.start_ns, m.end_ns) for m in markers
-                                         if m.covers(sym, TRADES, hole.start_ns, hole.end_ns)])
+                covering = [m for m in markers if m.covers(sym, TRADES, hole.start_ns, hole.end_ns)]
+                if hole.missing_qty is None and any(m.cause in EDGE_CAUSES for m in covering):
+                    continue  # a slot's edge, marked live: paged as it is; the rest of it was streaming
+                cover = merge_intervals([(m.start_ns, m.end_ns) for m in covering])
                 for a, b in uncovered(hole.start_ns, hole.end_ns, cover):
                     m = Marker(gap_id=f"R-{data.provider}-{sym}-{TRADES}-{a}", symbol=sym, channel=TRADES,
                                track="B", start_ns=a, end_ns=b, cause="cum_vol_jump" if cover and hole.missing_qty is not None else hole.cause,

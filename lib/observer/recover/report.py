@@ -4,6 +4,7 @@ timeline chart, the verdicts with their reasons."""
 
 from __future__ import annotations
 
+import math
 from html import escape
 
 from observer.core.clock import NS
@@ -34,8 +35,8 @@ COLORS = {"recovered": "#2e90fa", "no_loss": "#98a2b3", "unrecoverable": "#d92d2
 def _fmt(v, digits: int = 2, suffix: str = "") -> str:
     if v is None:
         return "–"
-    if isinstance(v, float):
-        return f"{v:,.{digits}f}{suffix}"
+    if isinstance(v, float):  # truncated, not rounded: 99.9996 % must not read 100.000 %
+        return f"{math.floor(v * 10 ** digits + 1e-6) / 10 ** digits:,.{digits}f}{suffix}"
     if isinstance(v, int):
         return f"{v:,}{suffix}"
     return escape(str(v))

@@ -232,8 +232,9 @@ PHASE_NAMES = {PRE: "preopen", OPENING: "open_auction", CONT: "continuous", CAUC
 class SymbolSim:
     """One symbol's day, generated lazily and exactly once. All access under self.lock."""
 
-    def __init__(self, info: SymbolInfo, seed: int, date: str):
+    def __init__(self, info: SymbolInfo, seed: int, date: str, bursts=()):
         self.info = info
+        self.bursts = tuple(bursts)  # (from_ms, to_ms, factor): the trade rate multiplied inside
         self.lock = threading.Lock()
         self.rng = random.Random(f"{seed}|{info.code}|{date}|market")
         self.outbox: list = []  # events not yet taken by the pump
@@ -313,7 +314,11 @@ class SymbolSim:
         return tuple(sizes) if n == 10 else tuple(sizes[:n]) + (0,) * (10 - n)
 
     def _rate(self, t: int) -> float:
-        return self.info.rate * activity_profile(t)
+        r = self.info.rate * activity_profile(t)
+        for a, b, f in self.bursts:
+            if a <= t < b:
+                r *= f
+        return r
 
     def _pre_rate(self) -> float:
         return min(0.02 + self.info.rate * 0.1, 0.5)  # book updates/s in the pre-open call

@@ -69,6 +69,9 @@ class SimConfig:
     firehose: dict | None = None  # {"rate": msgs/s (0 = as fast as possible), "frames": N or None}
     stop_at: str | None = None  # market time HH:MM[:SS] to stop by itself
     tick_ms: float = 10.0  # pump period, real milliseconds
+    # trade-rate bursts (deterministic, part of the generated day): [{"symbol", "at": "HH:MM[:SS]",
+    # "duration": market s, "factor": x}] multiply the symbol's trade rate inside the window
+    bursts: list = field(default_factory=list)
 
 
 class Simulator:
@@ -84,7 +87,15 @@ class Simulator:
         schedule = sorted((validate(s) for s in schedule), key=lambda s: s.get("at_ms", 0))
         self.faults = FaultBook(schedule, cfg.speed)
         self.universe = Universe(cfg.seed, cfg.symbols, cfg.active, cfg.activity)
-        self.syms = {i.code: SymbolSim(i, cfg.seed, self.date_str) for i in self.universe.symbols}
+        bursts: dict[str, list] = {}
+        for b in cfg.bursts:
+            try:
+                at = parse_hhmmss(str(b["at"]))
+                bursts.setdefault(str(b["symbol"]), []).append((at, at + int(float(b["duration"]) * 1000),
+                                                                float(b["factor"])))
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"bad burst {b!r}: want symbol, at HH:MM[:SS], duration s, factor ({e})") from None
+        self.syms = {i.code: SymbolSim(i, cfg.seed, self.date_str, bursts.get(i.code, ())) for i in self.universe.symbols}
         self.active_syms = [self.syms[i.code] for i in self.universe.symbols if i.active]
         self.truth = GroundTruth(cfg.ground_truth, self.date_str)
         self.auth = Auth(self)

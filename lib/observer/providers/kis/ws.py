@@ -83,6 +83,7 @@ class _Reg:
     since: float          # monotonic: subscribe (or re-subscribe) time - staleness counts from here
     last_data: float = 0.0
     acked: bool = False
+    acked_ns: int | None = None  # when the server acknowledged the latest (re)send: the stream is effective
     stale: bool = False
     resubscribed: bool = False
     error: str = ""
@@ -142,6 +143,10 @@ class KisConnection:
         with self._lock:
             return {r.sub for r in self._regs.values()}
 
+    def acked_ns(self, symbol: str, channel: str) -> int | None:
+        reg = self._regs.get((TR_BY_CHANNEL[channel], symbol))
+        return reg.acked_ns if reg is not None else None
+
     def subscribe(self, symbol: str, channel: str) -> None:
         sub = Subscription(symbol, channel)
         tr = TR_BY_CHANNEL[channel]
@@ -173,6 +178,7 @@ class KisConnection:
             if register:
                 reg.since = self.clock.monotonic()
                 reg.acked = False
+                reg.acked_ns = None
             return True
         except Exception as e:  # the receive loop notices the broken socket and reconnects
             log.info("subscribe send failed; will resend after reconnect", extra={"error": type(e).__name__})
@@ -471,6 +477,7 @@ class KisConnection:
         if code in ("OPSP0000", "OPSP0002"):
             if reg is not None:
                 reg.acked = True
+                reg.acked_ns = self.clock.now_ns()
                 reg.error = ""
             return ""
         if code in ("OPSP0001", "OPSP0003"):
@@ -553,6 +560,10 @@ class KisStream(StreamClient):
             c = self._owner(symbol, channel)
             if c is not None:
                 c.unsubscribe(symbol, channel)
+
+    def acked_ns(self, symbol: str, channel: str) -> int | None:
+        c = self._owner(symbol, channel)
+        return c.acked_ns(symbol, channel) if c is not None else None
 
     def registrations(self) -> set[Subscription]:
         out: set[Subscription] = set()
