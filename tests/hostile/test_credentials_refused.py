@@ -198,3 +198,29 @@ def test_bucket_written_by_a_process_on_another_clock_does_not_block_for_days(tm
     assert 2.5 < a.try_acquire() < 3.5
     assert b.acquire(timeout=10) < 1  # the other clock's time is not waited out (it was: nine days)
     assert a.acquire(timeout=10) < 10
+
+
+def test_refused_secret_ends_track_b_with_exit_3_and_a_critical_alert(tmp_path, tg):
+    """The streamer's refusal comes from its connection thread (the approval key) or the volume-rank call:
+    either way the collector ends with exit 3 and the CRITICAL alert, instead of reconnecting all day."""
+    env = Env(tmp_path, start="09:29:58", sim_kw={"app_key": APP_KEY, "app_secret": GOOD_SECRET},
+              cfg={"alerts": {"telegram_api_base": tg.base, "send_timeout_s": 2, "retry_backoff_s": 0}})
+    try:
+        t0 = time.monotonic()
+        p = _start(env, "observer-track-b")
+        try:
+            out, err = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        assert p.returncode == 3, err[-3000:]
+        assert time.monotonic() - t0 < 40, "a refused secret must end the streamer, not reconnect all day"
+        msgs = tg.wait_for_messages(1, timeout=20)
+        text = "\n".join(m["text"] for m in msgs)
+        assert "credentials_refused" in text and "track-b" in text, text
+        for s in (WRONG_SECRET, GOOD_SECRET):
+            assert s not in text and s not in err and s not in out
+        ev = [e for e in env.events(provider="kis") if e["event"] == "collector"]
+        assert ev and ev[-1]["severity"] == "CRITICAL" and "credentials refused" in ev[-1]["reason"]
+    finally:
+        env.close()

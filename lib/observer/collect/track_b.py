@@ -36,7 +36,7 @@ from observer.core.contracts import ContractError, check
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
 from observer.metrics import MetricsWriter
-from observer.providers.base import TRADES, Provider, ProviderError, RegistrationLimitError
+from observer.providers.base import TRADES, AuthError, Provider, ProviderError, RegistrationLimitError
 from observer.recover.gaps import SUBSCRIBING, UNSUBSCRIBING
 from observer.store.store import Store
 from observer.store.writer import StoreError, StoreFull
@@ -273,6 +273,8 @@ class TrackB:
                 log.warning("no Track A snapshots", extra={"error": str(e)})
             try:  # the broker's volume rank: candidates before Track A's first sweep, and fillers
                 self.triggers.observe_volume_rank(self.provider.rest().volume_rank())
+            except AuthError:
+                raise  # refused credentials end the collector (run_collector), never a warning per cycle
             except (ProviderError, OSError, ValueError) as e:
                 log.warning("volume rank unavailable", extra={"error": str(e)[:300]})
             cands = self.triggers.candidates(now)
@@ -361,6 +363,9 @@ class TrackB:
 
     # -- health -------------------------------------------------------------------------------
     def _health(self) -> None:
+        err = self.stream.fatal()
+        if err is not None:  # refused credentials: run_collector turns it into exit 3 + CRITICAL alert
+            raise err
         st = self.stream.stats()
         conns = st.get("connections", {})
         up = bool(conns) and all(c.get("connected") for c in conns.values())
@@ -544,6 +549,8 @@ class TrackB:
                     next_realloc = self.clock.now_ns() + realloc_ns
                     try:
                         self.reallocate(day)
+                    except AuthError:
+                        raise
                     except (ProviderError, StoreError, OSError) as e:
                         log.error("reallocation failed", extra={"error": str(e)})
         finally:

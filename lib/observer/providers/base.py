@@ -196,6 +196,11 @@ class StreamClient(abc.ABC):
     @abc.abstractmethod
     def start(self) -> None: ...
 
+    def fatal(self) -> ProviderError | None:
+        """An error the stream cannot get past by reconnecting (the broker refused the credentials): the
+        collector ends with it (exit code, CRITICAL alert) instead of retrying for the rest of the day."""
+        return None
+
     @abc.abstractmethod
     def stop(self, timeout: float = 5.0) -> None: ...
 

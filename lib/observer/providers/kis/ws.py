@@ -43,6 +43,7 @@ from observer.providers.base import (
     BOOK,
     CHANNELS,
     TRADES,
+    AuthError,
     FrameSink,
     ProviderError,
     RegistrationLimitError,
@@ -120,6 +121,7 @@ class KisConnection:
         self._ws: websocket.WebSocket | None = None
         self._approval: str | None = None
         self._refused: str | None = None  # the approval key the server refused (OPSP0011)
+        self.fatal: AuthError | None = None  # the broker refused this account's key/secret: no retry helps
         self._last_data_ns = 0  # receive time of the latest data frame (where a stall's gap begins)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -275,6 +277,10 @@ class KisConnection:
                 if isinstance(e, ProviderError):
                     self._emit("subscription_error", "ERROR", account=self.account, code="auth",
                                message=str(e)[:300])
+                if isinstance(e, AuthError) and self.auth.refused:  # definitive: the collector stops
+                    e.account = self.account
+                    self.fatal = e
+                    break
                 continue
             self._conn_no += 1
             self.session_id = f"kis-{self.account}-{uuid.uuid4().hex[:8]}-{self._conn_no}"
@@ -578,6 +584,9 @@ class KisStream(StreamClient):
     def stop(self, timeout: float = 5.0) -> None:
         for c in self.connections:
             c.stop(timeout)
+
+    def fatal(self) -> ProviderError | None:
+        return next((c.fatal for c in self.connections if c.fatal is not None), None)
 
     def stats(self) -> dict:
         per = {c.account: dict(c.stats, registrations=len(c), session_id=c.session_id, connected=c.connected.is_set(),
