@@ -252,7 +252,7 @@ def test_slots_follow_the_manual_override_live_and_overflow_is_ledgered(tmp_path
 
 
 def test_queue_overflow_is_counted_evented_and_marked(tmp_path):
-    """A writer stall (its lock held, as a blocked fsync holds it) fills the bounded queue: the socket
+    """A writer stall (its append lock held, as a full buffer waiting on a slow flush holds it) fills the bounded queue: the socket
     side keeps receiving, the overflow is counted, a CRITICAL event says so, every held symbol gets a
     gap marker per channel, each lost trade lies inside a marked window, and recording resumes."""
     env = SimEnv(tmp_path, start=START, speed=30, symbols=40, active=10,
@@ -282,16 +282,18 @@ def test_queue_overflow_is_counted_evented_and_marked(tmp_path):
         assert_trades_match_truth(env, rec, syms, allow_gaps=True)
         windows = [(m["start_ns"], m["end_ns"]) for m in markers if m["channel"] == "trades"]
         got = {(r["symbol"], r["cum_vol"]) for s in syms for r in rec[s]}
+        # markers carry receive times; a trade arrives at most `lag` after its (whole-second) market time:
+        # the largest delay seen on the recorded trades (a loaded machine makes the simulator send late)
+        lag = max(2 * 10**9, max(r["recv_ns"] - r["exch_ns"] for s in syms for r in rec[s]) + 10**9)
         lost = 0
         for t in env.truth("trades"):
             sym = t["symbol"]
             if sym in syms and rec[sym] and rec[sym][0]["cum_vol"] <= t["acml_vol"] <= rec[sym][-1]["cum_vol"] \
                     and (sym, t["acml_vol"]) not in got:
                 lost += 1
-                # markers carry receive times; the market time of a trade is at most a moment before
                 at = env.t_ns(t["t_ms"])
-                assert any(a - 2 * 10**9 <= at <= b + 10**9 for a, b in windows), \
-                    f"{sym}: trade at {t['time']} lost outside every marked window"
+                assert any(a - lag <= at <= b + 10**9 for a, b in windows), \
+                    f"{sym}: trade at {t['time']} lost outside every marked window (lag {lag / 1e9:.1f} s)"
         assert lost > 0, "the stall lost no trades: the test did not exercise the overflow"
         # recording resumed: trades after the stall for every held symbol
         for sym in syms:
