@@ -121,15 +121,6 @@ class KisFrameDecoder:
     def set_trading_date(self, day: date | None) -> None:
         self._trading_midnight = None if day is None else kst_ns(day, "000000")
 
-    def prev_close(self, symbol: str) -> int | None:
-        pc = self._prev.get(symbol)
-        return pc[1] if pc else None
-
-    def set_prev_close(self, symbol: str, prev_close: int, day: date) -> None:
-        """Seed the limit guard (e.g. from inquire-price's stck_sdpr) before the first trade."""
-        if prev_close > 0:
-            self._prev[symbol] = (kst_ns(day, "000000"), prev_close)
-
     # -- entry point ------------------------------------------------------------------------
     def decode(self, frame: str, recv_ns: int) -> Decoded:
         try:
