@@ -7,7 +7,7 @@ parsed but cannot be real: price <= 0, zero quantity, a symbol never subscribed)
 possible records (crossed/locked book outside an auction, a price beyond the daily limits computed
 from the previous close) are kept with quality "degraded" and a `flags` entry.
 
-Protocol facts: ../shared/reference/providers.md §1.6-1.9; assumptions in docs/providers/kis.md.
+Protocol facts (frame layout, field positions) and assumptions: docs/providers/kis.md.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ TR_BY_CHANNEL = {TRADES: TR_TRADES, BOOK: TR_BOOK}
 CHANNEL_BY_TR = {TR_TRADES: TRADES, TR_BOOK: BOOK}
 ENCRYPTED_TRS = ("H0STCNI0", "H0STCNI9")
 
-# documented record widths (providers.md §1.8/1.9); wider records keep the rest in extra["trailing"]
+# documented record widths (docs/providers/kis.md, Wire format); wider records keep the rest in extra["trailing"]
 CNT_FIELDS = 46
 ASP_FIELDS = 59
 ASP_MID_FIELDS = 62  # MID_PRC, MIDP_TOTAL_RSQN, MIDP_CLS_CODE appended mid-2026
