@@ -26,7 +26,6 @@ TR_TRADES = "H0STCNT0"
 TR_BOOK = "H0STASP0"
 TR_BY_CHANNEL = {TRADES: TR_TRADES, BOOK: TR_BOOK}
 CHANNEL_BY_TR = {TR_TRADES: TRADES, TR_BOOK: BOOK}
-ENCRYPTED_TRS = ("H0STCNI0", "H0STCNI9")
 
 # documented record widths (docs/providers/kis.md, Wire format); wider records keep the rest in extra["trailing"]
 CNT_FIELDS = 46

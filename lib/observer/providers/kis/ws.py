@@ -56,7 +56,6 @@ log = get_logger(__name__)
 
 MAX_REGISTRATIONS = 41
 DEFAULT_BACKOFF = (1, 2, 5, 10, 20, 30, 60)
-PHASES = ("preopen", "continuous", "auction", "after")
 DEFAULT_STALL = {"preopen": 600.0, "continuous": 60.0, "auction": 120.0, "after": 1800.0}
 DEFAULT_STALE = {
     TRADES: {"preopen": 1800.0, "continuous": 300.0, "auction": 600.0, "after": 3600.0},
