@@ -100,13 +100,6 @@ _PROG = re.compile(r"[^A-Za-z0-9_.@-]+")
 LOCK_WAIT_S = 1.0
 
 
-def register_metric(name: str, mtype: str, help_text: str, labels: tuple[str, ...] = ()) -> None:
-    """Add a metric to the registry (a program with a metric of its own; prefer adding it to METRICS)."""
-    if not _NAME.match(name) or mtype not in (COUNTER, GAUGE):
-        raise ValueError(f"bad metric {name!r} / {mtype!r}: want observer_[a-z0-9_]+ and counter|gauge")
-    METRICS[name] = (mtype, help_text, tuple(labels))
-
-
 def parts_dir(root) -> Path:
     return paths.prom_parts_dir(Path(root))
 

@@ -11,9 +11,7 @@ from observer.sim.encode import asp_record, cnt_record, data_frame
 from .conformance import check_asp_record, check_cnt_frame
 from .kis import records
 
-SAMPLES = Path("/work/shared/reference/samples")
-if not SAMPLES.exists():
-    SAMPLES = Path(__file__).parent / "samples"
+SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "samples"  # real captured KIS messages
 
 
 def sample_frames(name: str) -> list[str]:

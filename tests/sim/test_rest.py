@@ -9,7 +9,7 @@ from observer.sim.market import hhmmss
 
 from .kis import Rest, read_jsonl, wait_for
 
-SAMPLES = Path("/work/shared/reference/samples")
+SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "samples"  # real captured KIS messages
 
 
 def _active(sim, k=0):

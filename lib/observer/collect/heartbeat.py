@@ -11,7 +11,7 @@ from pathlib import Path
 from observer.core.clock import Clock
 from observer.core.logging import get_logger
 from observer.store import paths
-from observer.store.state import read_json, write_json_atomic
+from observer.store.state import write_json_atomic
 
 log = get_logger(__name__)
 
@@ -43,7 +43,3 @@ class Heartbeat:
             self._failing = True
         else:
             self._failing = False
-
-
-def read_heartbeat(root: Path, name: str) -> dict | None:
-    return read_json(paths.heartbeat_file(root, name))

@@ -68,14 +68,6 @@ def check(record: dict, partition: str | None = None) -> None:
         raise ContractError(f"{kind}: {e.message}") from None
 
 
-def is_valid(record: dict, partition: str | None = None) -> bool:
-    try:
-        check(record, partition)
-        return True
-    except ContractError:
-        return False
-
-
 def explain(record, partition: str | None = None) -> list[str]:
     """Every problem with `record`, each naming the field (for readers and observer-verify)."""
     if not isinstance(record, dict):

@@ -1,9 +1,9 @@
 """The one place preflight and the watchdog hand an alert to observer.alerts.
 
 `AlertSink(root, cfg, secrets, program).alert(key, severity, text, **context)` forwards to
-`observer.alerts.Alerter` (outbox, Telegram, dedup/throttle, daily summary). Until that module is
-installed, or when it fails, the alert is still logged (journald keeps it) and recorded in `.sent`
-(tests read it). Sending never raises into the caller.
+`observer.alerts.Alerter` (outbox, Telegram, dedup/throttle, daily summary). Every alert is also
+logged (journald keeps it, even when no alerter can be built from a broken alert config or queueing
+fails) and recorded in `.sent` (tests read it). Sending never raises into the caller.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ _LEVEL = {"INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERR
 
 def _make_alerter(root: Path, cfg: dict, secrets, program: str):
     try:
-        from observer.alerts import Alerter  # the shared alerts lib (outbox + Telegram)
+        from observer.alerts import Alerter  # outbox + Telegram
     except ImportError:
         return None
     try:

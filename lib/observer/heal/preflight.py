@@ -465,13 +465,8 @@ class Preflight:
             self.secrets = load_secrets(self.cfg)
         acc = (pc.get("accounts") or [{"name": "main", "key_env": "KIS_APP_KEY", "secret_env": "KIS_APP_SECRET"}])[0]
         key, secret = self.secrets.get(acc["key_env"], ""), self.secrets.get(acc["secret_env"], "")
-        t = pc.get("timeouts", {})
-        tk = pc.get("token", {})
-        auth = KisAuth(base_url=rest_url, app_key=key, app_secret=secret, state_dir=self.root / "state",
-                       clock=self.clock, timeouts=(float(t.get("connect_s", 3.05)), float(t.get("read_s", 10))),
-                       token_min_interval_s=float(tk.get("min_interval_s", 61)),
-                       token_refresh_ahead_s=float(tk.get("refresh_ahead_s", 3600)),
-                       approval_ttl_s=float(tk.get("approval_ttl_s", 82800)), max_attempts=1)
+        auth = KisAuth.from_config(pc, base_url=rest_url, app_key=key, app_secret=secret, state_dir=self.root / "state",
+                                   clock=self.clock, max_attempts=1)
         got = self._tokens["kis"] = {"auth": auth, "rest_url": rest_url, "ws_url": ws_url + ((pc.get("ws") or {}).get("path") or ""),
                                      "pc": pc, "token": None, "token_check": None, "rest": None}
         return got
@@ -499,11 +494,11 @@ class Preflight:
         """One real REST call (current price of the test symbol) with this exact token, no retries."""
         import requests
 
+        from observer.providers.kis.auth import rest_timeouts
         from observer.providers.kis.rest import QUOT, TR_PRICE
 
         pc = k["pc"]
         sym = self.p.get("test_symbol", "005930")
-        t = pc.get("timeouts", {})
         headers = {"content-type": "application/json; charset=utf-8", "authorization": f"Bearer {token}",
                    "appkey": k["auth"].app_key, "appsecret": k["auth"].app_secret, "tr_id": TR_PRICE,
                    "tr_cont": "", "custtype": pc.get("custtype", "P")}
@@ -512,7 +507,7 @@ class Preflight:
         t0 = time.monotonic()
         try:
             r = requests.get(k["rest_url"] + QUOT + "inquire-price", params=params, headers=headers,
-                             timeout=(float(t.get("connect_s", 3.05)), float(t.get("read_s", 10))))
+                             timeout=rest_timeouts(pc))
         except requests.RequestException as e:
             return {"ok": False, "net": True, "error": f"{type(e).__name__}: {_short_net(e)}"}
         t1n = self.clock.now_ns()

@@ -61,7 +61,6 @@ log = get_logger(__name__)
 
 # systemd journal message ids (sd-messages.h)
 MID_FAILURE_RESULT = "d9b373ed55a64feb8242e02dbe79a49c"   # "Failed with result '...'" (UNIT_RESULT=)
-MID_OOM = "fe6faa94e7774663a0da52717891d8ef"              # "A process of this unit has been killed by the OOM killer"
 _FAILED_RE = re.compile(r"Failed with result '([a-z-]+)'")
 _EXITED_RE = re.compile(r"Main process exited, code=(\w+), status=(\S+)")
 

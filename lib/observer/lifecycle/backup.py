@@ -88,14 +88,6 @@ class Result:
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(READ_CHUNK):
-            h.update(b)
-    return h.hexdigest()
-
-
 def manifest_hash_line(digest: str) -> str:
     return f"{digest}  {layout.MANIFEST}\n"
 

@@ -54,7 +54,6 @@ from paramiko.sftp import CMD_DATA, CMD_READ, int64
 
 from observer import __version__
 from observer.core import notify
-from observer.core.clock import yyyymmdd
 from observer.core.logging import get_logger
 from observer.lifecycle import layout
 from observer.lifecycle.backup import manifest_hash_line
@@ -684,7 +683,3 @@ class TermProgress:
         if done >= size:
             self.stream.write("\n")
         self.stream.flush()
-
-
-def yyyymmdd_today(now: datetime) -> str:
-    return yyyymmdd(now.date())

@@ -10,11 +10,11 @@ from observer import cli
 from observer.core.calendar import calendar_from_config
 from observer.recover.audit import build_quality, write_quality
 
-PROG = "observer-audit"
+PROGRAM = "observer-audit"
 
 
 def main(argv=None) -> int:
-    p = cli.make_parser(PROG, "Audit one day: Track A coverage, Track B recording rate per slot, trade completeness per "
+    p = cli.make_parser(PROGRAM, "Audit one day: Track A coverage, Track B recording rate per slot, trade completeness per "
                         "symbol against the exchange's cumulative volume, gaps and their outcome, reconnects, the "
                         "anomaly-day and dataset-complete verdicts. Writes reports/YYYYMMDD/quality.json and "
                         "quality.html. Exit 1 when the dataset is not complete.")
@@ -25,11 +25,11 @@ def main(argv=None) -> int:
                    "generated exactly")
     p.add_argument("--json", action="store_true", help="print quality.json to stdout as well")
     args = p.parse_args(argv)
-    ctx = cli.start(PROG, args, tree=cli.TREE_WRITE)
+    ctx = cli.start(PROGRAM, args, tree=cli.TREE_WRITE)
     day = args.date or ctx.clock.today_kst()
     root = ctx.root
     if args.ground_truth and not Path(args.ground_truth, "trades.jsonl").is_file():
-        print(f"{PROG}: {args.ground_truth}: no trades.jsonl (want the simulator's --ground-truth dir)", file=sys.stderr)
+        print(f"{PROGRAM}: {args.ground_truth}: no trades.jsonl (want the simulator's --ground-truth dir)", file=sys.stderr)
         return cli.EXIT_USAGE
     provider = args.provider or ctx.cfg.get("gapfill", {}).get("provider", "kis")
     q = build_quality(root, day, ctx.cfg, provider=provider, clock=ctx.clock, calendar=calendar_from_config(ctx.cfg),

@@ -15,7 +15,7 @@ from observer.lifecycle.backup import BackupBusy, BackupError, BackupOptions, Re
 from observer.lifecycle.notify import notify_failure
 from observer.store.store import Store
 
-PROG = "observer-backup"
+PROGRAM = "observer-backup"
 
 
 def collection_end(cfg: dict, day: date) -> datetime:
@@ -64,7 +64,7 @@ def _event_fields(r: Result) -> dict:
 
 
 def main(argv=None) -> int:
-    p = cli.make_parser(PROG, "Package one day of the tree into backup/YYYYMMDD: one tar.gz per partition and "
+    p = cli.make_parser(PROGRAM, "Package one day of the tree into backup/YYYYMMDD: one tar.gz per partition and "
                         "a manifest (sizes, SHA-256, record counts); built aside, verified by re-reading, then "
                         "renamed into place. Re-running an unchanged day does nothing.")
     p.add_argument("--date", type=cli.date_arg, metavar="YYYYMMDD",
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit-mb-s", type=float, help="read rate limit in MB/s (config backup.limit_mb_s)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
-    ctx = cli.start(PROG, args, tree=cli.TREE_WRITE)
+    ctx = cli.start(PROGRAM, args, tree=cli.TREE_WRITE)
     cfg = ctx.cfg
     root = ctx.root
     b = cfg["backup"]
@@ -89,18 +89,18 @@ def main(argv=None) -> int:
     if args.date:
         day = args.date
         if day > today:
-            print(f"{PROG}: {yyyymmdd(day)} is in the future (today is {yyyymmdd(today)} KST)", file=sys.stderr)
+            print(f"{PROGRAM}: {yyyymmdd(day)} is in the future (today is {yyyymmdd(today)} KST)", file=sys.stderr)
             return cli.EXIT_USAGE
     else:
         day = today if now >= cutoff else today - timedelta(days=1)
     notify.ready(f"packaging {yyyymmdd(day)}")  # the watchdog runs from here (systemd unit)
-    store = Store(root, program=PROG, provider="system", clock=ctx.clock, host=host_id(cfg))
+    store = Store(root, program=PROGRAM, provider="system", clock=ctx.clock, host=host_id(cfg))
     try:
         if day == today and now < cutoff:
             msg = (f"refusing to package today ({yyyymmdd(day)}) before the collectors are done: the last window "
                    f"ends {cutoff - margin:%H:%M} KST, packaging is allowed from {cutoff:%H:%M} KST "
                    f"(now {now:%H:%M}); run again later or give --date for an earlier day")
-            print(f"{PROG}: {msg}", file=sys.stderr)
+            print(f"{PROGRAM}: {msg}", file=sys.stderr)
             store.events().emit("backup", "WARNING", date=yyyymmdd(day), ok=False, action="refused", reason=msg)
             return cli.EXIT_PROBLEMS
         results = []
@@ -115,10 +115,10 @@ def main(argv=None) -> int:
                         if r.action != "noop":
                             results.append(r)
         except BackupBusy as e:
-            print(f"{PROG}: {e}", file=sys.stderr)
+            print(f"{PROGRAM}: {e}", file=sys.stderr)
             return cli.EXIT_PROBLEMS
         except BackupError as e:
-            print(f"{PROG}: FAILED: {e}", file=sys.stderr)
+            print(f"{PROGRAM}: FAILED: {e}", file=sys.stderr)
             notify_failure(store, "backup", cfg, date=yyyymmdd(day), ok=False, action="failed", error=str(e)[:2000])
             return cli.EXIT_FAILED
         for r in results:
@@ -129,10 +129,10 @@ def main(argv=None) -> int:
             else:
                 t = r.manifest["totals"] if r.manifest else None
                 size = f", {t['files']} files, {t['data_bytes'] / 1e6:.1f} MB -> {t['archive_bytes'] / 1e6:.1f} MB" if t else ""
-                print(f"{PROG}: {yyyymmdd(r.day)}: {r.action}{size} in {r.seconds:.1f}s"
+                print(f"{PROGRAM}: {yyyymmdd(r.day)}: {r.action}{size} in {r.seconds:.1f}s"
                       + (f" ({r.reason})" if r.reason else ""))
             for prob in r.problems:
-                print(f"{PROG}: {yyyymmdd(r.day)}: problem: {prob}", file=sys.stderr)
+                print(f"{PROGRAM}: {yyyymmdd(r.day)}: problem: {prob}", file=sys.stderr)
         return cli.EXIT_OK
     finally:
         store.close()

@@ -12,12 +12,12 @@ from observer.core.logging import get_logger
 from observer.lifecycle import pull as pl
 from observer.lifecycle.notify import notify_failure, notify_invalid
 
-PROG = "observer-backup-pull"
-log = get_logger(PROG)
+PROGRAM = "observer-backup-pull"
+log = get_logger(PROGRAM)
 
 
 def main(argv=None) -> int:
-    p = cli.make_parser(PROG, "Pull verified backup packages from the server over SFTP (key auth, strict host key), "
+    p = cli.make_parser(PROGRAM, "Pull verified backup packages from the server over SFTP (key auth, strict host key), "
                         "verify every archive's SHA-256 against the manifest, keep them locally and write the "
                         "receipt (pulled.json) back. Resumes interrupted downloads.")
     p.add_argument("--date", type=cli.date_arg, metavar="YYYYMMDD", help="only this day's package")
@@ -30,21 +30,21 @@ def main(argv=None) -> int:
                              ("limit-mb-s", float, "download rate limit, MB/s")):
         p.add_argument(f"--{name}", type=kind, help=f"{what} (overrides [pull] {name.replace('-', '_')})")
     args = p.parse_args(argv)
-    ctx = cli.start(PROG, args)
+    ctx = cli.start(PROGRAM, args)
     try:
         cfg = pl.PullConfig.from_config(ctx.cfg, host=args.host, port=args.port, user=args.user,
                                         key_file=args.key_file, known_hosts=args.known_hosts,
                                         remote_dir=args.remote_dir, local_dir=args.local_dir, pc_id=args.pc_id,
                                         limit_mb_s=args.limit_mb_s)
     except (ValueError, TypeError) as e:
-        print(f"{PROG}: config: {e}", file=sys.stderr)
+        print(f"{PROGRAM}: config: {e}", file=sys.stderr)
         return cli.EXIT_USAGE
     progress = None if args.quiet or not sys.stderr.isatty() else pl.TermProgress()
     notify.ready(f"connecting to {cfg.host}")  # the watchdog runs from here (systemd user unit)
     try:
         transport, sftp = pl.connect(cfg)
     except pl.PullError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        print(f"{PROGRAM}: {e}", file=sys.stderr)
         notify_failure(None, "backup_pull", ok=False, error=str(e))
         return cli.EXIT_FAILED
     bad = False
@@ -68,13 +68,13 @@ def main(argv=None) -> int:
                 bad = True
                 fields.update(problems=r.problems)
                 notify_invalid(None, None, [(day, "; ".join(r.problems))])
-                print(f"{PROG}: {day}: REFUSED, not pulled, no receipt written: " + "; ".join(r.problems),
+                print(f"{PROGRAM}: {day}: REFUSED, not pulled, no receipt written: " + "; ".join(r.problems),
                       file=sys.stderr)
             elif r.status == "mismatch":
                 bad = True
                 fields.update(problems=r.problems, quarantined=r.quarantined)
                 notify_failure(None, "backup_pull", ok=False, **fields)
-                print(f"{PROG}: {day}: VERIFICATION FAILED, no receipt written: " + "; ".join(r.problems),
+                print(f"{PROGRAM}: {day}: VERIFICATION FAILED, no receipt written: " + "; ".join(r.problems),
                       file=sys.stderr)
             else:
                 log.info("backup_pull", extra={"event_fields": fields})
@@ -88,13 +88,13 @@ def main(argv=None) -> int:
             bad = True
             notify_invalid(None, None, [(p[:8], p) for p in cleanup.problems])
             for prob in cleanup.problems:
-                print(f"{PROG}: local package {prob}", file=sys.stderr)
+                print(f"{PROGRAM}: local package {prob}", file=sys.stderr)
     except pl.PullError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        print(f"{PROGRAM}: {e}", file=sys.stderr)
         notify_failure(None, "backup_pull", ok=False, error=str(e))
         return cli.EXIT_FAILED
     except OSError as e:
-        print(f"{PROG}: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"{PROGRAM}: {type(e).__name__}: {e}", file=sys.stderr)
         notify_failure(None, "backup_pull", ok=False, error=str(e))
         return cli.EXIT_FAILED
     finally:

@@ -10,6 +10,8 @@ import orjson
 from observer import cli
 from observer.providers.base import get_provider, provider_names
 
+PROGRAM = "observer-decode"
+
 DESCRIPTION = ("Decode raw frames, one per line (as the WebSocket delivers them, or raw/ JSONL records "
                "{\"kind\":\"raw\",\"frame\":...,\"recv_ns\":...}), into normalised JSONL records on stdout. "
                "Invalid frames are reported on stderr with their line number (exit 1); control messages, "
@@ -99,7 +101,7 @@ def decode_stream(provider: str, lines, out, err, *, trading_date: date | None =
 
 
 def main(argv=None) -> int:
-    p = cli.make_parser("observer-decode", DESCRIPTION)
+    p = cli.make_parser(PROGRAM, DESCRIPTION)
     p.add_argument("--provider", required=True, choices=provider_names(), help="whose frames these are")
     p.add_argument("--date", type=cli.date_arg, metavar="YYYYMMDD",
                    help="trading date for frames without one (KIS books); default: the trades' BSOP_DATE, a raw "
@@ -109,7 +111,7 @@ def main(argv=None) -> int:
                         "(never on stdout: stdout holds only records that satisfy their contract)")
     p.add_argument("--summary", action="store_true", help="print counts as one JSON line on stderr at the end")
     args = p.parse_args(argv)
-    cli.start("observer-decode", args, need_config=False)
+    cli.start(PROGRAM, args, need_config=False)
     counts = decode_stream(args.provider, sys.stdin.buffer, sys.stdout.buffer, sys.stderr, trading_date=args.date,
                            include_rejected=args.include_rejected)
     if args.summary:

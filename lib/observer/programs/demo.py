@@ -26,6 +26,8 @@ from observer.core.clock import KST, parse_clock_spec, yyyymmdd
 from observer.programs.verify import format_report, verify_tree
 from observer.store.reader import iter_day, read_file
 
+PROGRAM = "observer-demo"
+
 CONFIG = """\
 data_dir = "{data}"
 secrets_file = "{secrets}"
@@ -67,7 +69,7 @@ def _wait_ready(proc: subprocess.Popen, timeout: float) -> dict:
 
 
 def main(argv=None) -> int:
-    p = cli.make_parser("observer-demo", __doc__.strip().splitlines()[0])
+    p = cli.make_parser(PROGRAM, __doc__.strip().splitlines()[0])
     p.add_argument("--minutes", type=float, default=30, help="market minutes to record (default 30)")
     p.add_argument("--speed", type=float, default=30, help="market time runs this many times real time (default 30)")
     p.add_argument("--start", type=cli.time_arg, default="09:25", help="market time at which the simulated session starts (default 09:25)")
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
     cal = calendar_from_config({})
     if not cal.is_trading_day(args.date):  # the collectors would only stand down
         p.error(f"argument --date: {yyyymmdd(args.date)} is not a KRX trading day ({cal.closed_reason(args.date)})")
-    cli.start("observer-demo", args, need_config=False)
+    cli.start(PROGRAM, args, need_config=False)
     try:
         work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="observer-demo-"))
         work.mkdir(parents=True, exist_ok=True)

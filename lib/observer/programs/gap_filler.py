@@ -15,12 +15,12 @@ from observer.recover.audit import build_quality, write_quality
 from observer.recover.gapfill import GapFiller
 from observer.store.writer import StoreError
 
-PROG = "observer-gap-filler"
-log = get_logger(PROG)
+PROGRAM = "observer-gap-filler"
+log = get_logger(PROGRAM)
 
 
 def main(argv=None) -> int:
-    p = cli.make_parser(PROG, "Find the day's gaps (live markers, the exchange's cumulative volume, silences, missed "
+    p = cli.make_parser(PROGRAM, "Find the day's gaps (live markers, the exchange's cumulative volume, silences, missed "
                         "sweeps), mark each one once, backfill the trades the broker can still give into recovered/ "
                         "with provenance (resumable: a checkpoint in state/gapfill/), then write the quality report. "
                         "Order-book gaps are never filled. Exit 1 when something stayed unrecoverable.")
@@ -30,13 +30,13 @@ def main(argv=None) -> int:
     p.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
                    help="progress bar on stderr (auto: only on a terminal)")
     args = p.parse_args(argv)
-    ctx = cli.start(PROG, args, tree=cli.TREE_WRITE)
+    ctx = cli.start(PROGRAM, args, tree=cli.TREE_WRITE)
     provider = args.provider or ctx.cfg.get("gapfill", {}).get("provider", "kis")
     day = args.date or ctx.clock.today_kst()
     try:
-        rt = open_runtime(ctx, provider, PROG)
+        rt = open_runtime(ctx, provider, PROGRAM)
     except (SecretsError, ValueError) as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        print(f"{PROGRAM}: {e}", file=sys.stderr)
         return cli.EXIT_USAGE
     ev = rt.store.events(provider)
     notify.ready(f"gap-filler {day:%Y%m%d}: finding gaps")  # the watchdog runs from here (systemd unit)

@@ -14,8 +14,8 @@ from observer.core.config import ConfigError, host_id, load_config, validate_con
 from observer.core.logging import get_logger
 from observer.core.secrets import SecretsError, load_secrets
 
-log = get_logger("observer-preflight")
 PROGRAM = "observer-preflight"
+log = get_logger(PROGRAM)
 EXIT_OK, EXIT_WARN, EXIT_FAIL = 0, 1, 2
 
 

@@ -12,9 +12,11 @@ from observer.core.clock import NS
 from observer.store.reader import ReadIssue
 from observer.store.replay import Replay, exchange_key
 
+PROGRAM = "observer-replay"
+
 
 def main(argv=None) -> int:
-    p = cli.make_parser("observer-replay", "Stream a recorded day's records (Track A snapshots and Track B trades and "
+    p = cli.make_parser(PROGRAM, "Stream a recorded day's records (Track A snapshots and Track B trades and "
                         "books; --raw: the raw frames as received) to stdout as JSONL, in exchange-time order.")
     p.add_argument("data_dir", help="the data tree")
     p.add_argument("--date", type=cli.date_arg, required=True, metavar="YYYYMMDD")
@@ -26,7 +28,7 @@ def main(argv=None) -> int:
     p.add_argument("--reorder-window", type=float, default=60.0, metavar="S",
                    help="seconds of arrival time held back to restore exchange order (default 60)")
     args = p.parse_args(argv)
-    ctx = cli.start("observer-replay", args, need_config=False, tree=cli.TREE_READ)
+    ctx = cli.start(PROGRAM, args, need_config=False, tree=cli.TREE_READ)
     day, root = args.date, ctx.root
     issues: list[ReadIssue] = []
     kinds = ("swing", "scalp", "recovered") if args.merged else ("swing", "scalp")

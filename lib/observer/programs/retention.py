@@ -19,7 +19,7 @@ from observer.lifecycle import retention as rt
 from observer.lifecycle.notify import notify_failure, notify_invalid
 from observer.store.store import Store
 
-PROG = "observer-retention"
+PROGRAM = "observer-retention"
 
 
 def run(root: Path, cfg: dict, clock, *, dry_run: bool = False, disk: rt.Disk | None = None,
@@ -48,7 +48,7 @@ def run(root: Path, cfg: dict, clock, *, dry_run: bool = False, disk: rt.Disk | 
         print("\n".join(lines) + ("\n(dry run: nothing deleted)" if dry_run else ""), file=out)
     if dry_run:
         return cli.EXIT_PROBLEMS if pl.critical else cli.EXIT_OK
-    store = Store(root, program=PROG, provider="system", clock=clock, host=host_id(cfg))
+    store = Store(root, program=PROGRAM, provider="system", clock=clock, host=host_id(cfg))
     try:
         def emit(severity: str, **fields):
             store.events().emit("retention", severity, **fields)
@@ -75,7 +75,7 @@ def run(root: Path, cfg: dict, clock, *, dry_run: bool = False, disk: rt.Disk | 
             notify_failure(store, "retention", cfg, date=yyyymmdd(today), action="blocked",
                            why="disk critically full and nothing more may be deleted without a verified receipt",
                            disk_pct=round(disk.pct, 2), projected_pct=round(pl.projected_pct, 2), blocking=blocking)
-            print(f"{PROG}: CRITICAL: disk {disk.pct:.1f}% used; blocked by: "
+            print(f"{PROGRAM}: CRITICAL: disk {disk.pct:.1f}% used; blocked by: "
                   + (", ".join(f"{b['date']} ({b['why']})" for b in blocking) or "nothing (no day data left)"),
                   file=sys.stderr)
             return cli.EXIT_PROBLEMS
@@ -100,7 +100,7 @@ def _sweep_build_leftovers(root: Path) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = cli.make_parser(PROG, "Delete days whose backup the PC has verified (pulled.json): 3 days, 7 for anomaly "
+    p = cli.make_parser(PROGRAM, "Delete days whose backup the PC has verified (pulled.json): 3 days, 7 for anomaly "
                         "days, 10 at most; earlier under disk pressure; never a day without a verified receipt.",
                         dry_run=True)
     p.add_argument("--data-dir", metavar="PATH", help="the tree (default: data_dir from the config)")
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
                    help="act as if the disk were PCT %% full (drills: rehearse the pressure/emergency path)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     args = p.parse_args(argv)
-    ctx = cli.start(PROG, args, tree=cli.TREE_READ if args.dry_run else cli.TREE_WRITE)
+    ctx = cli.start(PROGRAM, args, tree=cli.TREE_READ if args.dry_run else cli.TREE_WRITE)
     root = ctx.root
     disk = None
     if args.disk_pct is not None:

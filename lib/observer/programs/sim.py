@@ -11,6 +11,8 @@ import sys
 from observer import cli
 from observer.core.clock import yyyymmdd
 
+PROGRAM = "observer-sim"
+
 EPILOG = """\
 When ready it prints one JSON line {"rest": URL, "ws": URL, "control": URL, "clock": SPEC} on stdout (control
 is null without --control-port; run collectors with OBSERVER_CLOCK=SPEC to share the market clock). Logs go to stderr as JSON lines. SIGTERM/SIGINT stop it cleanly with the ground
@@ -32,7 +34,7 @@ POST /faults/clear, POST /firehose {"rate": R, "frames": N} or {"off": true}, PO
 
 def build_parser() -> argparse.ArgumentParser:
     # the common parser (--config, --check-config, --self-test, --log-level), like every program
-    p = cli.make_parser("observer-sim", "Deterministic KRX market simulator serving the KIS REST and WebSocket "
+    p = cli.make_parser(PROGRAM, "Deterministic KRX market simulator serving the KIS REST and WebSocket "
                         "protocols on 127.0.0.1.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     m = p.add_argument_group("market")
     m.add_argument("--seed", type=int, default=1, help="random seed; the whole market is a function of it (default 1)")
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # the simulator needs no config; given one, its log level is used (and a bad one refused)
-    cli.start("observer-sim", args, need_config=False)
+    cli.start(PROGRAM, args, need_config=False)
     log = logging.getLogger("observer.sim")
     from observer.core.redact import register_secret
     from observer.sim.faults import FaultError

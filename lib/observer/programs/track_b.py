@@ -7,15 +7,17 @@ from observer.collect.runtime import run_collector
 from observer.collect.track_b import TrackB
 from observer.providers.base import provider_names
 
+PROGRAM = "observer-track-b"
+
 
 def main(argv=None) -> int:
-    p = cli.make_parser("observer-track-b", "Track B: stream trades and order books of the slots chosen by the "
+    p = cli.make_parser(PROGRAM, "Track B: stream trades and order books of the slots chosen by the "
                         "triggers during the Track B window; raw frames to raw/, trades and sampled books to scalp/. "
                         "One systemd instance per provider (observer-track-b@kis).")
     p.add_argument("--provider", default="kis", help=f"which broker ({', '.join(provider_names())}; default kis)")
     p.add_argument("--symbols", help="comma-separated symbols to hold instead of trigger-chosen slots (tests, demos)")
     args = p.parse_args(argv)
-    program = f"observer-track-b@{args.provider}"
+    program = f"{PROGRAM}@{args.provider}"
     ctx = cli.start(program, args, tree=cli.TREE_OWN)
     fixed = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
 

@@ -13,8 +13,8 @@ from observer.core.logging import get_logger
 from observer.core.notify import Notifier
 from observer.core.secrets import SecretsError, load_secrets
 
-log = get_logger("observer-watchdog")
 PROGRAM = "observer-watchdog"
+log = get_logger(PROGRAM)
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,10 +217,6 @@ class StreamClient(abc.ABC):
                 return True
             time.sleep(0.01)
         return predicate()
-
-    def subscribe_many(self, subs: Iterable[Subscription]) -> None:
-        for s in subs:
-            self.subscribe(s.symbol, s.channel)
 
 
 class Provider(abc.ABC):

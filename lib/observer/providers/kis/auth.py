@@ -35,6 +35,12 @@ def key_hash(base_url: str, app_key: str) -> str:
     return hashlib.sha256(f"{base_url}\n{app_key}".encode()).hexdigest()[:16]
 
 
+def rest_timeouts(pcfg: dict) -> tuple[float, float]:
+    """(connect, read) seconds of a REST request, from providers.kis.timeouts."""
+    t = pcfg.get("timeouts") or {}
+    return float(t.get("connect_s", 3.05)), float(t.get("read_s", 10.0))
+
+
 @contextmanager
 def _flock(path: Path, clock: Clock):
     """Exclusive flock. Another process may hold it through a 61 s issuance wait, so with a stop event
@@ -182,6 +188,18 @@ def parse_token_reply(body: dict, now_ns: int) -> tuple[str, int]:
 
 class KisAuth:
     """Access token + approval key for one app key on one server."""
+
+    @classmethod
+    def from_config(cls, pcfg: dict, *, base_url: str, app_key: str, app_secret: str, state_dir: Path,
+                    clock: Clock, **kw) -> KisAuth:
+        """The one constructor from the providers.kis config (timeouts, token.*); kw: session, on_issue,
+        max_attempts (or timeouts) of this caller."""
+        tk = pcfg.get("token") or {}
+        kw.setdefault("timeouts", rest_timeouts(pcfg))
+        return cls(base_url=base_url, app_key=app_key, app_secret=app_secret, state_dir=state_dir, clock=clock,
+                   token_min_interval_s=float(tk.get("min_interval_s", 61.0)),
+                   token_refresh_ahead_s=float(tk.get("refresh_ahead_s", 3600.0)),
+                   approval_ttl_s=float(tk.get("approval_ttl_s", 82800.0)), **kw)
 
     def __init__(self, *, base_url: str, app_key: str, app_secret: str, state_dir: Path, clock: Clock,
                  session: requests.Session | None = None, timeouts: tuple[float, float] = (3.05, 10.0),

@@ -7,7 +7,7 @@ parsed but cannot be real: price <= 0, zero quantity, a symbol never subscribed)
 possible records (crossed/locked book outside an auction, a price beyond the daily limits computed
 from the previous close) are kept with quality "degraded" and a `flags` entry.
 
-Protocol facts: ../shared/reference/providers.md §1.6-1.9; assumptions in docs/providers/kis.md.
+Protocol facts (frame layout, field positions) and assumptions: docs/providers/kis.md.
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ TR_TRADES = "H0STCNT0"
 TR_BOOK = "H0STASP0"
 TR_BY_CHANNEL = {TRADES: TR_TRADES, BOOK: TR_BOOK}
 CHANNEL_BY_TR = {TR_TRADES: TRADES, TR_BOOK: BOOK}
-ENCRYPTED_TRS = ("H0STCNI0", "H0STCNI9")
 
-# documented record widths (providers.md §1.8/1.9); wider records keep the rest in extra["trailing"]
+# documented record widths (docs/providers/kis.md, Wire format); wider records keep the rest in extra["trailing"]
 CNT_FIELDS = 46
 ASP_FIELDS = 59
 ASP_MID_FIELDS = 62  # MID_PRC, MIDP_TOTAL_RSQN, MIDP_CLS_CODE appended mid-2026
@@ -120,15 +119,6 @@ class KisFrameDecoder:
 
     def set_trading_date(self, day: date | None) -> None:
         self._trading_midnight = None if day is None else kst_ns(day, "000000")
-
-    def prev_close(self, symbol: str) -> int | None:
-        pc = self._prev.get(symbol)
-        return pc[1] if pc else None
-
-    def set_prev_close(self, symbol: str, prev_close: int, day: date) -> None:
-        """Seed the limit guard (e.g. from inquire-price's stck_sdpr) before the first trade."""
-        if prev_close > 0:
-            self._prev[symbol] = (kst_ns(day, "000000"), prev_close)
 
     # -- entry point ------------------------------------------------------------------------
     def decode(self, frame: str, recv_ns: int) -> Decoded:
@@ -235,162 +225,163 @@ class KisFrameDecoder:
             return 0
         return width
 
-    # -- H0STCNT0 ---------------------------------------------------------------------------
+    # -- the records of one data frame --------------------------------------------------------
     def _trades(self, d: Decoded, fields: list[str], count: int, width: int, recv_ns: int) -> None:
-        out = d.records
-        sub = self.subscribed.get(TRADES) if self.subscribed is not None else None
-        tcache, dcache, prevs = self._tcache, self._dcache, self._prev
-        sid = self.session_id
-        for i in range(count):
-            f = fields if count == 1 else fields[i * width:(i + 1) * width]
-            sym = f[0]
-            try:
-                price = int(f[2])
-                prev = price - int(f[4])  # previous close = price - PRDY_VRSS
-                qty = int(f[12])
-                cv, cval, bid, ask, op, hi, lo, asz, bsz = (int(f[13]), int(f[14]), int(f[11]), int(f[10]),
-                                                           int(f[7]), int(f[8]), int(f[9]), int(f[36]), int(f[37]))
-                rec = {
-                    "v": 1, "kind": "trade", "provider": "kis", "market": "krx", "symbol": sym,
-                    "exch_ns": None, "recv_ns": recv_ns, "quality": "normal",
-                    "price": price, "qty": qty, "cum_vol": cv, "cum_value": cval,
-                    "side": _SIDE.get(f[21], "none"), "bid": bid, "ask": ask,
-                    "open": op, "high": hi, "low": lo, "phase": f[34],
-                    "extra": {"hour_cls": f[43], "halt": f[35], "ask_size": asz,
-                              "bid_size": bsz, "prev_close": prev},
-                }
-            except ValueError:
-                d.errors.append(self._bad_field(f, CNT_NAMES, _CNT_INT, i, count, d))
-                continue
-            t = f[1]
-            off = tcache.get(t)
-            if off is None and (off := self._time_offset(d, t, "STCK_CNTG_HOUR", i, count)) is None:
-                continue
-            bd = f[33]
-            mid = dcache.get(bd)
-            if mid is None:
-                try:
-                    mid = kst_ns(parse_yyyymmdd(bd), "000000")
-                except ValueError:
-                    mid = -1
-                if not 0 <= mid <= _MIDNIGHT_MAX:  # exch_ns: UTC ns >= 0 (contract) in 64 bits: 1970-2262
-                    d.errors.append(f"{d.tr_id} record {i + 1}/{count}: BSOP_DATE {bd[:12]!r} is not a YYYYMMDD "
-                                    "trading date")
-                    continue
-                if len(dcache) > 64:
-                    dcache.clear()
-                dcache[bd] = mid
-                self.last_bsop_date = bd
-            rec["exch_ns"] = mid + off
-            self._learned_midnight = mid
-            if width > CNT_FIELDS:
-                rec["extra"]["trailing"] = f[CNT_FIELDS:]
-            if sid is not None:
-                rec["session_id"] = sid
-            # guard: reject what cannot be real, flag what is only suspicious
-            if price <= 0 or qty <= 0:
-                d.rejects.append((rec, "price <= 0" if price <= 0 else "trade quantity <= 0", sym))
-                continue
-            if not 0 < len(sym) <= _SYM_MAX:
-                d.rejects.append((rec, f"symbol of {len(sym)} characters (1-{_SYM_MAX})", sym[:_SYM_MAX]))
-                continue
-            if (max(price, qty, cv, cval, bid, ask, op, hi, lo, asz, bsz, prev) > _I64_MAX
-                    or min(cv, cval, bid, ask, op, hi, lo, asz, bsz, prev) < _I64_MIN):
-                d.rejects.append((rec, "a number beyond the 64-bit range", sym))
-                continue
-            if sub is not None and sym not in sub:
-                d.rejects.append((rec, "symbol never subscribed (H0STCNT0)", sym))
-                continue
-            if prev > 0:
-                prevs[sym] = (mid, prev)
-                if price > prev * _LIMIT_UP or price < prev * _LIMIT_DOWN:
-                    rec["quality"] = "degraded"
-                    rec["flags"] = ["beyond_limit"]
-            out.append(rec)
+        self._records(d, fields, count, width, recv_ns, self._trade, CNT_NAMES, _CNT_INT, TRADES, 0)
 
-    # -- H0STASP0 ---------------------------------------------------------------------------
     def _books(self, d: Decoded, fields: list[str], count: int, width: int, recv_ns: int) -> None:
-        out = d.records
-        sub = self.subscribed.get(BOOK) if self.subscribed is not None else None
-        tcache = self._tcache
         midnight = self._trading_midnight
         if midnight is None:
             midnight = self._learned_midnight
             if midnight is None:
                 midnight = kst_midnight_ns(recv_ns)
+        self._records(d, fields, count, width, recv_ns, self._book, ASP_NAMES, _ASP_INT, BOOK, midnight)
+
+    def _records(self, d: Decoded, fields: list[str], count: int, width: int, recv_ns: int, build,
+                 names: tuple[str, ...], ints: tuple[int, ...], channel: str, midnight: int) -> None:
+        """The loop both channels share: each record's `width` fields through the channel's `build`,
+        which returns (record, reject reason or None, flags or None), or None when the record is
+        invalid (the error noted in d); a ValueError from it means a numeric field is not numeric."""
+        out, rejects = d.records, d.rejects
+        sub = self.subscribed.get(channel) if self.subscribed is not None else None
         sid = self.session_id
         for i in range(count):
             f = fields if count == 1 else fields[i * width:(i + 1) * width]
-            sym = f[0]
             try:
-                ap = list(map(int, f[3:13]))
-                bp = list(map(int, f[13:23]))
-                aq = list(map(int, f[23:33]))
-                bq = list(map(int, f[33:43]))
-                antc = int(f[47])
-                antq = int(f[48])
-                tot = (int(f[43]), int(f[44]), int(f[53]))
-                rec = {
-                    "v": 1, "kind": "book", "provider": "kis", "market": "krx", "symbol": sym,
-                    "exch_ns": None, "recv_ns": recv_ns, "quality": "normal",
-                    "asks": [[p, q] for p, q in zip(ap, aq, strict=True) if p > 0],
-                    "bids": [[p, q] for p, q in zip(bp, bq, strict=True) if p > 0],
-                    "total_ask": tot[0], "total_bid": tot[1], "cum_vol": tot[2],
-                    "phase": f[2],
-                }
-                if antc > 0:
-                    rec["auction"] = {"price": antc, "qty": antq}
+                r = build(d, f, width, recv_ns, i, count, sub, midnight)
             except ValueError:
-                d.errors.append(self._bad_field(f, ASP_NAMES, _ASP_INT, i, count, d))
+                d.errors.append(self._bad_field(f, names, ints, i, count, d))
                 continue
-            t = f[1]
-            off = tcache.get(t)
-            if off is None and (off := self._time_offset(d, t, "BSOP_HOUR", i, count)) is None:
+            if r is None:
                 continue
-            rec["exch_ns"] = exch = midnight + off
-            if not 0 <= exch <= _I64_MAX:  # UTC ns >= 0 (contract) in 64 bits: the trading date is not 1970-2262
-                d.errors.append(f"{d.tr_id} record {i + 1}/{count}: trading date outside 1970-2262")
-                continue
-            if width > ASP_FIELDS:
-                extra = {}
-                if width >= ASP_MID_FIELDS:
-                    extra["mid_prc"] = f[59]
-                    extra["midp_total_rsqn"] = f[60]
-                    extra["midp_cls_code"] = f[61]
-                    if width > ASP_MID_FIELDS:
-                        extra["trailing"] = f[ASP_MID_FIELDS:]
-                else:
-                    extra["trailing"] = f[ASP_FIELDS:]
-                rec["extra"] = extra
+            rec, reason, flags = r
             if sid is not None:
                 rec["session_id"] = sid
-            if min(ap + bp) < 0 or min(aq + bq) < 0:
-                d.rejects.append((rec, "negative book price or size", sym))
+            if reason is not None:
+                rejects.append((rec, reason, f[0][:_SYM_MAX]))
                 continue
-            if not 0 < len(sym) <= _SYM_MAX:
-                d.rejects.append((rec, f"symbol of {len(sym)} characters (1-{_SYM_MAX})", sym[:_SYM_MAX]))
-                continue
-            if max(ap + bp + aq + bq) > _I64_MAX or max(antc, antq, *tot) > _I64_MAX or min(antq, *tot) < _I64_MIN:
-                d.rejects.append((rec, "a number beyond the 64-bit range", sym))
-                continue
-            asks, bids = rec["asks"], rec["bids"]
-            if not asks and not bids and antc <= 0:
-                d.rejects.append((rec, "book has no price > 0", sym))
-                continue
-            if sub is not None and sym not in sub:
-                d.rejects.append((rec, "symbol never subscribed (H0STASP0)", sym))
-                continue
-            flags = None
-            if asks and bids and bids[0][0] >= asks[0][0] and not in_auction(f[2], t):
-                flags = ["crossed_book" if bids[0][0] > asks[0][0] else "locked_book"]
-            pc = self._prev.get(sym)
-            prev = pc[1] if pc is not None and pc[0] == midnight else 0
-            if prev and ((asks and asks[-1][0] > prev * _LIMIT_UP) or (bids and bids[-1][0] < prev * _LIMIT_DOWN)):
-                flags = (flags or []) + ["beyond_limit"]
             if flags:
                 rec["quality"] = "degraded"
                 rec["flags"] = flags
             out.append(rec)
+
+    # -- H0STCNT0 ---------------------------------------------------------------------------
+    def _trade(self, d: Decoded, f: list[str], width: int, recv_ns: int, i: int, count: int,
+               sub: set[str] | None, _midnight: int):
+        sym = f[0]
+        price = int(f[2])
+        prev = price - int(f[4])  # previous close = price - PRDY_VRSS
+        qty = int(f[12])
+        cv, cval, bid, ask, op, hi, lo, asz, bsz = (int(f[13]), int(f[14]), int(f[11]), int(f[10]),
+                                                   int(f[7]), int(f[8]), int(f[9]), int(f[36]), int(f[37]))
+        rec = {
+            "v": 1, "kind": "trade", "provider": "kis", "market": "krx", "symbol": sym,
+            "exch_ns": None, "recv_ns": recv_ns, "quality": "normal",
+            "price": price, "qty": qty, "cum_vol": cv, "cum_value": cval,
+            "side": _SIDE.get(f[21], "none"), "bid": bid, "ask": ask,
+            "open": op, "high": hi, "low": lo, "phase": f[34],
+            "extra": {"hour_cls": f[43], "halt": f[35], "ask_size": asz,
+                      "bid_size": bsz, "prev_close": prev},
+        }
+        t = f[1]
+        off = self._tcache.get(t)
+        if off is None and (off := self._time_offset(d, t, "STCK_CNTG_HOUR", i, count)) is None:
+            return None
+        bd = f[33]
+        dcache = self._dcache
+        mid = dcache.get(bd)
+        if mid is None:
+            try:
+                mid = kst_ns(parse_yyyymmdd(bd), "000000")
+            except ValueError:
+                mid = -1
+            if not 0 <= mid <= _MIDNIGHT_MAX:  # exch_ns: UTC ns >= 0 (contract) in 64 bits: 1970-2262
+                d.errors.append(f"{d.tr_id} record {i + 1}/{count}: BSOP_DATE {bd[:12]!r} is not a YYYYMMDD "
+                                "trading date")
+                return None
+            if len(dcache) > 64:
+                dcache.clear()
+            dcache[bd] = mid
+            self.last_bsop_date = bd
+        rec["exch_ns"] = mid + off
+        self._learned_midnight = mid
+        if width > CNT_FIELDS:
+            rec["extra"]["trailing"] = f[CNT_FIELDS:]
+        # guard: reject what cannot be real, flag what is only suspicious
+        if price <= 0 or qty <= 0:
+            return rec, "price <= 0" if price <= 0 else "trade quantity <= 0", None
+        if not 0 < len(sym) <= _SYM_MAX:
+            return rec, f"symbol of {len(sym)} characters (1-{_SYM_MAX})", None
+        if (max(price, qty, cv, cval, bid, ask, op, hi, lo, asz, bsz, prev) > _I64_MAX
+                or min(cv, cval, bid, ask, op, hi, lo, asz, bsz, prev) < _I64_MIN):
+            return rec, "a number beyond the 64-bit range", None
+        if sub is not None and sym not in sub:
+            return rec, "symbol never subscribed (H0STCNT0)", None
+        if prev > 0:
+            self._prev[sym] = (mid, prev)
+            if price > prev * _LIMIT_UP or price < prev * _LIMIT_DOWN:
+                return rec, None, ["beyond_limit"]
+        return rec, None, None
+
+    # -- H0STASP0 ---------------------------------------------------------------------------
+    def _book(self, d: Decoded, f: list[str], width: int, recv_ns: int, i: int, count: int,
+              sub: set[str] | None, midnight: int):
+        sym = f[0]
+        ap = list(map(int, f[3:13]))
+        bp = list(map(int, f[13:23]))
+        aq = list(map(int, f[23:33]))
+        bq = list(map(int, f[33:43]))
+        antc = int(f[47])
+        antq = int(f[48])
+        tot = (int(f[43]), int(f[44]), int(f[53]))
+        rec = {
+            "v": 1, "kind": "book", "provider": "kis", "market": "krx", "symbol": sym,
+            "exch_ns": None, "recv_ns": recv_ns, "quality": "normal",
+            "asks": [[p, q] for p, q in zip(ap, aq, strict=True) if p > 0],
+            "bids": [[p, q] for p, q in zip(bp, bq, strict=True) if p > 0],
+            "total_ask": tot[0], "total_bid": tot[1], "cum_vol": tot[2],
+            "phase": f[2],
+        }
+        if antc > 0:
+            rec["auction"] = {"price": antc, "qty": antq}
+        t = f[1]
+        off = self._tcache.get(t)
+        if off is None and (off := self._time_offset(d, t, "BSOP_HOUR", i, count)) is None:
+            return None
+        rec["exch_ns"] = exch = midnight + off
+        if not 0 <= exch <= _I64_MAX:  # UTC ns >= 0 (contract) in 64 bits: the trading date is not 1970-2262
+            d.errors.append(f"{d.tr_id} record {i + 1}/{count}: trading date outside 1970-2262")
+            return None
+        if width > ASP_FIELDS:
+            extra = {}
+            if width >= ASP_MID_FIELDS:
+                extra["mid_prc"] = f[59]
+                extra["midp_total_rsqn"] = f[60]
+                extra["midp_cls_code"] = f[61]
+                if width > ASP_MID_FIELDS:
+                    extra["trailing"] = f[ASP_MID_FIELDS:]
+            else:
+                extra["trailing"] = f[ASP_FIELDS:]
+            rec["extra"] = extra
+        if min(ap + bp) < 0 or min(aq + bq) < 0:
+            return rec, "negative book price or size", None
+        if not 0 < len(sym) <= _SYM_MAX:
+            return rec, f"symbol of {len(sym)} characters (1-{_SYM_MAX})", None
+        if max(ap + bp + aq + bq) > _I64_MAX or max(antc, antq, *tot) > _I64_MAX or min(antq, *tot) < _I64_MIN:
+            return rec, "a number beyond the 64-bit range", None
+        asks, bids = rec["asks"], rec["bids"]
+        if not asks and not bids and antc <= 0:
+            return rec, "book has no price > 0", None
+        if sub is not None and sym not in sub:
+            return rec, "symbol never subscribed (H0STASP0)", None
+        flags = None
+        if asks and bids and bids[0][0] >= asks[0][0] and not in_auction(f[2], t):
+            flags = ["crossed_book" if bids[0][0] > asks[0][0] else "locked_book"]
+        pc = self._prev.get(sym)
+        prev = pc[1] if pc is not None and pc[0] == midnight else 0
+        if prev and ((asks and asks[-1][0] > prev * _LIMIT_UP) or (bids and bids[-1][0] < prev * _LIMIT_DOWN)):
+            flags = (flags or []) + ["beyond_limit"]
+        return rec, None, flags
 
     def _time_offset(self, d: Decoded, t: str, name: str, i: int, count: int) -> int | None:
         """ns since midnight of an HHMMSS field (cached per distinct value), or None with the error noted."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from observer.core.config import data_dir
 from observer.providers.base import AuthError, FrameSink, Provider, register_provider
-from observer.providers.kis.auth import KisAuth
+from observer.providers.kis.auth import KisAuth, rest_timeouts
 from observer.providers.kis.parse import KisFrameDecoder
 from observer.providers.kis.rest import KisRest, urls
 from observer.providers.kis.ws import KisConnection, KisStream
@@ -67,17 +67,12 @@ class KisProvider(Provider):
 
     def stream(self, sink: FrameSink, *, trading_date=None) -> KisStream:
         rest_url, ws_url = urls(self.pcfg)
-        t = self.pcfg.get("timeouts", {})
-        tk = self.pcfg.get("token", {})
         conns = []
         for acc in self.accounts():
             key, secret = self.credentials(acc)
-            auth = KisAuth(base_url=rest_url, app_key=key, app_secret=secret, state_dir=self.state_dir,
-                           clock=self.clock, timeouts=(float(t.get("connect_s", 3.05)), float(t.get("read_s", 10))),
-                           token_min_interval_s=float(tk.get("min_interval_s", 61)),
-                           token_refresh_ahead_s=float(tk.get("refresh_ahead_s", 3600.0)),
-                           approval_ttl_s=float(tk.get("approval_ttl_s", 82800)),
-                           on_issue=lambda what, reason, a=acc["name"]: self._credential_issued(what, reason, a))
+            auth = KisAuth.from_config(self.pcfg, base_url=rest_url, app_key=key, app_secret=secret,
+                                       state_dir=self.state_dir, clock=self.clock,
+                                       on_issue=lambda what, reason, a=acc["name"]: self._credential_issued(what, reason, a))
             conns.append(KisConnection(ws_url=ws_url, auth=auth, account=acc["name"], wcfg=self.pcfg.get("ws", {}),
                                        clock=self.clock, sink=sink, events=self.events,
                                        custtype=self.pcfg.get("custtype", "P"), trading_date=trading_date))
@@ -87,9 +82,8 @@ class KisProvider(Provider):
         from observer.providers.kis import master
         from observer.store.state import write_bytes_atomic
 
-        t = self.pcfg.get("timeouts", {})
         blobs = master.fetch_masters(self.pcfg.get("master_url") or master.BASE_URL, clock=self.clock,
-                                     timeouts=(float(t.get("connect_s", 3.05)), float(t.get("read_s", 10.0))))
+                                     timeouts=rest_timeouts(self.pcfg))
         for name, blob in blobs.items():  # only files that parsed are kept
             write_bytes_atomic(Path(keep_dir, name), blob)
         return self.kept_listings(keep_dir)

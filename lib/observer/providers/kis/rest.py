@@ -30,7 +30,7 @@ from observer.providers.base import (
     RateLimitedError,
     TickRecovery,
 )
-from observer.providers.kis.auth import KisAuth
+from observer.providers.kis.auth import KisAuth, rest_timeouts
 
 log = get_logger(__name__)
 
@@ -188,8 +188,7 @@ class KisRest(MarketRest):
         self.events = events  # store.events("kis") or None
         self.account = account
         self.base_url, _ = urls(pcfg)
-        t = pcfg.get("timeouts", {})
-        self.timeouts = (float(t.get("connect_s", 3.05)), float(t.get("read_s", 10.0)))
+        self.timeouts = rest_timeouts(pcfg)
         r = pcfg.get("retry", {})
         self.max_attempts = int(r.get("max_attempts", 5))
         self.backoff_base_s = float(r.get("base_s", 0.5))
@@ -201,13 +200,9 @@ class KisRest(MarketRest):
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=8, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        tk = pcfg.get("token", {})
-        self.auth = KisAuth(base_url=self.base_url, app_key=app_key, app_secret=app_secret, state_dir=state_dir,
-                            clock=self.clock, session=self.session, timeouts=self.timeouts,
-                            token_min_interval_s=float(tk.get("min_interval_s", 61.0)),
-                            token_refresh_ahead_s=float(tk.get("refresh_ahead_s", 3600.0)),
-                            approval_ttl_s=float(tk.get("approval_ttl_s", 82800.0)),
-                            on_issue=self._on_issue)
+        self.auth = KisAuth.from_config(pcfg, base_url=self.base_url, app_key=app_key, app_secret=app_secret,
+                                        state_dir=state_dir, clock=self.clock, session=self.session,
+                                        timeouts=self.timeouts, on_issue=self._on_issue)
         self.bucket = TokenBucket(Path(state_dir, bucket_name("kis", self.auth.app_key + "\n" + self.base_url)),
                                   rate_per_s(pcfg), float(pcfg.get("rate_limit_burst", 1)), self.clock)
         self.stats = {"calls": 0, "http_requests": 0, "rate_limited": 0, "retries": 0, "token_refreshes": 0,

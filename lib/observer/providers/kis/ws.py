@@ -32,7 +32,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import websocket
@@ -58,7 +57,6 @@ log = get_logger(__name__)
 
 MAX_REGISTRATIONS = 41
 DEFAULT_BACKOFF = (1, 2, 5, 10, 20, 30, 60)
-PHASES = ("preopen", "continuous", "auction", "after")
 DEFAULT_STALL = {"preopen": 600.0, "continuous": 60.0, "auction": 120.0, "after": 1800.0}
 DEFAULT_STALE = {
     TRADES: {"preopen": 1800.0, "continuous": 300.0, "auction": 600.0, "after": 3600.0},
@@ -204,15 +202,6 @@ class KisConnection:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-
-    def kill_socket(self) -> None:
-        """Test/ops hook: drop the TCP connection under the client (as a network failure would)."""
-        ws = self._ws
-        if ws is not None and ws.sock is not None:
-            try:
-                ws.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     # -- helpers -------------------------------------------------------------------------------
     def _emit(self, event: str, severity: str, **fields) -> None:
@@ -598,13 +587,3 @@ class KisStream(StreamClient):
                     total[k] = total.get(k, 0) + v
         total["connections"] = per
         return total
-
-    def wait_connected(self, timeout: float) -> bool:
-        return self.wait_until(lambda: all(c.connected.is_set() for c in self.connections), timeout)
-
-
-def make_connection_factory(**kw) -> Callable[..., KisConnection]:
-    def make(**more) -> KisConnection:
-        return KisConnection(**{**kw, **more})
-
-    return make
