@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 
 from observer.alerts import OneShotAlerts
-from observer.alerts_table import KEY_CREDENTIALS_REFUSED
+from observer.alerts.table import KEY_CREDENTIALS_REFUSED
 from observer.cli import Context
 from observer.core.calendar import KrxCalendar, calendar_from_config
 from observer.core.config import data_dir, host_id

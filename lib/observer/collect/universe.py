@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
-from observer.alerts_table import KEY_UNIVERSE_FALLBACK
+from observer.alerts.table import KEY_UNIVERSE_FALLBACK
 from observer.core.calendar import KrxCalendar
 from observer.core.clock import Clock, Stopped, to_ns, yyyymmdd
 from observer.core.logging import get_logger
@@ -31,7 +31,7 @@ from observer.store.state import create_json_once, read_json, write_bytes_atomic
 log = get_logger(__name__)
 MARKET = "kr_stocks"
 LOOKBACK_DAYS = 10  # how far back a fallback universe (or a kept listing file) may come from
-# WARNING alert (the name of observer.alerts_table's constant): listing download/parse failed, or a
+# WARNING alert (the name of observer.alerts.table's constant): listing download/parse failed, or a
 # previous day's universe used
 MAX_KEPT_FILE = 16 << 20  # a kept listing file copied forward is at most this big
 

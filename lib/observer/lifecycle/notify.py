@@ -3,12 +3,12 @@ Telegram alert through the outbox (server side), or a log line (the PC has no tr
 
 from __future__ import annotations
 
-from observer.alerts_table import KEY_BACKUP, KEY_BACKUP_MANIFEST_INVALID, KEY_RETENTION
+from observer.alerts.table import KEY_BACKUP, KEY_BACKUP_MANIFEST_INVALID, KEY_RETENTION
 from observer.core.logging import get_logger
 
 log = get_logger("observer.lifecycle")
 
-# the failure event a program reports -> the alert key it raises (observer.alerts_table)
+# the failure event a program reports -> the alert key it raises (observer.alerts.table)
 FAILURE_KEYS = {"backup": KEY_BACKUP, "retention": KEY_RETENTION}
 
 

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
 
 
 def run(cfg: dict, clock, args, config_error: str | None) -> int:
-    from observer.alerts_table import KEY_PREFLIGHT_FAIL, KEY_PREFLIGHT_WARN
+    from observer.alerts.table import KEY_PREFLIGHT_FAIL, KEY_PREFLIGHT_WARN
     from observer.heal.alerting import AlertSink
     from observer.heal.preflight import Preflight, format_table, summary_text
     from observer.store.store import Store
