@@ -99,15 +99,6 @@ def scan(root: Path = LIB):
                         continue
                     raised.setdefault(FAILURE_KEYS[ev.value], []).append(where)
                     continue
-                if name == "raise_alert" and len(n.args) > 2:  # lifecycle/notify.py's forwarder: key third
-                    try:
-                        key = _key_of(n.args[2], assigns, params)
-                    except _Unresolved as e:
-                        problems.append(f"{where}: alert key is not a KEY_ constant of observer.alerts.table ({e})")
-                        continue
-                    if key is not None:
-                        raised.setdefault(key, []).append(where)
-                    continue
                 if name not in ALERT_METHODS or not isinstance(f, ast.Attribute) or not n.args:
                     continue
                 if isinstance(f.value, ast.Name) and f.value.id in ("cond", "c"):

@@ -10,7 +10,7 @@
 This package re-exports what programs import; importing it never imports telegram.
 """
 
-from observer.alerts.notifier import OneShotAlerts, ProgramAlerts
+from observer.alerts.notifier import SEND_NOW_S, ProgramAlerts
 from observer.alerts.outbox import (
     ALERT_TABLE,
     DEFAULTS,
@@ -57,7 +57,7 @@ from observer.alerts.table import (
 
 __all__ = [
     "ALERT_TABLE", "BY_KEY", "CONSTANTS", "DEFAULTS", "EXPIRED", "NOT_ROUTED", "SEVERITIES", "TABLE", "THROTTLED",
-    "AlertRow", "Alerter", "OneShotAlerts", "ProgramAlerts", "Sustained",
+    "AlertRow", "Alerter", "ProgramAlerts", "SEND_NOW_S", "Sustained",
     "alerts_config", "daily_summary_due", "format_text", "key_name", "known", "routed_warning_keys",
     "send_daily_summary", "summarize_day",
     "KEY_BACKUP", "KEY_BACKUP_MANIFEST_INVALID", "KEY_BACKUP_MISSING", "KEY_CANNOT_RESTART", "KEY_CPU",

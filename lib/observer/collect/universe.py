@@ -181,7 +181,7 @@ def ensure_universe(root: Path, day: date, rest: MarketRest, cfg: dict, calendar
     """The universe of `day`: the frozen file if it exists, else created now, else the previous
     trading day's (WARNING event + alert). Candidates come from `universe.candidates_file` when set,
     else from `source`'s listing files. `alerts`: anything with .alert(key, severity, text, **context)
-    (an Alerter, an AlertSink, a OneShotAlerts). Raises UniverseError only when none can be had;
+    (an Alerter or observer.alerts' ProgramAlerts). Raises UniverseError only when none can be had;
     AuthError and Stopped propagate."""
     path = paths.universe_file(root, day, MARKET)
     existing = read_json(path)
