@@ -13,10 +13,10 @@ import time
 from datetime import datetime
 
 from observer.alerts import Alerter, summarize_day
+from observer.alerts.notifier import ProgramAlerts
 from observer.collect.track_a import TrackA
 from observer.core.calendar import calendar_from_config
 from observer.core.clock import KST, ManualClock
-from observer.heal.alerting import AlertSink
 from observer.heal.watchdog import Watchdog
 from observer.providers.base import get_provider
 from observer.store.reader import iter_day
@@ -179,7 +179,7 @@ def test_cpu_above_90_percent_for_the_configured_time_alerts(tmp_path, tg):
     cfg = validate_config(cfg)
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
     store = Store(root, program="watchdog")
-    sink = AlertSink(root, cfg, SECRETS, "watchdog")
+    sink = ProgramAlerts(store, cfg, "watchdog", secrets=SECRETS, close_s=5)
     try:
         clock = ManualClock(datetime(2026, 3, 16, 10, 0, tzinfo=KST))
         wd = Watchdog(cfg, clock, calendar_from_config(cfg), store=store, alerts=sink, use_systemd=False)

@@ -6,8 +6,8 @@ import signal
 import threading
 from dataclasses import dataclass
 
-from observer.alerts import OneShotAlerts
-from observer.alerts_table import KEY_CREDENTIALS_REFUSED
+from observer.alerts.notifier import SEND_NOW_S, ProgramAlerts
+from observer.alerts.table import KEY_CREDENTIALS_REFUSED
 from observer.cli import Context
 from observer.core.calendar import KrxCalendar, calendar_from_config
 from observer.core.config import data_dir, host_id
@@ -77,7 +77,7 @@ def run_collector(ctx: Context, provider_name: str, program: str, body) -> int:
             str(a.get("name")) for a in rt.provider.pcfg.get("accounts") or []) or "?"
         log.error("broker refused the credentials", extra={"error": str(e), "account": account})
         ev.emit("collector", "CRITICAL", state="stopped", reason=f"credentials refused ({account}): {e}"[:500])
-        OneShotAlerts(rt.store, ctx.cfg, program).alert(
+        ProgramAlerts(rt.store, ctx.cfg, program, send_s=SEND_NOW_S).alert(
             KEY_CREDENTIALS_REFUSED, "CRITICAL", f"{program}: {provider_name} refused the credentials of account "
             f"{account!r} ({e}); fix the app key/secret and restart", account=account)
         return cli.EXIT_FAILED

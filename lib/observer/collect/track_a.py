@@ -62,7 +62,7 @@ class TrackA:
         self.swing = store.partition("swing", provider, self.market)
         self.hb = Heartbeat(store.root, "track-a", clock)
         self.metrics = MetricsWriter.from_config(store.root, "track-a", cfg, provider=provider, clock=clock)
-        self.alerts = ProgramAlerts(store, cfg, "track-a", clock)
+        self.alerts = ProgramAlerts(store, cfg, "track-a", clock=clock)
         store.on_store_error = self.alerts.store_error
         # a sweep's coverage holds until the next sweep (the gauge Prometheus sees): low for
         # track_a_rate_for_s = low at sweeps that far apart with none good between

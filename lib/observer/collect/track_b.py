@@ -88,7 +88,7 @@ class TrackB:
         self.anomaly = AnomalyTracker(cfg, clock)
         self.metrics = MetricsWriter.from_config(store.root, f"track-b@{self.pname}", cfg, provider=self.pname,
                                                  clock=clock)
-        self.alerts = ProgramAlerts(store, cfg, f"track-b@{self.pname}", clock)
+        self.alerts = ProgramAlerts(store, cfg, f"track-b@{self.pname}", clock=clock)
         store.on_store_error = self.alerts.store_error
         self.pause_after_s = float(self.bcfg.get("pause_after_s", PAUSE_AFTER_S))
         self._rate_low = Sustained(float(self.alerts.acfg["track_b_rate_for_s"]))

@@ -32,8 +32,8 @@ LAZY_IMPORTS = (
     "packaging.requirements",  # core/selftest.py itself: so a missing `packaging` is reported, not a crash
     "packaging.version",  # core/selftest.py
     "requests",          # heal/preflight.py: REST and Telegram reachability
-    "telegram",          # alerts.py: the Telegram sender (needs httpx)
-    "telegram.request",  # alerts.py
+    "telegram",          # alerts/transport.py: the Telegram sender (needs httpx)
+    "telegram.request",  # alerts/transport.py
     "websocket",         # heal/preflight.py: WebSocket check
 )
 

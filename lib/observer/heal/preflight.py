@@ -645,7 +645,7 @@ class Preflight:
 
     # -- universe / units ------------------------------------------------------------------------------
     def check_universe(self) -> Check:
-        from observer.alerts import OneShotAlerts
+        from observer.alerts.notifier import SEND_NOW_S, ProgramAlerts
         from observer.collect.universe import MARKET, UniverseError, ensure_universe
         from observer.providers.base import ProviderError, get_provider
         from observer.store import paths
@@ -663,7 +663,8 @@ class Preflight:
                                 self.store, self.clock)
             uni = ensure_universe(self.root, self.day, prov.rest(), self.cfg, self.calendar or calendar_from_config(self.cfg),
                                   self.store.events("kis"), self.clock, source=prov,
-                                  alerts=OneShotAlerts(self.store, self.cfg, "observer-preflight"))
+                                  alerts=ProgramAlerts(self.store, self.cfg, "observer-preflight",
+                                                      send_s=SEND_NOW_S))
         except (UniverseError, ProviderError, OSError, SecretsError) as e:
             return Check("universe", "fail", f"no universe for {yyyymmdd(self.day)}: {e}"[:400],
                          "check the stock listing download (or universe.candidates_file) and the REST check; "

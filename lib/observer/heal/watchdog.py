@@ -36,7 +36,7 @@ from pathlib import Path
 import psutil
 
 from observer.alerts import alerts_config
-from observer.alerts_table import (
+from observer.alerts.table import (
     KEY_BACKUP_MISSING,
     KEY_CANNOT_RESTART,
     KEY_CPU,

@@ -1,28 +1,22 @@
-"""The one place the lifecycle programs report a failure or a warning: an event in the tree and a
-Telegram alert through the outbox (server side), or a log line (the PC has no tree)."""
+"""How the lifecycle programs (backup, retention, pull) report a failure or a warning: an event in the
+tree and an alert sent now through observer.alerts' ProgramAlerts (server side), or a log line (the PC
+has no tree)."""
 
 from __future__ import annotations
 
-from observer.alerts_table import KEY_BACKUP, KEY_BACKUP_MANIFEST_INVALID, KEY_RETENTION
+from observer.alerts.notifier import SEND_NOW_S, ProgramAlerts
+from observer.alerts.table import KEY_BACKUP, KEY_BACKUP_MANIFEST_INVALID, KEY_RETENTION
 from observer.core.logging import get_logger
 
 log = get_logger("observer.lifecycle")
 
-# the failure event a program reports -> the alert key it raises (observer.alerts_table)
+# the failure event a program reports -> the alert key it raises (observer.alerts.table)
 FAILURE_KEYS = {"backup": KEY_BACKUP, "retention": KEY_RETENTION}
 
 
-def raise_alert(store, cfg: dict, key: str, severity: str, text: str, **context) -> None:
-    """An alert through the outbox (never raises: a failing alert path must not hide what it reports)."""
-    try:
-        from observer.alerts import Alerter
-        from observer.core.secrets import load_secrets
-
-        alerter = Alerter(store.root, cfg, load_secrets(cfg), program=store.program, store=store)
-        alerter.alert(key, severity, text[:1000], **context)
-        alerter.close(timeout_s=10)
-    except Exception:
-        log.exception("alert could not be raised", extra={"key": key})
+def _alerts(store, cfg: dict) -> ProgramAlerts:
+    # a one-shot program: the alert is given SEND_NOW_S to go out, the rest waits for the watchdog's drain
+    return ProgramAlerts(store, cfg, store.program, send_s=SEND_NOW_S)
 
 
 def notify_failure(store, event: str, cfg: dict | None = None, **fields) -> None:
@@ -35,8 +29,8 @@ def notify_failure(store, event: str, cfg: dict | None = None, **fields) -> None
     if cfg is None:
         return
     detail = fields.get("error") or fields.get("why") or ""
-    raise_alert(store, cfg, FAILURE_KEYS.get(event, event), "CRITICAL", f"{event} failed: {detail}",
-                **{k: v for k, v in fields.items() if k in ("date", "action", "disk_pct")})
+    _alerts(store, cfg).alert(FAILURE_KEYS.get(event, event), "CRITICAL", f"{event} failed: {detail}"[:1000],
+                              **{k: v for k, v in fields.items() if k in ("date", "action", "disk_pct")})
 
 
 def notify_invalid(store, cfg: dict | None, invalid: list[tuple[str, str]]) -> None:
@@ -54,4 +48,4 @@ def notify_invalid(store, cfg: dict | None, invalid: list[tuple[str, str]]) -> N
     if cfg is not None:
         text = (f"{len(invalid)} backup package(s) with an invalid manifest or receipt; kept, not deleted: "
                 + "; ".join(f"{d}: {w}" for d, w in invalid[:10]))
-        raise_alert(store, cfg, KEY_BACKUP_MANIFEST_INVALID, "WARNING", text, days=[d for d, _ in invalid])
+        _alerts(store, cfg).alert(KEY_BACKUP_MANIFEST_INVALID, "WARNING", text[:1000], days=[d for d, _ in invalid])

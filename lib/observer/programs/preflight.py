@@ -70,8 +70,8 @@ def main(argv=None) -> int:
 
 
 def run(cfg: dict, clock, args, config_error: str | None) -> int:
-    from observer.alerts_table import KEY_PREFLIGHT_FAIL, KEY_PREFLIGHT_WARN
-    from observer.heal.alerting import AlertSink
+    from observer.alerts.notifier import ProgramAlerts
+    from observer.alerts.table import KEY_PREFLIGHT_FAIL, KEY_PREFLIGHT_WARN
     from observer.heal.preflight import Preflight, format_table, summary_text
     from observer.store.store import Store
     from observer.store.writer import StoreError
@@ -107,7 +107,7 @@ def run(cfg: dict, clock, args, config_error: str | None) -> int:
     except (StoreError, OSError) as e:  # a read-only or full tree is in the table (disk_write) already
         log.error("preflight event not written", extra={"error": str(e)})
     if tree_ok and not args.no_alert and not rep.skipped_day and rep.verdict != "ok":
-        alerts = AlertSink(root, cfg, pf.secrets if pf.secrets is not None else {}, PROGRAM)
+        alerts = ProgramAlerts(store, cfg, PROGRAM, secrets=pf.secrets if pf.secrets is not None else {}, close_s=5)
         text = summary_text(rep, host_id(cfg))
         if rep.verdict == "fail":
             alerts.alert(f"{KEY_PREFLIGHT_FAIL}:{day}", "CRITICAL", text, date=day,

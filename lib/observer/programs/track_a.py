@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from observer import cli
-from observer.alerts import OneShotAlerts
+from observer.alerts.notifier import SEND_NOW_S, ProgramAlerts
 from observer.collect.runtime import run_collector
 from observer.collect.track_a import TrackA
 from observer.collect.universe import UniverseError, ensure_universe
@@ -26,7 +26,7 @@ def main(argv=None) -> int:
         try:
             uni = ensure_universe(rt.store.root, day, rest, ctx.cfg, rt.calendar, ev, ctx.clock, provider_name,
                                   source=rt.provider,
-                                  alerts=OneShotAlerts(rt.store, ctx.cfg, PROGRAM))
+                                  alerts=ProgramAlerts(rt.store, ctx.cfg, PROGRAM, send_s=SEND_NOW_S))
         except UniverseError as e:
             log.error("no universe", extra={"error": str(e)})
             return cli.EXIT_FAILED

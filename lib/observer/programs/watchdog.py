@@ -26,8 +26,8 @@ def main(argv=None) -> int:
     p.add_argument("--interval", type=float, metavar="S", help="seconds between passes (default watchdog.interval_s)")
     args = p.parse_args(argv)
     ctx = cli.start(PROGRAM, args, tree=cli.TREE_WRITE)
-    from observer.alerts import daily_summary_due, send_daily_summary
-    from observer.heal.alerting import AlertSink
+    from observer.alerts.notifier import ProgramAlerts
+    from observer.alerts.summary import daily_summary_due, send_daily_summary
     from observer.heal.watchdog import Watchdog
     from observer.metrics import MetricsWriter
     from observer.store.store import Store
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
         log.error("secrets unreadable: alerts are only logged", extra={"error": str(e)})
         secrets = {}
     store = Store(root, clock=ctx.clock, program=PROGRAM, provider="system", host=host_id(cfg))
-    alerts = None if args.dry_run else AlertSink(root, cfg, secrets, PROGRAM)
+    alerts = None if args.dry_run else ProgramAlerts(store, cfg, PROGRAM, secrets=secrets, close_s=5)
     wd = Watchdog(cfg, ctx.clock, calendar_from_config(cfg), store=store, alerts=alerts, dry_run=args.dry_run,
                   out=sys.stdout if (args.dry_run or args.once) else None)
     notifier = Notifier()

@@ -1,4 +1,4 @@
-"""Alerts: Telegram for CRITICAL and listed WARNINGs, an outbox that survives restarts, a daily summary.
+"""The outbox and its state machine: Telegram for CRITICAL and listed WARNINGs, delivery that survives restarts.
 
     a = Alerter(root, cfg, secrets, program="watchdog")
     a.alert("disk", "WARNING", "data_dir 83 % full", used=0.83)   # returns at once, the outbox line is durable
@@ -22,8 +22,8 @@ across programs and two drains never send the same alert. A pending line younger
 over by the next drain anywhere. Delivery is at least once: a crash between the Bot API's answer and
 the `sent` line re-sends one message.
 
-Sending happens on one bounded background thread per Alerter (its own asyncio loop and
-python-telegram-bot `Bot`), with timeouts; `alert()` never waits for the network and never raises.
+Sending happens on one bounded background thread per Alerter (through its TelegramTransport,
+transport.py), with timeouts; `alert()` never waits for the network and never raises.
 python-telegram-bot (~40 MiB) is imported by that thread on first use only, never by importing this
 module. Secrets never leave the process: text, context and errors pass through redact(), context
 values whose names look secret are masked, and the bot token is registered for redaction.
@@ -31,9 +31,7 @@ values whose names look secret are masked, and the bot token is registered for r
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
-import logging
 import math
 import os
 import re
@@ -41,7 +39,6 @@ import socket
 import threading
 import time
 import uuid
-import warnings
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,47 +47,22 @@ from pathlib import Path
 
 import orjson
 
-from observer.alerts_table import (  # noqa: F401 - re-exported: programs import the keys from here too
-    BY_KEY,
-    CONSTANTS,
-    KEY_BACKUP,
-    KEY_BACKUP_MISSING,
-    KEY_CANNOT_RESTART,
-    KEY_CPU,
-    KEY_CRASH_LOOP,
-    KEY_DAILY_SUMMARY,
-    KEY_DISK,
-    KEY_OOM,
-    KEY_PREFLIGHT_FAIL,
-    KEY_PREFLIGHT_WARN,
-    KEY_RECONNECTS,
-    KEY_RESTART,
-    KEY_RETENTION,
-    KEY_STORE_ERROR,
-    KEY_TRACK_A_RATE,
-    KEY_TRACK_B_RATE,
-    KEY_WS_DOWN,
-    KEY_WS_FLAPPING,
-    TABLE,
-    AlertRow,
-    Sustained,
-    known,
-    routed_warning_keys,
-)
-from observer.core.clock import KST, NS, Clock, kst, parse_yyyymmdd, yyyymmdd
+from observer.alerts.table import KEY_DAILY_SUMMARY, TABLE, known, routed_warning_keys
+from observer.alerts.transport import TelegramTransport
+from observer.core.clock import KST, NS, Clock, kst, parse_yyyymmdd
 from observer.core.logging import get_logger
 from observer.core.redact import MASK, redact, register_secret
 from observer.store import paths
 from observer.store.writer import StoreError, ensure_dir
 
-log = get_logger(__name__)
+log = get_logger("observer.alerts")  # one logger name for the package
 
 SEVERITIES = ("INFO", "WARNING", "ERROR", "CRITICAL")
-_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 # Alert keys are "<name>" or "<name>:<qualifier>" (e.g. "track_b_rate:kis", "crash_loop:observer-track-b@kis").
 # Throttling is per full key; routing of WARNINGs looks at the name (alerts.warning_keys). The names,
-# their severity, condition and raiser are the table in observer.alerts_table (the single source).
+# their severity, condition and raiser are the table in observer.alerts.table (the single source).
 
 ALERT_TABLE = TABLE
 
@@ -144,7 +116,7 @@ def _hhmm(ns: int) -> str:
     return f"{kst(ns):%H:%M}"
 
 
-def _as_date(day) -> date:
+def as_date(day) -> date:
     if isinstance(day, datetime):
         return day.astimezone(KST).date()
     if isinstance(day, date):
@@ -152,7 +124,7 @@ def _as_date(day) -> date:
     return parse_yyyymmdd(str(day).replace("-", ""))
 
 
-def _host(cfg: Mapping | None) -> str:
+def host_of(cfg: Mapping | None) -> str:
     return (cfg or {}).get("host_id") or socket.gethostname()
 
 
@@ -279,7 +251,7 @@ class _Outbox:
                         w.first_suppressed = ts
                     w.suppressed += 1
                     w.latest_text = e.text
-                    if _RANK.get(e.severity, 1) > _RANK.get(w.max_severity, 0):
+                    if RANK.get(e.severity, 1) > RANK.get(w.max_severity, 0):
                         w.max_severity = e.severity
             return
         e.state, e.ts = state, ts
@@ -303,11 +275,13 @@ class Alerter:
         self.acfg = alerts_config(self.cfg)
         self.program = program
         self.clock = clock or Clock()
-        self.host = _host(self.cfg)
+        self.host = host_of(self.cfg)
         self._token = _secret_value(secrets, "TELEGRAM_BOT_TOKEN")
         self._chat_id = _secret_value(secrets, "TELEGRAM_CHAT_ID")
         register_secret(self._token)
         self.configured = bool(self._token and self._chat_id)
+        self._transport = TelegramTransport(self._token, self._chat_id, self.acfg["telegram_api_base"],
+                                            float(self.acfg["send_timeout_s"]))
         self._own_store = store is None
         if store is None:
             from observer.store.store import Store
@@ -317,7 +291,7 @@ class Alerter:
         a = self.acfg
         self.throttle_ns = int(float(a["throttle_min"]) * 60 * NS)
         self.send_timeout_s = float(a["send_timeout_s"])
-        self.max_send_s = 2 * self.send_timeout_s + 1
+        self.max_send_s = self._transport.max_send_s
         self.lease_ns = int(max(float(a["claim_timeout_s"]), 3 * self.max_send_s) * NS)
         self.max_age_ns = int(float(a["max_age_h"]) * 3600 * NS)
         self._outbox = _Outbox(self.root, float(a["max_age_h"]))
@@ -336,8 +310,6 @@ class Alerter:
         self._delivery_ok: bool | None = None
         self._outage_t0 = 0.0
         self._warned_unconfigured = False
-        self._bot = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.tick_s = TICK_S                   # housekeeping period of the sender (tests raise it)
         self.counters: Counter[str] = Counter()
 
@@ -410,6 +382,12 @@ class Alerter:
             e = self._outbox.entries.get(alert_id)
             return None if e is None else e.line(e.ts, e.state)
 
+    def with_key(self, key: str) -> list[dict]:
+        """Newest known state of every alert of exactly this key (re-read from the outbox)."""
+        with self._locked():
+            self._outbox.refresh(self.clock.now_ns())
+            return [e.line(e.ts, e.state) for e in self._outbox.entries.values() if e.key == key]
+
     # -- deciding -----------------------------------------------------------------------------
     def route(self, key: str, severity: str) -> tuple[bool, str]:
         if not self.acfg["enabled"]:
@@ -427,9 +405,9 @@ class Alerter:
     def _alert(self, key: str, severity: str, text: str, context: Mapping) -> dict:
         key = _KEY_OK.sub("_", str(key).strip()) or "unnamed"
         if not known(key):  # still sent: an unknown key is a bug to fix, not a reason to lose the alert
-            log.warning("alert key not in the alert table (observer.alerts_table)", extra={"alert_key": key})
+            log.warning("alert key not in the alert table (observer.alerts.table)", extra={"alert_key": key})
         sev = str(severity).upper()
-        sev = sev if sev in _RANK else ("INFO" if sev == "DEBUG" else "WARNING")
+        sev = sev if sev in RANK else ("INFO" if sev == "DEBUG" else "WARNING")
         body = format_text(text, context)
         routed, why = self.route(key, sev)
         with self._locked():
@@ -440,7 +418,7 @@ class Alerter:
                 rec = e.line(now, "suppressed", error=why)
             else:
                 w = self._outbox.windows.get(key)
-                if w is not None and now < w.start + self.throttle_ns and _RANK[sev] <= _RANK.get(w.severity, 3):
+                if w is not None and now < w.start + self.throttle_ns and RANK[sev] <= RANK.get(w.severity, 3):
                     e.count = w.suppressed + 1
                     rec = e.line(now, "suppressed", error=(
                         f"{THROTTLED}: '{key}' was sent at {_hhmm(w.start)} KST; the next one goes out after "
@@ -550,7 +528,7 @@ class Alerter:
                 self._thread.start()
 
     def _run(self) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._transport.open()
         next_tick = time.monotonic() + self.tick_s
         try:
             while True:
@@ -585,7 +563,7 @@ class Alerter:
                         if not self._queue and not self._requests:
                             return
         finally:
-            self._shutdown_bot()
+            self._transport.close()
 
     def _drain_step(self, deadline: float, quiet: bool = False) -> dict:
         c: Counter[str] = Counter()
@@ -661,7 +639,7 @@ class Alerter:
                 claim = e.line(now, "pending")
                 self._append(claim)
             attempts = e.attempts + 1
-        ok, err, retry_after = self._send(self._message(e))
+        ok, err, retry_after = self._transport.send(self._message(e))
         with self._locked():
             now = self.clock.now_ns()
             if ok:
@@ -702,277 +680,3 @@ class Alerter:
             msg = f"{head}\n{e.text}\n{foot}"
         msg = redact(msg)
         return msg if len(msg) <= TELEGRAM_MAX_CHARS else msg[:TELEGRAM_MAX_CHARS - 1] + "…"
-
-    # -- Telegram (python-telegram-bot, imported here only) --------------------------------------
-    def _send(self, text: str) -> tuple[bool, str, float]:
-        """(ok, error, retry_after_s). Bounded by max_send_s; never raises."""
-        assert self._loop is not None
-        try:
-            coro = asyncio.wait_for(self._send_async(text), self.max_send_s)
-            self._loop.run_until_complete(coro)
-            return True, "", 0.0
-        except Exception as e:  # noqa: BLE001 - every failure is a failed attempt, recorded
-            retry_after = 0.0
-            with warnings.catch_warnings():  # PTB 22 deprecates the int form of retry_after
-                warnings.simplefilter("ignore")
-                ra = getattr(e, "retry_after", None)
-            if ra is not None:
-                retry_after = ra.total_seconds() if isinstance(ra, timedelta) else float(ra)
-            name = "timeout" if isinstance(e, TimeoutError) else type(e).__name__
-            msg = redact(f"{name}: {e}" if str(e) else name)
-            self._shutdown_bot(keep_loop=True)  # a hung or broken connection is not reused
-            return False, msg, retry_after
-
-    async def _send_async(self, text: str) -> None:
-        bot = self._get_bot()
-        await bot.initialize()
-        await bot.send_message(chat_id=self._chat_id, text=text)
-
-    def _get_bot(self):
-        if self._bot is None:
-            for name in ("httpx", "httpcore", "telegram"):  # their INFO/DEBUG lines carry URLs with the token
-                logging.getLogger(name).setLevel(logging.WARNING)
-            from telegram import Bot
-            from telegram.request import HTTPXRequest
-
-            # PTB 22 warns from inside RetryAfter.__init__ about a future type change we already handle
-            warnings.filterwarnings("ignore", message=r".*retry_after.*", module=r"telegram\..*")
-
-            t = self.send_timeout_s
-            req = HTTPXRequest(connection_pool_size=2, connect_timeout=t, read_timeout=t, write_timeout=t,
-                               pool_timeout=t)
-            base = self.acfg["telegram_api_base"].rstrip("/") + "/bot"
-            self._bot = Bot(self._token, base_url=base, request=req)
-        return self._bot
-
-    def _shutdown_bot(self, keep_loop: bool = False) -> None:
-        bot, self._bot = self._bot, None
-        loop = self._loop
-        if loop is None:
-            return
-        if bot is not None:
-            try:
-                loop.run_until_complete(asyncio.wait_for(bot.shutdown(), 2))
-            except Exception:
-                pass
-        if not keep_loop:
-            self._loop = None
-            try:
-                loop.close()
-            except Exception:
-                pass
-
-
-# -- alerts from a collector ------------------------------------------------------------------
-class ProgramAlerts:
-    """The alerts of a collector: the Alerter (and its sender thread) is built on the first alert only,
-    so a quiet run costs nothing; secrets are read then (a broken secrets file leaves the alert pending
-    in the outbox). Also the store's store_error hook and the sustained-rate rule of the table."""
-
-    def __init__(self, store, cfg: Mapping, program: str, clock: Clock | None = None):
-        self.store = store
-        self.cfg = cfg
-        self.program = program
-        self.clock = clock or store.clock
-        self.acfg = alerts_config(cfg)
-        self._a: Alerter | None = None
-        self._mu = threading.Lock()
-        self.raised: list[str] = []      # keys raised (STATUS/tests)
-        self._tls = threading.local()
-
-    def alert(self, key: str, severity: str, text: str, **context) -> None:
-        try:
-            with self._mu:
-                if self._a is None:
-                    from observer.core.secrets import SecretsError, load_secrets
-
-                    try:
-                        secrets = load_secrets(self.cfg)
-                    except (SecretsError, OSError) as e:
-                        log.error("secrets unreadable: the alert waits in the outbox", extra={"error": str(e)[:300]})
-                        secrets = {}
-                    self._a = Alerter(self.store.root, dict(self.cfg), secrets, program=self.program,
-                                      clock=self.clock, store=self.store)
-                a = self._a
-            self.raised.append(key)
-            a.alert(key, severity, text, **context)
-        except Exception:  # an alert never takes the collector down
-            log.exception("alert failed", extra={"alert_key": key})
-
-    def store_error(self, fields: Mapping) -> None:
-        """Store.on_store_error: a writer reported a store_error (once per outage per file; the alert key's
-        throttle makes it one message). Runs inside the failing writer's lock: the outbox's own failure
-        is not alerted through the outbox (that would re-enter its writer), the others' are."""
-        outbox = str(paths.alerts_file(self.store.root, paths.day_of(self.clock.now_ns())).parent)
-        if str(fields.get("file", "")).startswith(outbox) or getattr(self._tls, "busy", False):
-            return
-        self._tls.busy = True
-        try:
-            self._store_error(fields)
-        finally:
-            self._tls.busy = False
-
-    def _store_error(self, fields: Mapping) -> None:
-        self.alert(KEY_STORE_ERROR, "CRITICAL",
-                   f"{self.program}: the store cannot write ({fields.get('errno', '?')}: {fields.get('error', '')}); "
-                   "records are held in memory while it lasts, then counted as lost and marked",
-                   file=str(fields.get("file", ""))[-200:])
-
-    def close(self, timeout_s: float = 1) -> None:
-        """Short: the collector's stop budget is 5 s; what is not sent by then waits in the outbox and
-        the watchdog's drain takes it over after claim_timeout_s."""
-        with self._mu:
-            a, self._a = self._a, None
-        if a is not None:
-            a.close(timeout_s)
-
-
-class OneShotAlerts(ProgramAlerts):
-    """ProgramAlerts for a rare alert (a refused credential, a universe fallback): each alert is given
-    send_s to go out; what is not sent by then stays pending for the next drain of any program."""
-
-    def __init__(self, store, cfg: Mapping, program: str, *, send_s: float = 10.0):
-        super().__init__(store, cfg, program)
-        self.send_s = send_s
-
-    def alert(self, key: str, severity: str, text: str, **context) -> None:
-        super().alert(key, severity, text, **context)
-        self.close(self.send_s)
-
-
-# -- the daily summary ------------------------------------------------------------------------
-def _day_lines(root: Path, day: date) -> list[dict]:
-    p = paths.alerts_file(root, day)
-    if not p.exists():
-        return []
-    from observer.store.reader import read_file
-
-    return [r for r in read_file(p) if r.get("kind") == "alert"]
-
-
-def summarize_day(root, day, cfg: Mapping | None = None) -> dict:
-    """Counts of the day's alerts by key and severity, their outcome, preflight warnings and the day's
-    WARNING+ events; plus the text of the summary message. Reads only the tree."""
-    root = Path(root)
-    day = _as_date(day)
-    before = {r["id"] for r in _day_lines(root, day - timedelta(days=1))}
-    first: dict[str, dict] = {}
-    latest: dict[str, dict] = {}
-    for d in (day, day + timedelta(days=1)):
-        for r in _day_lines(root, d):
-            if r["id"] in before or key_name(r.get("key", "")) == KEY_DAILY_SUMMARY:
-                continue
-            if d == day and r["id"] not in first:
-                first[r["id"]] = r
-            if r["id"] in first:
-                latest[r["id"]] = r
-    by_sev: Counter[str] = Counter()
-    by_key: dict[tuple[str, str], Counter[str]] = {}
-    outcome: Counter[str] = Counter()
-    for i, r in first.items():
-        if i.endswith("-sum"):  # a throttle summary stands for alerts already counted
-            c = by_key.setdefault((r["key"], r["severity"]), Counter())
-            c["summaries"] += 1
-            continue
-        end = latest[i]
-        err = end.get("error", "")
-        if end["state"] == "sent":
-            o = "sent"
-        elif end["state"] == "suppressed" and err.startswith(THROTTLED):
-            o = "throttled"
-        elif end["state"] == "suppressed" and err.startswith(NOT_ROUTED):
-            o = "not_routed"
-        elif end["state"] == "suppressed" and err.startswith(EXPIRED):
-            o = "expired"
-        else:
-            o = "undelivered"
-        by_sev[r["severity"]] += 1
-        outcome[o] += 1
-        c = by_key.setdefault((r["key"], r["severity"]), Counter())
-        c["n"] += 1
-        c[o] += 1
-    preflight: list[str] = []
-    events: Counter[str] = Counter()
-    from observer.store.reader import day_files, read_file
-
-    for _kind, p in day_files(root, day, kinds=("events",)):
-        for ev in read_file(p):
-            if ev.get("event") == "preflight":
-                for chk in ev.get("checks") or []:
-                    if isinstance(chk, dict) and chk.get("verdict") in ("warn", "fail"):
-                        line = f"{chk.get('verdict')}: {chk.get('name', '?')}: {chk.get('reason', '')}".rstrip(": ")
-                        if line not in preflight:
-                            preflight.append(line)
-            if _RANK.get(ev.get("severity"), 0) >= _RANK["WARNING"]:
-                events[ev.get("event", "?")] += 1
-    host = _host(cfg)
-    lines = [f"\U0001F4CB Observer daily summary {day.isoformat()} ({host})"]
-    total = sum(by_sev.values())
-    lines.append(f"Alerts: {total}" + (" (" + ", ".join(f"{s} {by_sev[s]}" for s in reversed(SEVERITIES)
-                                                         if by_sev[s]) + ")" if total else ""))
-    if total:
-        lines.append("  " + ", ".join(f"{k.replace('_', ' ')} {outcome[k]}" for k in
-                                      ("sent", "throttled", "not_routed", "undelivered", "expired") if outcome[k]))
-        lines.append("By key:")
-        rows = sorted(by_key.items(), key=lambda kv: (-_RANK.get(kv[0][1], 0), -kv[1]["n"], kv[0][0]))
-        for (k, s), c in rows[:30]:
-            if not c["n"]:
-                continue
-            extra = ", ".join(f"{x.replace('_', ' ')} {c[x]}" for x in ("sent", "throttled", "not_routed",
-                                                                      "undelivered", "expired") if c[x])
-            lines.append(f"  {s} {k} ×{c['n']} ({extra})")
-        if len(rows) > 30:
-            lines.append(f"  … {len(rows) - 30} more")
-    lines.append("Preflight: " + ("no warnings" if not preflight else ""))
-    lines.extend(f"  {p}" for p in preflight[:20])
-    if events:
-        lines.append("Events (WARNING and above): " + ", ".join(f"{k} {n}" for k, n in events.most_common(12)))
-    text = redact("\n".join(lines))
-    if len(text) > TEXT_MAX_CHARS:
-        text = text[:TEXT_MAX_CHARS - 1] + "…"
-    return {"day": day.isoformat(), "alerts": total, "by_severity": dict(by_sev), "outcome": dict(outcome),
-            "by_key": {f"{k}|{s}": dict(c) for (k, s), c in by_key.items()}, "preflight": preflight,
-            "events": dict(events), "text": text}
-
-
-def daily_summary_due(cfg: Mapping | None, clock: Clock | None = None) -> date | None:
-    """The day whose summary is due now (today after alerts.daily_summary_at KST), else None.
-    send_daily_summary is idempotent, so a loop may call it every time this returns a day."""
-    clock = clock or Clock()
-    now = clock.now_kst()
-    hh, mm = (int(x) for x in alerts_config(cfg)["daily_summary_at"].split(":"))
-    return now.date() if (now.hour, now.minute) >= (hh, mm) else None
-
-
-def send_daily_summary(root, cfg, secrets, day, *, clock=None, program: str = "daily-summary",
-                       timeout_s: float = 20) -> dict:
-    """Build the summary of `day` and send it once (an outbox entry with key daily_summary:YYYYMMDD).
-
-    Idempotent and cheap to call again: when the entry exists, nothing is re-counted and only its
-    delivery is retried. Returns key, id, state ("sent", "pending", "failed", ...), created, the drain
-    counts and — when this call created it — the summary's counts and text (see summarize_day)."""
-    root = Path(root)
-    day = _as_date(day)
-    key = f"{KEY_DAILY_SUMMARY}:{yyyymmdd(day)}"
-    a = Alerter(root, cfg, secrets, program=program, clock=clock)
-    rep: dict = {"day": day.isoformat()}
-    created = False
-    res: dict = {}
-    try:
-        with a._locked():
-            a._outbox.refresh(a.clock.now_ns())
-            existing = [e for e in a._outbox.entries.values() if e.key == key]
-        if existing:
-            alert_id = existing[0].id
-            if existing[0].state in ("pending", "failed"):
-                res = a.drain(timeout_s)
-        else:
-            rep = summarize_day(root, day, cfg)
-            alert_id = a.alert(key, "INFO", rep["text"])["id"]
-            created = True
-            res = a.drain(timeout_s) if alert_id else {}
-        ent = a.entry(alert_id) if alert_id else None
-    finally:
-        a.close(2)
-    return {**rep, "key": key, "id": alert_id, "created": created,
-            "state": (ent or {}).get("state", "failed"), "drain": res}
