@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -27,18 +26,6 @@ def sample_frames(name: str) -> list[tuple[str, str]]:
         elif line and not line.startswith("#"):
             out.append((label, line))
     return out
-
-
-def wait_for(pred, timeout: float, step: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    v = pred()
-    assert v, f"timed out after {timeout} s waiting for {what}"
-    return v
 
 
 @pytest.fixture
