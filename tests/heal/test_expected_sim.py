@@ -19,7 +19,8 @@ from observer.store import paths
 from observer.store.reader import iter_day
 from tests.collectors.simenv import SimEnv
 from tests.heal.conftest import toml_dump
-from tests.recover.scenario import _wait, busiest, gap_fill, merged_keys, truth_by_symbol
+from tests.recover.scenario import busiest, gap_fill, merged_keys, truth_by_symbol
+from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / "bin"
@@ -80,14 +81,15 @@ def test_late_start_after_import_error_is_marked_and_recovered_exactly(tmp_path)
         late = env.clock.now_ns()
         tb = _track_b(env, cfg, expected, str(REPO / "lib"))
         try:
-            assert _wait(lambda: len(_events(env.root, env.day, "slot")) >= len(expected) or tb.poll() is not None, 60)
+            wait_for(lambda: len(_events(env.root, env.day, "slot")) >= len(expected) or tb.poll() is not None, 60,
+                     "a slot event for every expected symbol (or Track B to end)")
             assert tb.poll() is None, tb.stderr.read().decode()[-1000:]
             found = wd.run_pass()
             (env.root / "state" / "watchdog.json").unlink()  # a restart that lost its state: the log still tells
             wd2 = Watchdog(env.cfg, env.clock, cal, store=wd_store, alerts=None, use_systemd=False)
             found += wd2.run_pass() + wd.run_pass()
             stop_at = env.clock.now_ns() + 120 * NS  # two market minutes of recording
-            assert _wait(lambda: env.clock.now_ns() >= stop_at, 30)
+            wait_for(lambda: env.clock.now_ns() >= stop_at, 30, "two market minutes of recording")
         finally:
             tb.terminate()
             tb.wait(30)
