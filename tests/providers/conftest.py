@@ -9,6 +9,7 @@ import pytest
 from observer.core.config import validate_config
 from observer.core.secrets import Secrets
 from observer.store.store import Store
+from tests.support.sim import simulators
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "samples"
 APP_KEY = "PStestappkey0000000000000001"
@@ -30,23 +31,8 @@ def sample_frames(name: str) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def sim_factory(tmp_path):
-    from observer.sim.server import run_in_thread
-
-    sims = []
-
-    def make(**kw):
-        kw.setdefault("seed", 7)
-        kw.setdefault("symbols", 60)
-        kw.setdefault("active", 12)
-        kw.setdefault("start", "09:06")
-        kw.setdefault("ground_truth", str(tmp_path / f"gt{len(sims)}"))
-        s = run_in_thread(**kw)
-        sims.append(s)
-        return s
-
-    yield make
-    for s in sims:
-        s.stop()
+    with simulators(tmp_path, seed=7, symbols=60, active=12, start="09:06") as make:
+        yield make
 
 
 @pytest.fixture
