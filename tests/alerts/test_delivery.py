@@ -24,9 +24,10 @@ from observer.store.store import Store
 from tests.alerts.conftest import CHAT, SECRETS, TOKEN, make_cfg
 from tests.alerts.fake_telegram import FakeTelegram
 from tests.collectors.simenv import SimEnv
-from tests.collectors.test_track_b import START, WINDOWS, busiest, recorded_trades, run_track_b
+from tests.collectors.test_track_b import START, WINDOWS, recorded_trades, run_track_b
 from tests.diskfull import fill, tmpfs
 from tests.support import arrived, wait_for
+from tests.support.sim import busiest
 
 
 def _with_telegram(env: SimEnv) -> None:

@@ -18,6 +18,7 @@ from observer.store.reader import iter_day
 from tests.collectors.simenv import SimEnv
 from tests.diskfull import fill, tmpfs
 from tests.support import wait_for
+from tests.support.sim import busiest
 
 HELD = 4
 BIN = Path(__file__).resolve().parents[2] / "bin"
@@ -55,11 +56,6 @@ def run_track_b(env: SimEnv, symbols, market_s: float, during=None, **kw):
     if errors:
         raise errors[0]
     return tb
-
-
-def busiest(env: SimEnv, n: int) -> list[str]:
-    active = [s for s, u in env.universe_truth.items() if u["active"]]
-    return sorted(active, key=lambda s: -env.universe_truth[s]["rate"])[:n]
 
 
 def recorded_trades(env):

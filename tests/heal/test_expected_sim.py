@@ -19,8 +19,9 @@ from observer.store import paths
 from observer.store.reader import iter_day
 from tests.collectors.simenv import SimEnv
 from tests.heal.conftest import toml_dump
-from tests.recover.scenario import busiest, gap_fill, merged_keys, truth_by_symbol
+from tests.recover.scenario import gap_fill, merged_keys, truth_by_symbol
 from tests.support import wait_for
+from tests.support.sim import busiest
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / "bin"

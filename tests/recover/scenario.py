@@ -16,13 +16,9 @@ from observer.store.reader import iter_day
 from observer.store.replay import merged_trades
 from tests.collectors.simenv import SimEnv
 from tests.support import wait_for
+from tests.support.sim import busiest
 
 HELD = 5
-
-
-def busiest(env: SimEnv, n: int) -> list[str]:
-    active = [s for s, u in env.universe_truth.items() if u["active"]]
-    return sorted(active, key=lambda s: -env.universe_truth[s]["rate"])[:n]
 
 
 def run_track_b(env: SimEnv, symbols: list[str], script) -> TrackB:

@@ -15,8 +15,9 @@ from observer.recover.audit import _pct, build_quality
 from observer.recover.gaps import SUBSCRIBING, UNSUBSCRIBING
 from observer.store.reader import iter_day
 from tests.collectors.simenv import SimEnv
-from tests.recover.scenario import busiest, gap_fill
+from tests.recover.scenario import gap_fill
 from tests.support import wait_for
+from tests.support.sim import busiest
 
 
 def _holdings(evs: list[dict], end_ns: int) -> dict[str, list[tuple[int, int]]]:

@@ -29,4 +29,10 @@ def simulators(tmp_path: Path, **defaults) -> Iterator[Callable[..., Simulator]]
             s.stop()
 
 
-__all__ = ["simulators"]
+def busiest(env, n: int) -> list[str]:
+    """The n active symbols of env's ground-truth universe (`universe_truth`) that trade most often."""
+    active = [s for s, u in env.universe_truth.items() if u["active"]]
+    return sorted(active, key=lambda s: -env.universe_truth[s]["rate"])[:n]
+
+
+__all__ = ["busiest", "simulators"]
