@@ -21,7 +21,7 @@ from tests.collectors.simenv import SimEnv
 from tests.heal.conftest import toml_dump
 from tests.recover.scenario import gap_fill, merged_keys, truth_by_symbol
 from tests.support import wait_for
-from tests.support.sim import busiest
+from tests.support.sim import busiest, sim_config
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / "bin"
@@ -32,12 +32,8 @@ def _events(root: Path, day, event: str) -> list[dict]:
 
 
 def _config(env: SimEnv, path: Path, symbols: list[str]) -> Path:
-    urls = env.sim.urls()
-    path.write_text(toml_dump({
-        "data_dir": str(env.root), "secrets_file": str(env.secrets_file),
-        "store": {"fsync_interval_ms": 200}, "universe": {"candidates_file": str(env.candidates)},
-        "providers": {"kis": {"env": "sim", "rest_url": urls["rest"], "ws_url": urls["ws"], "rate_limit_per_s": 150}},
-        "track_b": {"expected_symbols": symbols}}))
+    path.write_text(toml_dump({**sim_config(env.sim, env.root, env.secrets_file, env.candidates),
+                               "track_b": {"expected_symbols": symbols}}))
     return path
 
 
