@@ -13,7 +13,7 @@ from observer.core.config import validate_config
 from observer.core.secrets import load_secrets
 from observer.store.store import Store
 from observer.store.writer import Durability
-from tests.support.sim import sim_config, start_on_clock, write_secrets
+from tests.support.sim import merge_config, sim_config, start_on_clock, write_secrets
 
 DATE = "20260316"  # a Monday, a KRX trading day
 
@@ -42,7 +42,7 @@ class SimEnv:
         self.candidates = self.tmp / "symbols.txt"
         self.universe_truth = {u["symbol"]: u for u in uni}
         base = sim_config(self.sim, self.root, self.secrets_file, self.candidates)
-        _merge(base, self.cfg_overrides)
+        merge_config(base, self.cfg_overrides)
         self.cfg = validate_config(base)
         self.secrets = load_secrets(self.cfg)
 
@@ -62,14 +62,6 @@ class SimEnv:
 
     def close(self):
         self.sim.stop()
-
-
-def _merge(dst, src):
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _merge(dst[k], v)
-        else:
-            dst[k] = v
 
 
 __all__ = ["SimEnv", "KST"]

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from observer.core.clock import ScaledClock, kst_datetime, parse_yyyymmdd
-from tests.support.sim import sim_config, start_on_clock, write_secrets
+from tests.support.sim import merge_config, sim_config, start_on_clock, write_secrets
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / "bin"
@@ -51,15 +51,6 @@ def toml_dump(d: dict, prefix: str = "") -> str:
     return out
 
 
-def merge(dst: dict, src: dict) -> dict:
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            merge(dst[k], v)
-        else:
-            dst[k] = v
-    return dst
-
-
 class Env:
     """A simulator on 127.0.0.1 whose market clock the programs share, a tree, a config, secrets."""
 
@@ -85,7 +76,7 @@ class Env:
                           "memory_fail_mb": 32, "disk_min_free_mb": 1, "disk_warn_pct": 99.5,
                           "disk_fail_pct": 99.9},
         }
-        merge(self.cfg, cfg or {})
+        merge_config(self.cfg, cfg or {})
         self.write_config()
 
     def write_config(self) -> Path:

@@ -64,10 +64,20 @@ def sim_config(sim: Simulator, root: Path, secrets_file: Path, candidates: Path)
     }
 
 
+def merge_config(dst: dict, src: dict) -> dict:
+    """dst with src merged in, tables key by key (a test's overrides on sim_config's base)."""
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            merge_config(dst[k], v)
+        else:
+            dst[k] = v
+    return dst
+
+
 def busiest(env, n: int) -> list[str]:
     """The n active symbols of env's ground-truth universe (`universe_truth`) that trade most often."""
     active = [s for s, u in env.universe_truth.items() if u["active"]]
     return sorted(active, key=lambda s: -env.universe_truth[s]["rate"])[:n]
 
 
-__all__ = ["SIM_KIS_SECRETS", "busiest", "sim_config", "simulators", "start_on_clock", "write_secrets"]
+__all__ = ["SIM_KIS_SECRETS", "busiest", "merge_config", "sim_config", "simulators", "start_on_clock", "write_secrets"]
