@@ -1,4 +1,3 @@
-import time
 from datetime import datetime
 
 import pytest
@@ -32,15 +31,3 @@ def make_cfg(tg=None, **alerts):
         a["telegram_api_base"] = tg.base
     a.update(alerts)
     return {"alerts": a, "host_id": "testhost"}
-
-
-def wait_until(pred, timeout=10.0, what="condition"):
-    """Poll a condition until it holds or the deadline passes (no sleep-and-hope)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)

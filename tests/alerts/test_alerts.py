@@ -23,7 +23,8 @@ from observer.core.config import validate_config
 from observer.core.logging import setup_logging
 from observer.programs.verify import verify_tree
 from observer.store.store import Store
-from tests.alerts.conftest import CHAT, DAY_START, SECRETS, TOKEN, make_cfg, wait_until
+from tests.alerts.conftest import CHAT, DAY_START, SECRETS, TOKEN, make_cfg
+from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -216,8 +217,8 @@ def test_pending_of_a_live_sender_is_left_alone_and_taken_over_when_it_dies(tree
     p = _child(tree, cfg, "hang")
     try:
         rec = json.loads(p.stdout.readline())
-        wait_until(lambda: any("sendMessage" in path or "getMe" in path for _m, path in tg.requests),
-                   what="the child's request to reach the server")
+        wait_for(lambda: any("sendMessage" in path or "getMe" in path for _m, path in tg.requests), 10,
+                 what="the child's request to reach the server")
         # the child's send is in flight: another program's drain must not send it too
         b = Alerter(tree, cfg, SECRETS, program="watchdog")
         assert b.drain(3).get("sent", 0) == 0
@@ -256,7 +257,7 @@ def test_secrets_never_reach_a_message_the_outbox_a_log_or_an_event(tree, tg):
         try:
             b = Alerter(tree, make_cfg(other), SECRETS, program="preflight")
             rec = b.alert("crash_loop", "CRITICAL", "second")
-            wait_until(lambda: (b.entry(rec["id"]) or {}).get("state") == "failed", what="failed line")
+            wait_for(lambda: (b.entry(rec["id"]) or {}).get("state") == "failed", 10, what="failed line")
             b.close()
         finally:
             other.stop()
@@ -292,14 +293,14 @@ def test_caller_never_waits_for_a_hanging_server(tree, tg):
         a.alert(f"restart:unit{i}", "CRITICAL", f"restart {i}")
     many = time.monotonic() - t1
     assert took < 0.5 and many < 3.0, (took, many)
-    wait_until(lambda: (a.entry(first["id"]) or {}).get("state") == "failed", timeout=10, what="timeout → failed")
+    wait_for(lambda: (a.entry(first["id"]) or {}).get("state") == "failed", 10, what="timeout → failed")
     err = a.entry(first["id"])["error"]
     assert "timeout" in err.lower() or "timedout" in err.lower(), err
     # close() is bounded even while a request hangs
     a2 = Alerter(tree, make_cfg(tg, send_timeout_s=5), SECRETS, program="other")
     a2.alert("crash_loop:x", "CRITICAL", "in flight")
     n = len(tg.requests)
-    wait_until(lambda: len(tg.requests) > n, what="the request to hang")
+    wait_for(lambda: len(tg.requests) > n, 10, what="the request to hang")
     t2 = time.monotonic()
     a2.close(timeout_s=1)
     a.close(timeout_s=1)
@@ -334,7 +335,7 @@ def test_expired_alerts_are_given_up(tree, tg):
     tg.set_mode("down")
     a = Alerter(tree, make_cfg(tg, max_age_h=1), SECRETS, program="t", clock=clock)
     rec = a.alert("crash_loop", "CRITICAL", "old news")
-    wait_until(lambda: (a.entry(rec["id"]) or {}).get("state") == "failed", what="failed")
+    wait_for(lambda: (a.entry(rec["id"]) or {}).get("state") == "failed", 10, what="failed")
     clock.advance(3601)
     res = a.drain(5)
     a.close()
@@ -406,7 +407,7 @@ def test_server_errors_are_failed_attempts(tree, tg, mode):
     tg.set_mode(mode)
     a = Alerter(tree, make_cfg(tg), SECRETS, program="t")
     rec = a.alert("crash_loop", "CRITICAL", "x")
-    wait_until(lambda: (a.entry(rec["id"]) or {}).get("state") == "failed", what="failed")
+    wait_for(lambda: (a.entry(rec["id"]) or {}).get("state") == "failed", 10, what="failed")
     tg.set_mode("up")
     a._circuit_until = 0.0   # RetryAfter opened the circuit; the test does not wait it out
     res = a.drain(5)

@@ -24,25 +24,15 @@ from observer.store.store import Store
 from tests.alerts.conftest import CHAT, SECRETS, TOKEN, make_cfg
 from tests.alerts.fake_telegram import FakeTelegram
 from tests.collectors.simenv import SimEnv
-from tests.collectors.test_track_b import START, WINDOWS, busiest, recorded_trades, run_track_b, wait_for
+from tests.collectors.test_track_b import START, WINDOWS, recorded_trades, run_track_b
 from tests.diskfull import fill, tmpfs
+from tests.support import arrived, wait_for
+from tests.support.sim import busiest
 
 
 def _with_telegram(env: SimEnv) -> None:
     with open(env.secrets_file, "a") as f:
         f.write(f"TELEGRAM_BOT_TOKEN={TOKEN}\nTELEGRAM_CHAT_ID={CHAT}\n")
-
-
-def _arrived(tg: FakeTelegram, *parts: str, timeout: float = 60) -> str:
-    """The first message holding every part, waited for (the sender works in the background)."""
-    found: list[str] = []
-
-    def match():
-        found[:] = [t for t in tg.texts() if all(p in t for p in parts)]
-        return bool(found)
-
-    assert wait_for(match, timeout), f"no message with {parts} arrived; got {tg.texts()}"
-    return found[0]
 
 
 def _sim_env(tmp_path, tg, speed: float = 30, **kw) -> SimEnv:
@@ -70,9 +60,10 @@ def test_ws_down_pauses_alerts_marks_the_day_keeps_retrying_and_records_again(tm
         seen["t0"] = env.clock.now_ns()
         env.sim.apply_fault({"kind": "ws_refuse", "duration": refuse_s})
         env.sim.apply_fault({"kind": "ws_close_abrupt"})
-        assert wait_for(lambda: tb.paused, 60), "Track B never paused"
-        seen["text"] = _arrived(tg, "CRITICAL", "ws_down:kis", "WebSocket down for 5 min", "scalp recording paused")
-        assert wait_for(lambda: not tb.paused, 60), "Track B never resumed"
+        wait_for(lambda: tb.paused, 60, "Track B to pause")
+        seen["text"] = arrived(tg, "CRITICAL", "ws_down:kis", "WebSocket down for 5 min", "scalp recording paused",
+                               timeout=60)
+        wait_for(lambda: not tb.paused, 60, "Track B to resume")
         seen["resumed"] = env.clock.now_ns()
 
     try:
@@ -103,7 +94,7 @@ def test_track_b_rate_below_90_percent_for_the_configured_time_alerts(tmp_path, 
     def outage(env, tb):
         env.sim.apply_fault({"kind": "ws_refuse", "duration": 90})
         env.sim.apply_fault({"kind": "ws_close_abrupt"})
-        text = _arrived(tg, "WARNING", "track_b_rate:kis", "Track B recording rate")
+        text = arrived(tg, "WARNING", "track_b_rate:kis", "Track B recording rate", timeout=60)
         assert "(< 90 %)" in text
 
     try:
@@ -125,7 +116,7 @@ def test_store_error_on_a_full_disk_alerts(tmp_path, tg):
                     fill(data / "filler")
                 except OSError:  # tests/diskfull.fill: close() re-flushes a partial buffer into the full disk
                     pass
-                _arrived(tg, "CRITICAL", "store_error", "the store cannot write (ENOSPC")
+                arrived(tg, "CRITICAL", "store_error", "the store cannot write (ENOSPC", timeout=60)
                 (data / "filler").unlink()
 
             run_track_b(env, busiest(env, 4), 20, during=fill_disk)
@@ -157,10 +148,12 @@ def test_track_a_rate_below_95_percent_for_10_minutes_alerts(tmp_path, tg):
 
         drainer = Alerter(env.root, env.cfg, load_secrets(env.cfg), program="watchdog", clock=env.clock)
         try:
-            wait_for(lambda: any("track_a_rate" in t for t in tg.texts()) or bool(drainer.drain(2)) and False, 60)
+            wait_for(lambda: any("track_a_rate" in t for t in tg.texts()) or bool(drainer.drain(2)) and False, 60,
+                     "the drain to deliver track_a_rate")
         finally:
             drainer.close(1)
-        text = _arrived(tg, "WARNING", "track_a_rate", "Track A collected 0.0 % of 20 symbols (< 95 %) for 10 min")
+        text = arrived(tg, "WARNING", "track_a_rate", "Track A collected 0.0 % of 20 symbols (< 95 %) for 10 min",
+                       timeout=60)
         assert "sweep 09:10: ApiError ×20" in text
         assert len([t for t in tg.texts() if "track_a_rate" in t]) == 1
     finally:
@@ -188,8 +181,8 @@ def test_cpu_above_90_percent_for_the_configured_time_alerts(tmp_path, tg):
             wd.run_pass()
             return any("cpu" in t for t in tg.texts())
 
-        assert wait_for(lambda: passes() or time.sleep(0.3), 60), f"no cpu alert; last busy {wd.cpu_busy}"
-        text = _arrived(tg, "WARNING", "· cpu", "host CPU")
+        wait_for(lambda: passes() or time.sleep(0.3), 60, lambda: f"a cpu alert (last busy {wd.cpu_busy})")
+        text = arrived(tg, "WARNING", "· cpu", "host CPU", timeout=60)
         assert "above 90 % for" in text
     finally:
         for b in burners:
@@ -217,7 +210,7 @@ def test_an_hour_of_telegram_outage_delivers_the_backlog_once(tmp_path, tg):
         assert tg.messages == []
         tg.set_mode("up")
         clock.advance(600)
-        assert wait_for(lambda: not a.drain(5).get("undelivered", 1), 60), a.stats()
+        wait_for(lambda: not a.drain(5).get("undelivered", 1), 60, lambda: f"the backlog delivered ({a.stats()})")
         texts = tg.texts()
         assert sum("ws_down:kis" in t for t in texts) == 1
         assert sum("store_error" in t for t in texts) == 1
@@ -246,7 +239,7 @@ def test_daily_summary_arrives_from_the_watchdog(tmp_path, tg):
         p = subprocess.Popen([PY, str(BIN / "observer-watchdog"), "--config", str(env.config)], env=env.env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            text = _arrived(tg, "Observer daily summary 2026-03-16", timeout=60)
+            text = arrived(tg, "Observer daily summary 2026-03-16", timeout=60)
             assert "WARNING preflight_warn:20260316 ×1 (not routed 1)" in text
             assert summarize_day(env.root, "20260316")["alerts"] == 1
         finally:
@@ -291,7 +284,7 @@ def test_backup_failure_alert_arrives(tmp_path, tg):
         r = run_prog("observer-backup", "--config", _life_config(tmp_path, root, tg), "--date", "20260319",
                      env=LIFE_NOW)
         assert r.returncode == 3, r.stdout + r.stderr[-2000:]
-        _arrived(tg, "CRITICAL · backup", "backup failed: disk full while packaging 20260319", timeout=30)
+        arrived(tg, "CRITICAL · backup", "backup failed: disk full while packaging 20260319", timeout=30)
 
 
 def test_retention_blocked_on_a_full_disk_alert_arrives(tmp_path, tg):
@@ -305,7 +298,7 @@ def test_retention_blocked_on_a_full_disk_alert_arrives(tmp_path, tg):
         _fill(root / "ballast")
         r = run_prog("observer-retention", "--config", _life_config(tmp_path, root, tg), env=LIFE_NOW)
         assert r.returncode == 1, r.stdout + r.stderr[-2000:]
-        _arrived(tg, "CRITICAL · retention", "retention failed: disk critically full and nothing more may be "
+        arrived(tg, "CRITICAL · retention", "retention failed: disk critically full and nothing more may be "
                  "deleted without a verified receipt", timeout=30)
 
 
@@ -321,7 +314,7 @@ def test_preflight_fail_pages_and_preflight_warn_waits_for_the_summary(tmp_path)
                                          if not x.startswith("KIS_APP_SECRET")) + "\n")
         r = env.run("observer-preflight", "--json")
         assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]   # 2: a configuration problem
-        _arrived(tg, "CRITICAL · preflight_fail:20260316", "token:kis", timeout=30)
+        arrived(tg, "CRITICAL · preflight_fail:20260316", "token:kis", timeout=30)
         n = len(tg.texts())
         a = Alerter(env.root, env.cfg, {"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_CHAT_ID": "42"},
                     program="observer-preflight", clock=env.clock)

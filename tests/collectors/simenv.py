@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -12,9 +11,9 @@ import orjson
 from observer.core.clock import KST, ScaledClock, kst_datetime, parse_yyyymmdd
 from observer.core.config import validate_config
 from observer.core.secrets import load_secrets
-from observer.sim import run_in_thread
 from observer.store.store import Store
 from observer.store.writer import Durability
+from tests.support.sim import merge_config, sim_config, start_on_clock, write_secrets
 
 DATE = "20260316"  # a Monday, a KRX trading day
 
@@ -36,25 +35,14 @@ class SimEnv:
         self.gt = self.tmp / "gt"
         self.clock = ScaledClock(kst_datetime(self.day, self.start), self.speed)
         kw = dict(seed=11, symbols=self.symbols, active=self.active, date=self.date, start=self.start,
-                  speed=self.speed, ground_truth=str(self.gt), rate_limit=200.0)
+                  speed=self.speed)
         kw.update(self.sim_kw)
-        self.sim = run_in_thread(clock=self.clock, **kw)
-        self.secrets_file = self.tmp / "secrets.env"
-        self.secrets_file.write_text("KIS_APP_KEY=PStestappkey000001\nKIS_APP_SECRET=testsecret-0000000001\n")
-        os.chmod(self.secrets_file, 0o600)
+        self.sim, uni = start_on_clock(self.tmp, self.clock, **kw)
+        self.secrets_file = write_secrets(self.tmp / "secrets.env")
         self.candidates = self.tmp / "symbols.txt"
-        uni = orjson.loads((self.gt / "universe.json").read_bytes())
-        self.candidates.write_text("".join(u["symbol"] + "\n" for u in uni))
         self.universe_truth = {u["symbol"]: u for u in uni}
-        urls = self.sim.urls()
-        base = {
-            "data_dir": str(self.root), "secrets_file": str(self.secrets_file),
-            "store": {"fsync_interval_ms": 200},
-            "universe": {"candidates_file": str(self.candidates)},
-            "providers": {"kis": {"env": "sim", "rest_url": urls["rest"], "ws_url": urls["ws"],
-                                  "rate_limit_per_s": 150}},
-        }
-        _merge(base, self.cfg_overrides)
+        base = sim_config(self.sim, self.root, self.secrets_file, self.candidates)
+        merge_config(base, self.cfg_overrides)
         self.cfg = validate_config(base)
         self.secrets = load_secrets(self.cfg)
 
@@ -74,14 +62,6 @@ class SimEnv:
 
     def close(self):
         self.sim.stop()
-
-
-def _merge(dst, src):
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _merge(dst[k], v)
-        else:
-            dst[k] = v
 
 
 __all__ = ["SimEnv", "KST"]

@@ -4,7 +4,6 @@ volume, order); raw/ decodes back to scalp/; WebSocket faults heal by themselves
 import subprocess
 import sys
 import threading
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from observer.providers.base import get_provider
 from observer.store.reader import iter_day
 from tests.collectors.simenv import SimEnv
 from tests.diskfull import fill, tmpfs
+from tests.support import wait_for
+from tests.support.sim import busiest
 
 HELD = 4
 BIN = Path(__file__).resolve().parents[2] / "bin"
@@ -42,11 +43,12 @@ def run_track_b(env: SimEnv, symbols, market_s: float, during=None, **kw):
 
     t = threading.Thread(target=body, daemon=True)
     t.start()
-    assert wait_for(lambda: tb.trades > 0 or errors, 60), "Track B recorded nothing"
+    wait_for(lambda: tb.trades > 0 or errors, 60, "Track B to record anything")
     if during is not None:
         during(env, tb)
     end_ns = env.clock.now_ns() + int(market_s * 1e9)
-    assert wait_for(lambda: env.clock.now_ns() >= end_ns or not t.is_alive(), market_s / env.speed + 30)
+    wait_for(lambda: env.clock.now_ns() >= end_ns or not t.is_alive(), market_s / env.speed + 30,
+             "the market time to pass")
     stop.set()
     t.join(30)
     assert not t.is_alive(), "Track B did not stop"
@@ -54,20 +56,6 @@ def run_track_b(env: SimEnv, symbols, market_s: float, during=None, **kw):
     if errors:
         raise errors[0]
     return tb
-
-
-def wait_for(cond, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return bool(cond())
-
-
-def busiest(env: SimEnv, n: int) -> list[str]:
-    active = [s for s, u in env.universe_truth.items() if u["active"]]
-    return sorted(active, key=lambda s: -env.universe_truth[s]["rate"])[:n]
 
 
 def recorded_trades(env):
@@ -228,9 +216,9 @@ def test_slots_follow_the_manual_override_live_and_overflow_is_ledgered(tmp_path
                     cfg=env.cfg, stop=stop)
         t = threading.Thread(target=tb.run_day, args=(env.day,), daemon=True)
         t.start()
-        assert wait_for(lambda: tb.trades > 0, 60)
+        wait_for(lambda: tb.trades > 0, 60, "Track B to record trades")
         add_two(env, tb)
-        assert wait_for(lambda: len(tb._slot_of) == 3, 30), tb._slot_of
+        wait_for(lambda: len(tb._slot_of) == 3, 30, lambda: f"three slots (have {tb._slot_of})")
         stop.set()
         t.join(30)
         store.close()
@@ -263,8 +251,7 @@ def test_queue_overflow_is_counted_evented_and_marked(tmp_path):
         w = tb.raw.writer_for(env.clock.now_ns())
         with w._lock:  # the main loop blocks in raw's append; the socket thread does not
             stalled["start"] = env.clock.now_ns()
-            assert wait_for(lambda: tb._drops.get("queue_overflow", [0])[0] >= 200, 120), \
-                "the queue never overflowed"
+            wait_for(lambda: tb._drops.get("queue_overflow", [0])[0] >= 200, 120, "the queue to overflow")
         stalled["end"] = env.clock.now_ns()
 
     try:
@@ -316,7 +303,7 @@ def test_full_disk_is_survived_counted_and_recording_resumes(tmp_path):
 
             def fill_disk(env, tb):
                 fill(data / "filler")
-                assert wait_for(lambda: tb.store_refused > 0, 120), "the store never refused a block"
+                wait_for(lambda: tb.store_refused > 0, 120, "the store to refuse a block")
                 (data / "filler").unlink()
                 freed["at"] = env.clock.now_ns()
 
@@ -363,18 +350,18 @@ def test_a_trade_velocity_burst_keeps_its_slot_against_a_manual_pick(tmp_path):
         t = threading.Thread(target=tb.run_day, args=(env.day,), daemon=True)
         t.start()
         try:
-            assert wait_for(lambda: set(tb._slot_of) == {x}, 60), tb._slot_of
+            wait_for(lambda: set(tb._slot_of) == {x}, 60, lambda: f"the slot of {x} only (have {tb._slot_of})")
             velocity = lambda: any(c.symbol == x and c.trigger == "trade_velocity"  # noqa: E731
                                    for c in tb.triggers.candidates(env.clock.now_ns()))
             from observer.core.clock import kst_ns
 
             burst_ns = kst_ns(env.day, "090600")
-            assert wait_for(lambda: env.clock.now_ns() >= burst_ns, 60)
-            assert wait_for(velocity, 60), "the burst never made a trade_velocity candidate"
+            wait_for(lambda: env.clock.now_ns() >= burst_ns, 60, "the burst time")
+            wait_for(velocity, 60, "the burst to make a trade_velocity candidate")
             manual.write_text(f"{y}\n{x}\n")  # the operator now prefers y
             # x past its minimum hold (displaceable), then three reallocation rounds
             until = max(tb.slots.holdings()[0].since_ns + 20 * 10**9, env.clock.now_ns()) + 15 * 10**9
-            assert wait_for(lambda: env.clock.now_ns() >= until, 30)
+            wait_for(lambda: env.clock.now_ns() >= until, 30, "the market time to pass")
         finally:
             stop.set()
             t.join(30)

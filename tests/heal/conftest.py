@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from observer.core.clock import ScaledClock, kst_datetime, parse_yyyymmdd
-from observer.sim import run_in_thread
+from tests.support.sim import merge_config, sim_config, start_on_clock, write_secrets
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / "bin"
@@ -51,15 +51,6 @@ def toml_dump(d: dict, prefix: str = "") -> str:
     return out
 
 
-def merge(dst: dict, src: dict) -> dict:
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            merge(dst[k], v)
-        else:
-            dst[k] = v
-    return dst
-
-
 class Env:
     """A simulator on 127.0.0.1 whose market clock the programs share, a tree, a config, secrets."""
 
@@ -68,35 +59,24 @@ class Env:
         self.tmp = tmp
         self.day = parse_yyyymmdd(day)
         self.clock = ScaledClock(kst_datetime(self.day, start), 1.0, time.time_ns())
-        kw = dict(seed=5, symbols=20, active=6, date=day, start=start, speed=1.0, ground_truth=str(tmp / "gt"),
-                  rate_limit=200.0)
+        kw = dict(seed=5, symbols=20, active=6, date=day, start=start, speed=1.0)
         kw.update(sim_kw or {})
-        self.sim = run_in_thread(clock=self.clock, **kw)
+        self.sim, self.universe = start_on_clock(tmp, self.clock, **kw)
         self.root = tmp / "data"
         self.root.mkdir(exist_ok=True)
-        self.secrets = tmp / "secrets.env"
-        self.secrets.write_text("KIS_APP_KEY=PStestappkey000001\nKIS_APP_SECRET=testsecret-0000000001\n"
-                                "TELEGRAM_BOT_TOKEN=123456:test-token\nTELEGRAM_CHAT_ID=42\n")
-        os.chmod(self.secrets, 0o600)
-        self.universe = orjson.loads((tmp / "gt" / "universe.json").read_bytes())
-        (tmp / "symbols.txt").write_text("".join(u["symbol"] + "\n" for u in self.universe))
+        self.secrets = write_secrets(tmp / "secrets.env", "TELEGRAM_BOT_TOKEN=123456:test-token\nTELEGRAM_CHAT_ID=42\n")
         self.progs = tmp / "progs"
         self.progs.mkdir(exist_ok=True)
         for p in programs:
             (self.progs / p).symlink_to(BIN / p)
-        urls = self.sim.urls()
         self.cfg = {
-            "data_dir": str(self.root), "secrets_file": str(self.secrets),
-            "store": {"fsync_interval_ms": 200},
-            "universe": {"candidates_file": str(tmp / "symbols.txt")},
-            "providers": {"kis": {"env": "sim", "rest_url": urls["rest"], "ws_url": urls["ws"],
-                                  "rate_limit_per_s": 150}},
+            **sim_config(self.sim, self.root, self.secrets, tmp / "symbols.txt"),
             "preflight": {"programs_dir": str(self.progs), "ws_answer_s": 3, "token_wait_s": 5,
                           "load_warn_per_cpu": 1000, "load_fail_per_cpu": 2000, "memory_warn_mb": 64,
                           "memory_fail_mb": 32, "disk_min_free_mb": 1, "disk_warn_pct": 99.5,
                           "disk_fail_pct": 99.9},
         }
-        merge(self.cfg, cfg or {})
+        merge_config(self.cfg, cfg or {})
         self.write_config()
 
     def write_config(self) -> Path:

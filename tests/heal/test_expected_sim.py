@@ -19,7 +19,9 @@ from observer.store import paths
 from observer.store.reader import iter_day
 from tests.collectors.simenv import SimEnv
 from tests.heal.conftest import toml_dump
-from tests.recover.scenario import _wait, busiest, gap_fill, merged_keys, truth_by_symbol
+from tests.recover.scenario import gap_fill, merged_keys, truth_by_symbol
+from tests.support import wait_for
+from tests.support.sim import busiest, sim_config
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / "bin"
@@ -30,12 +32,8 @@ def _events(root: Path, day, event: str) -> list[dict]:
 
 
 def _config(env: SimEnv, path: Path, symbols: list[str]) -> Path:
-    urls = env.sim.urls()
-    path.write_text(toml_dump({
-        "data_dir": str(env.root), "secrets_file": str(env.secrets_file),
-        "store": {"fsync_interval_ms": 200}, "universe": {"candidates_file": str(env.candidates)},
-        "providers": {"kis": {"env": "sim", "rest_url": urls["rest"], "ws_url": urls["ws"], "rate_limit_per_s": 150}},
-        "track_b": {"expected_symbols": symbols}}))
+    path.write_text(toml_dump({**sim_config(env.sim, env.root, env.secrets_file, env.candidates),
+                               "track_b": {"expected_symbols": symbols}}))
     return path
 
 
@@ -80,14 +78,15 @@ def test_late_start_after_import_error_is_marked_and_recovered_exactly(tmp_path)
         late = env.clock.now_ns()
         tb = _track_b(env, cfg, expected, str(REPO / "lib"))
         try:
-            assert _wait(lambda: len(_events(env.root, env.day, "slot")) >= len(expected) or tb.poll() is not None, 60)
+            wait_for(lambda: len(_events(env.root, env.day, "slot")) >= len(expected) or tb.poll() is not None, 60,
+                     "a slot event for every expected symbol (or Track B to end)")
             assert tb.poll() is None, tb.stderr.read().decode()[-1000:]
             found = wd.run_pass()
             (env.root / "state" / "watchdog.json").unlink()  # a restart that lost its state: the log still tells
             wd2 = Watchdog(env.cfg, env.clock, cal, store=wd_store, alerts=None, use_systemd=False)
             found += wd2.run_pass() + wd.run_pass()
             stop_at = env.clock.now_ns() + 120 * NS  # two market minutes of recording
-            assert _wait(lambda: env.clock.now_ns() >= stop_at, 30)
+            wait_for(lambda: env.clock.now_ns() >= stop_at, 30, "two market minutes of recording")
         finally:
             tb.terminate()
             tb.wait(30)

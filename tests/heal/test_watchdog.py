@@ -10,23 +10,11 @@ import orjson
 
 from tests.alerts.fake_telegram import FakeTelegram
 from tests.diskfull import tmpfs
-from tests.system.harness import wait_for
+from tests.support import arrived, wait_for
 
 from .conftest import BIN, PY, Env
 
 TG_TOKEN = "123456:test-token"   # Env's secrets file
-
-
-def _arrived(tg: FakeTelegram, *parts: str, timeout: float = 30) -> str:
-    """The message holding every part, once it ARRIVED at the fake Telegram server."""
-    found: list[str] = []
-
-    def match():
-        found[:] = [t for t in tg.texts() if all(p in t for p in parts)]
-        return bool(found)
-
-    wait_for(match, timeout, f"a Telegram message with {parts} (got {tg.texts()})")
-    return found[0]
 
 
 def _heartbeat(env: Env) -> dict:
@@ -58,7 +46,7 @@ def test_dead_feed_with_a_live_loop_is_caught_quiet_symbol_is_not(tmp_path):
         assert "restart observer-track-b@kis.service: no new scalp record for" in r.stdout
         assert "the feed is dead" in r.stdout and "NOT restarted: not under systemd" in r.stdout
         # nothing could restart it: that pages (CRITICAL), with the reason
-        _arrived(tg, "CRITICAL · cannot_restart:observer-track-b@kis.service", "the feed is dead",
+        arrived(tg, "CRITICAL · cannot_restart:observer-track-b@kis.service", "the feed is dead",
                  "not under systemd")
     finally:
         tb.terminate()
@@ -108,8 +96,8 @@ def test_flapping_websocket_is_reported_and_alerted(tmp_path):
         ev = env.events("ws_flapping", "kis")
         assert ev and ev[0]["reconnects"] >= 3
         # both rows of the table ARRIVE (routed WARNINGs by default): flapping, and the day's reconnects
-        _arrived(tg, "WARNING · ws_flapping:kis", "kis WebSocket is flapping")
-        _arrived(tg, "WARNING · reconnects:kis", "kis WebSocket reconnected", "anomaly day")
+        arrived(tg, "WARNING · ws_flapping:kis", "kis WebSocket is flapping")
+        arrived(tg, "WARNING · reconnects:kis", "kis WebSocket reconnected", "anomaly day")
     finally:
         tb.terminate()
         tb.wait(30)
@@ -129,9 +117,9 @@ def test_full_disk_and_missing_backup_alerts_arrive(tmp_path):
             (data / "ballast").write_bytes(b"\0" * (7 << 20))   # 7 of 8 MiB: 87 % used
             r = env.run("observer-watchdog", "--once")
             assert r.returncode == 1, r.stdout + r.stderr
-            text = _arrived(tg, "WARNING · disk", "% full (> 80 %)", "emergency retention started")
+            text = arrived(tg, "WARNING · disk", "% full (> 80 %)", "emergency retention started")
             assert "observer-retention exit" in text
-            _arrived(tg, "ERROR · backup_missing:20260316", "backup of 20260316 missing at 22:00 KST")
+            arrived(tg, "ERROR · backup_missing:20260316", "backup of 20260316 missing at 22:00 KST")
         finally:
             env.close()
             tg.stop()

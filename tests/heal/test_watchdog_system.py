@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from tests.alerts.fake_telegram import FakeTelegram
+from tests.support import arrived
 from tests.system import harness
 
 from .conftest import REPO, Env, toml_dump
@@ -34,13 +35,6 @@ def tg():
     f = FakeTelegram("123456:test-token")   # Env's secrets
     yield f
     f.stop()
-
-
-def arrived(tg: FakeTelegram, *parts: str) -> str:
-    found: list[str] = []
-    harness.wait_for(lambda: found.extend(t for t in tg.texts() if all(p in t for p in parts)) or found, 30,
-                     f"a Telegram message with {parts} (got {tg.texts()})")
-    return found[0]
 
 
 def alerting(env: Env, tg: FakeTelegram) -> Env:

@@ -12,6 +12,7 @@ from observer.programs.verify import verify_tree
 from observer.store.store import Store
 from observer.store.writer import Durability
 from tests.diskfull import fill, tmpfs
+from tests.support import wait_for
 
 T0 = 1_795_000_000_000_000_000
 
@@ -20,15 +21,6 @@ T0 = 1_795_000_000_000_000_000
 def small_disk(tmp_path):
     with tmpfs(tmp_path / "mnt", "1m") as mnt:
         yield mnt
-
-
-def wait_for(cond, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return bool(cond())
 
 
 def events_on_disk(root, provider="kis"):
@@ -64,7 +56,8 @@ def test_events_of_a_full_disk_are_written_when_space_returns(small_disk):
     assert events_on_disk(root) == [], "an event got written while the disk was full"
     (small_disk / "filler").unlink()
     # the store's flusher retries by itself: no new event is needed to bring them out
-    assert wait_for(lambda: sum(e["event"] == "gap_marker" for e in events_on_disk(root)) == 5, 10)
+    wait_for(lambda: sum(e["event"] == "gap_marker" for e in events_on_disk(root)) == 5, 10,
+             "five gap markers on disk", interval=0.01)
     after = ev.emit("reconnect", "INFO", cause="eof", downtime_s=0.1)
     s.close()
     got = events_on_disk(root)

@@ -7,8 +7,10 @@ import orjson
 from observer.programs.verify import verify_tree
 from observer.store.reader import iter_day
 from tests.collectors.simenv import SimEnv
-from tests.collectors.test_track_b import HELD, START, WINDOWS, busiest, run_track_b, wait_for
+from tests.collectors.test_track_b import HELD, START, WINDOWS, run_track_b
 from tests.diskfull import fill, tmpfs
+from tests.support import wait_for
+from tests.support.sim import busiest
 
 
 def test_track_b_events_of_a_full_disk_reach_the_tree(tmp_path):
@@ -21,10 +23,10 @@ def test_track_b_events_of_a_full_disk_reach_the_tree(tmp_path):
 
             def fill_disk(env, tb):
                 fill(data / "filler")
-                assert wait_for(lambda: tb.store_refused > 0, 120), "the store never refused a block"
+                wait_for(lambda: tb.store_refused > 0, 120, "the store to refuse a block")
                 # the drops are reported while the disk is still full: those events wait
-                assert wait_for(lambda: any(b'"gap_marker"' in x for _, x in tb.events._backlog), 120), \
-                    "no gap marker was deferred"
+                wait_for(lambda: any(b'"gap_marker"' in x for _, x in tb.events._backlog), 120,
+                         "a gap marker to be deferred")
                 kept["lines"] = [x for _, x in list(tb.events._backlog)]
                 kept["freed_ns"] = env.clock.now_ns()
                 (data / "filler").unlink()

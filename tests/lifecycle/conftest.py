@@ -2,7 +2,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -27,20 +26,6 @@ def start_prog(name: str, *args, env=None) -> subprocess.Popen:
     e.update(env or {})
     return subprocess.Popen([PY, str(REPO / "bin" / name), *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=e, cwd=REPO)
-
-
-def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    """Poll a condition (not a fixed sleep) until true; fail with `what` on timeout or if proc exits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process exited ({proc.returncode}) before: {what}\n{proc.stderr.read().decode()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        time.sleep(0.005)
 
 
 def kill9(proc: subprocess.Popen) -> None:

@@ -15,8 +15,9 @@ from observer.lifecycle import layout
 from observer.lifecycle.backup import BackupOptions, load_manifest, package_day, verify_package
 from observer.store import paths
 from observer.store.reader import read_file
-from tests.lifecycle.conftest import kill9, run_prog, start_prog, wait_for
+from tests.lifecycle.conftest import kill9, run_prog, start_prog
 from tests.lifecycle.gen import make_day
+from tests.support import wait_for
 
 DAY = date(2026, 1, 5)
 
@@ -120,7 +121,8 @@ def test_killed_backup_leaves_no_half_package(tree, tmp_path):
                 return d
         return None
 
-    tmp = wait_for(building, 60, "the temporary package to hold a partly written archive", p)
+    tmp = wait_for(building, 60, "the temporary package to hold a partly written archive", proc=p,
+                   interval=0.005)
     kill9(p)
     assert not final.exists(), "a killed build must not leave a package in place"
     assert tmp.exists() and not (tmp / layout.MANIFEST).exists()

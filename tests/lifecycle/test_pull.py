@@ -16,9 +16,10 @@ from observer.lifecycle.backup import load_manifest, package_day
 from observer.lifecycle.retention import receipt_status
 from observer.store import paths
 from observer.store.reader import read_file
-from tests.lifecycle.conftest import kill9, run_prog, start_prog, wait_for
+from tests.lifecycle.conftest import kill9, run_prog, start_prog
 from tests.lifecycle.gen import make_day
 from tests.lifecycle.sshd import SshServer, keygen
+from tests.support import wait_for
 
 pytestmark = pytest.mark.sshd
 DAY = date(2026, 1, 5)
@@ -99,7 +100,8 @@ def test_interrupted_pull_resumes_from_the_partial_file(sshd, tree, tmp_path):
     cfg = pull_config(tmp_path, sshd, tree, local)
     p = start_prog("observer-backup-pull", "--config", cfg, "--limit-mb-s", "8", env=PC_NOW)
     part = local / "20260105" / f"raw.tar.gz.{raw['sha256'][:16]}.part"
-    wait_for(lambda: part.exists() and part.stat().st_size > (2 << 20), 60, "a partly downloaded raw.tar.gz", p)
+    wait_for(lambda: part.exists() and part.stat().st_size > (2 << 20), 60, "a partly downloaded raw.tar.gz", proc=p,
+             interval=0.005)
     kill9(p)
     got = part.stat().st_size
     assert 0 < got < raw["bytes"], "killed mid-file"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from observer.core.config import validate_config
 from observer.core.secrets import Secrets
 from observer.store.store import Store
+from tests.support.sim import simulators
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "samples"
 APP_KEY = "PStestappkey0000000000000001"
@@ -29,37 +29,10 @@ def sample_frames(name: str) -> list[tuple[str, str]]:
     return out
 
 
-def wait_for(pred, timeout: float, step: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    v = pred()
-    assert v, f"timed out after {timeout} s waiting for {what}"
-    return v
-
-
 @pytest.fixture
 def sim_factory(tmp_path):
-    from observer.sim.server import run_in_thread
-
-    sims = []
-
-    def make(**kw):
-        kw.setdefault("seed", 7)
-        kw.setdefault("symbols", 60)
-        kw.setdefault("active", 12)
-        kw.setdefault("start", "09:06")
-        kw.setdefault("ground_truth", str(tmp_path / f"gt{len(sims)}"))
-        s = run_in_thread(**kw)
-        sims.append(s)
-        return s
-
-    yield make
-    for s in sims:
-        s.stop()
+    with simulators(tmp_path, seed=7, symbols=60, active=12, start="09:06") as make:
+        yield make
 
 
 @pytest.fixture

@@ -32,8 +32,9 @@ from observer.core.contracts import check
 from observer.providers.base import BOOK, TRADES, AuthError, ProviderError, get_provider
 from observer.providers.kis.auth import KisAuth
 from observer.store.paths import state_dir
+from tests.support import wait_for
 
-from .conftest import APP_KEY, APP_SECRET, events, kis_config, secrets, wait_for
+from .conftest import APP_KEY, APP_SECRET, events, kis_config, secrets
 from .test_kis_ws_sim import Sink, expected_subs, server_subs
 
 DATE = "20260316"  # a Monday

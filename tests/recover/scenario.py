@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,22 +15,10 @@ from observer.recover.gapfill import GapFiller
 from observer.store.reader import iter_day
 from observer.store.replay import merged_trades
 from tests.collectors.simenv import SimEnv
+from tests.support import wait_for
+from tests.support.sim import busiest
 
 HELD = 5
-
-
-def busiest(env: SimEnv, n: int) -> list[str]:
-    active = [s for s, u in env.universe_truth.items() if u["active"]]
-    return sorted(active, key=lambda s: -env.universe_truth[s]["rate"])[:n]
-
-
-def _wait(cond, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return bool(cond())
 
 
 def run_track_b(env: SimEnv, symbols: list[str], script) -> TrackB:
@@ -45,7 +32,7 @@ def run_track_b(env: SimEnv, symbols: list[str], script) -> TrackB:
     t = threading.Thread(target=tb.run_day, args=(env.day,), daemon=True)
     t.start()
     try:
-        assert _wait(lambda: tb.trades > 0 or not t.is_alive(), 120), "Track B recorded nothing"
+        wait_for(lambda: tb.trades > 0 or not t.is_alive(), 120, "Track B to record anything")
         script(env, tb)
     finally:
         stop.set()
@@ -65,10 +52,10 @@ def fault_script(drop_symbol: str):
     def script(env: SimEnv, tb: TrackB) -> None:
         env.clock.sleep(20)  # market seconds of clean recording
         env.sim.apply_fault({"kind": "ws_close_abrupt"})
-        assert _wait(lambda: reconnects(tb) >= 1, 60), "no reconnect after ws_close_abrupt"
+        wait_for(lambda: reconnects(tb) >= 1, 60, "a reconnect after ws_close_abrupt")
         env.clock.sleep(20)
         env.sim.apply_fault({"kind": "ws_stall", "duration": 40})
-        assert _wait(lambda: reconnects(tb) >= 2, 60), "no reconnect after ws_stall"
+        wait_for(lambda: reconnects(tb) >= 2, 60, "a reconnect after ws_stall")
         env.clock.sleep(15)
         env.sim.apply_fault({"kind": "ws_drop_symbol", "duration": 30, "symbol": drop_symbol})
         env.clock.sleep(45)

@@ -24,7 +24,6 @@ from observer.recover.audit import build_quality, write_quality
 from observer.recover.gapfill import checkpoint_path
 from observer.store.reader import day_files, iter_day, read_file
 from tests.recover.scenario import (
-    _wait,
     copy_tree,
     gap_fill,
     merged_keys,
@@ -35,6 +34,7 @@ from tests.recover.scenario import (
     truth_keys,
     warm_token,
 )
+from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / "bin"
@@ -200,7 +200,7 @@ def test_kill_mid_run_then_rerun_gives_the_same_result(seg, tmp_path):
             return False
         return sum(1 for h in d["holes"].values() if h.get("status") == "recovered") >= 1
 
-    assert _wait(lambda: some_done() or p.poll() is not None, 120)
+    wait_for(lambda: some_done() or p.poll() is not None, 120, "a hole recovered (or the gap-filler to end)")
     assert p.poll() is None, "the gap-filler finished before it could be killed: " + p.stderr.read().decode()[-500:]
     os.kill(p.pid, signal.SIGKILL)
     p.wait()

@@ -15,7 +15,9 @@ from observer.recover.audit import _pct, build_quality
 from observer.recover.gaps import SUBSCRIBING, UNSUBSCRIBING
 from observer.store.reader import iter_day
 from tests.collectors.simenv import SimEnv
-from tests.recover.scenario import _wait, busiest, gap_fill
+from tests.recover.scenario import gap_fill
+from tests.support import wait_for
+from tests.support.sim import busiest
 
 
 def _holdings(evs: list[dict], end_ns: int) -> dict[str, list[tuple[int, int]]]:
@@ -48,12 +50,13 @@ def test_every_trade_of_a_held_symbol_is_recorded_recovered_or_marked(tmp_path):
         t = threading.Thread(target=tb.run_day, args=(env.day,), daemon=True)
         t.start()
         try:
-            assert _wait(lambda: tb.trades > 0, 60)
+            wait_for(lambda: tb.trades > 0, 60, "Track B to record trades")
             # rotate the held set through the busy symbols: allocations while trades stream
             for i in range(1, 5):
                 tb.fixed_symbols = syms[i:i + 4]
-                assert _wait(lambda i=i: set(tb._slot_of) == set(syms[i:i + 4]), 30), (i, tb._slot_of)
-                assert _wait(lambda: not tb._pending, 30), tb._pending
+                wait_for(lambda i=i: set(tb._slot_of) == set(syms[i:i + 4]), 30,
+                         lambda i=i: f"the slots of window {i} (have {tb._slot_of})")
+                wait_for(lambda: not tb._pending, 30, lambda: f"no pending registration (have {tb._pending})")
         finally:
             stop.set()
             t.join(30)

@@ -123,16 +123,6 @@ class Ws:
             pass
 
 
-def wait_for(pred, timeout: float = 10.0, what: str = "condition", interval: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def records(frame: str) -> tuple[str, list[list[str]]]:
     """(tr_id, records) of a data frame; the width is fields ÷ count, as the reference says."""
     enc, tr, cnt, data = frame.split("|", 3)

@@ -10,8 +10,9 @@ import websocket
 
 from observer.sim.faults import FaultError, load_schedule, validate
 from observer.sim.market import hhmmss
+from tests.support import wait_for
 
-from .kis import Rest, Ws, read_jsonl, records, sub_msg, wait_for
+from .kis import Rest, Ws, read_jsonl, records, sub_msg
 
 
 def _busy(sim, n=1):
@@ -84,7 +85,7 @@ def test_close_without_close_frame(make_sim, rst):
     key = Rest(sim.rest_url).approval()
     raw = RawWs(sim.ws_url)
     raw.send(sub_msg(key, "H0STCNT0", _busy(sim)[0]))
-    wait_for(lambda: sim.stats()["ws"]["subscribe"] == 1, what="the subscription")
+    wait_for(lambda: sim.stats()["ws"]["subscribe"] == 1, 10, what="the subscription")
     out = fault(sim, kind="ws_close_abrupt", rst=rst)
     assert out["affected"] == 1
     ops, eof = raw.frames_until_eof(time.monotonic() + 5)
@@ -115,7 +116,7 @@ def test_stall_without_duration_lasts_for_the_connection(make_sim):
     sim = make_sim(pingpong_interval=0.2, speed=30)
     ws = _subscribed(sim, _busy(sim))
     fault(sim, kind="ws_stall")
-    wait_for(lambda: sim.stats()["ws"]["connections"][0]["dropped"].get("stall", 0) > 20, what="frames withheld")
+    wait_for(lambda: sim.stats()["ws"]["connections"][0]["dropped"].get("stall", 0) > 20, 10, what="frames withheld")
     ws.close()
     fresh = _subscribed(sim, _busy(sim))  # a new connection is not stalled
     fresh.until(lambda m: m.startswith("0|"), what="data on a new connection")
@@ -163,11 +164,11 @@ def test_rest_faults(make_sim):
 
     fault(sim, kind="rest_5xx", status=503, duration_real=0.6)
     assert status().status_code == 503
-    wait_for(lambda: status().status_code == 200, what="5xx to end")
+    wait_for(lambda: status().status_code == 200, 10, what="5xx to end")
     fault(sim, kind="rate_limit_storm", duration_real=0.6)
     r = status()
     assert r.status_code == 500 and r.json()["msg_cd"] == "EGW00201"
-    wait_for(lambda: status().status_code == 200, what="the storm to end")
+    wait_for(lambda: status().status_code == 200, 10, what="the storm to end")
     fault(sim, kind="rest_slow", delay=0.4, duration_real=1.0)
     t0 = time.monotonic()
     assert status().status_code == 200 and time.monotonic() - t0 >= 0.4

@@ -13,8 +13,7 @@ import psutil
 import requests
 
 from observer.sim import SimProcess
-
-from .kis import wait_for
+from tests.support import wait_for
 
 MIB = 1 << 20
 

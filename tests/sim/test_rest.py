@@ -6,8 +6,9 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from observer.sim.market import hhmmss
+from tests.support import wait_for
 
-from .kis import Rest, read_jsonl, wait_for
+from .kis import Rest, read_jsonl
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "samples"  # real captured KIS messages
 
@@ -33,7 +34,7 @@ def test_token_issuance_limit_and_reuse(make_sim):
     assert r2.status_code == 403
     assert r2.json() == {"error_description": "접근토큰 발급 잠시 후 다시 시도하세요(1분당 1회)", "error_code": "EGW00133"}
     t0 = sim.now_ns()
-    wait_for(lambda: sim.now_ns() - t0 > 21e9, what="the issuance window to pass")
+    wait_for(lambda: sim.now_ns() - t0 > 21e9, 10, what="the issuance window to pass")
     r3 = c.issue()
     assert r3.status_code == 200 and r3.json()["access_token"] == body["access_token"]  # same token within 6 h
     a = sim.stats()["auth"]

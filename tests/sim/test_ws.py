@@ -8,10 +8,11 @@ import pytest
 
 from observer.core.clock import ManualClock, kst_ns, parse_yyyymmdd
 from observer.sim.market import BookEv, SymbolSim, Universe, hhmmss
+from tests.support import wait_for
 
 from .conformance import check_asp_record, check_cnt_frame
 from .conftest import DATE
-from .kis import Rest, Ws, read_jsonl, records, sub_msg, wait_for
+from .kis import Rest, Ws, read_jsonl, records, sub_msg
 
 CNT, ASP = "H0STCNT0", "H0STASP0"
 SIDE = {"1": "buy", "5": "sell", "3": "auction"}
@@ -188,7 +189,7 @@ def test_nothing_is_lost_when_the_pump_falls_behind_a_slow_reader(make_sim):
     def jump(seconds: int) -> None:
         target = sim.market_ms() + seconds * 1000
         clock.advance(seconds)
-        wait_for(lambda: sim.dispatched_ms >= target, what="the pump to catch up")
+        wait_for(lambda: sim.dispatched_ms >= target, 10, what="the pump to catch up")
 
     def queued() -> int:
         return next(c["queued_bytes"] for c in sim.stats()["ws"]["connections"] if c["subscriptions"] == 10)
@@ -205,7 +206,7 @@ def test_nothing_is_lost_when_the_pump_falls_behind_a_slow_reader(make_sim):
     clock.advance(300)  # 60 slices of backlog for the pump; the subscription lands between two of them
     other.send(other_sub)
     other.control("OPSP0000")
-    wait_for(lambda: sim.dispatched_ms >= target, what="the pump to catch up")
+    wait_for(lambda: sim.dispatched_ms >= target, 10, what="the pump to catch up")
     jump(10)  # so the second window is never empty, wherever the subscription landed
     sim.truth.flush()
     truth = Truth(sim.cfg.ground_truth)
@@ -259,7 +260,7 @@ def test_a_subscription_never_lands_inside_a_tick(make_sim):
         clock.advance(60)
         # the pump counts y's first book of the tick, then blocks handing it to b — after it handed x's earlier
         # books of that tick to nobody
-        wait_for(lambda: sim.sym_counts[y][1] > y_books, what="the pump to be inside the tick")
+        wait_for(lambda: sim.sym_counts[y][1] > y_books, 10, what="the pump to be inside the tick")
         assert sim.dispatched_ms == t0
         a.send(a_sub)
         # not acknowledged while the tick is half done: the registration waits for the tick to end (this
@@ -267,7 +268,7 @@ def test_a_subscription_never_lands_inside_a_tick(make_sim):
         with pytest.raises(AssertionError, match="timed out"):
             a.control("OPSP0000", timeout=1.0)
     a.control("OPSP0000")
-    wait_for(lambda: sim.dispatched_ms >= t0 + 60_000, what="the pump to catch up")
+    wait_for(lambda: sim.dispatched_ms >= t0 + 60_000, 10, what="the pump to catch up")
     sim.truth.flush()
     truth = Truth(sim.cfg.ground_truth)
     (a_id,) = [s["conn"] for s in truth.subs if s["symbol"] == x]
@@ -341,12 +342,12 @@ def test_one_connection_per_app_key(make_sim):
     second.send(sub_msg(k2, "H0STCNT0", code))
     msg = second.control("OPSP8996")
     assert msg["header"]["tr_id"] == "(null)" and msg["body"]["msg1"] == "ALREADY IN USE appkey"
-    wait_for(lambda: sim.stats()["ws"]["closed"] >= 1, what="the second connection to be closed")
+    wait_for(lambda: sim.stats()["ws"]["closed"] >= 1, 10, what="the second connection to be closed")
     other = Ws(sim.ws_url)  # another app key is fine
     other.send(sub_msg(Rest(sim.rest_url, "ANOTHER", "S").approval(), "H0STCNT0", code))
     other.control("OPSP0000")
     first.close()
-    wait_for(lambda: len(sim.stats()["ws"]["connections"]) == 1, what="the first connection to go")
+    wait_for(lambda: len(sim.stats()["ws"]["connections"]) == 1, 10, what="the first connection to go")
     third = Ws(sim.ws_url)
     third.send(sub_msg(k2, "H0STCNT0", code))
     third.control("OPSP0000")
@@ -366,7 +367,7 @@ def test_pingpong(make_sim):
     dt = p2["header"]["datetime"]
     assert len(dt) == 14 and dt.startswith("20260316") and "090100" <= dt[8:] <= "095959"
     ws.send(json.dumps(p2))
-    wait_for(lambda: sim.stats()["ws"]["connections"][0]["pongs_received"] >= 1, what="the echo to be counted")
+    wait_for(lambda: sim.stats()["ws"]["connections"][0]["pongs_received"] >= 1, 10, what="the echo to be counted")
     ws.close()
 
 

@@ -13,19 +13,26 @@ it, and tears it down on Enter.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 # outside /tmp: the namespace gets its own tmpfs /tmp, and systemd-tmpfiles must never see the host's
 STATE_BASE = Path(os.environ.get("OBSERVER_SYSTEMD_STATE_BASE", "/var/tmp/observer-systemd-tests"))
 # the checkout: bound into every namespace at this same path (BOOT_SH), wherever it lives
 REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run by hand (python tests/system/harness.py): tests.support from the checkout
+    sys.path.insert(0, str(REPO))
+
+from tests.support import wait_for as _wait_for  # noqa: E402
+
+# the one wait_for, polling systemd (a subprocess per try) at 10 Hz; callers may pass their own interval
+wait_for = functools.partial(_wait_for, interval=0.1)
 
 BOOT_SH = r"""#!/bin/sh
 set -e
@@ -73,18 +80,6 @@ def unshare_problem() -> str | None:
     if r.returncode != 0:
         return f"unshare is not permitted here: {r.stderr.strip()}"
     return None
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    """Poll until predicate() returns something truthy; raise TimeoutError naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 class SystemdNamespace:

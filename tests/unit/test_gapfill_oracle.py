@@ -1,7 +1,7 @@
 """The bench's oracle pager (the 'minimum possible' calls for a one-second-cursor API) is right on
 hand-checked cases and never loops on a second with more trades than one page."""
 
-from tests.bench.bench_gapfill import ROWS, oracle_calls
+from tests.support.pager_oracle import ROWS, oracle_calls
 
 
 def test_distinct_seconds_need_ceil_of_rows():

@@ -13,6 +13,7 @@ import orjson
 from observer.core.clock import KST, to_ns
 from observer.store.store import Store
 from observer.store.writer import Durability, JsonlWriter
+from tests.support import wait_for
 
 T0 = to_ns(datetime(2026, 11, 23, 9, 0, 0, tzinfo=KST))
 STALL_S = 2.0
@@ -25,15 +26,6 @@ def trade(i, recv_ns=T0):
 
 def line(i, recv_ns=T0):
     return orjson.dumps(trade(i, recv_ns), option=orjson.OPT_APPEND_NEWLINE)
-
-
-def wait_for(cond, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return bool(cond())
 
 
 class StallingFsync:
@@ -91,7 +83,7 @@ def test_fsync_stall_does_not_block_appends_and_acks_after_it(tmp_path):
     for i in range(100):
         part.append(trade(i), T0)
     w = part._w
-    assert wait_for(lambda: w.acked == 100, 10), "the flusher never made the first records durable"
+    wait_for(lambda: w.acked == 100, 10, "the flusher to make the first records durable", interval=0.005)
     fs.armed = True
     n = 100
     while not fs.entered.is_set():  # appends go on until the flusher is inside the stalled fsync
@@ -105,7 +97,8 @@ def test_fsync_stall_does_not_block_appends_and_acks_after_it(tmp_path):
     assert s.last_fsync_s >= STALL_S, "the fsync in progress is not visible to mitigation"
     assert w.pending == n - acked_at_stall
     fs.released.set()
-    assert wait_for(lambda: w.acked == n, 20), f"acked {w.acked} of {n} after the stall"
+    wait_for(lambda: w.acked == n, 20, lambda: f"every record acked after the stall (acked {w.acked} of {n})",
+             interval=0.005)
     stalled = time.monotonic() - t_stall
     s.close()
     took.sort()
@@ -170,7 +163,7 @@ def test_failing_fsync_under_load_keeps_order_and_acks_nothing_until_it_succeeds
         assert n < 2_000_000, "fsync was never called"
     n, _ = append_paced(lambda i: part.append(trade(i), T0), n, 0.2)
     w = part._w
-    assert wait_for(lambda: w.acked == n, 20), f"acked {w.acked} of {n}"
+    wait_for(lambda: w.acked == n, 20, lambda: f"every record acked (acked {w.acked} of {n})", interval=0.005)
     s.close()
     lines = (tmp_path / "scalp" / "kis" / "krx" / "20261123" / "09_00_00.jsonl").read_bytes().splitlines(True)
     assert lines == [line(i) for i in range(n)]
@@ -200,7 +193,7 @@ def test_rotation_does_not_wait_for_the_old_files_stalled_flush(tmp_path):
     assert took < 0.1, f"100 appends after the rotation took {took * 1000:.0f} ms"
     assert not old.closed and old.acked == 0
     fs.released.set()
-    assert wait_for(lambda: old.closed and old.acked == 100, 10)
+    wait_for(lambda: old.closed and old.acked == 100, 10, "the old writer to close with 100 acked", interval=0.005)
     s.sync_all()
     s.close()
     day = tmp_path / "scalp" / "kis" / "krx" / "20261123"
@@ -229,7 +222,7 @@ def test_a_stall_longer_than_the_buffer_holds_makes_appends_wait_not_grow(tmp_pa
 
     t2 = threading.Thread(target=appender)
     t2.start()
-    assert wait_for(lambda: len(w._buf) + len(line(0)) > bound, 10), "the buffer never reached its bound"
+    wait_for(lambda: len(w._buf) + len(line(0)) > bound, 10, "the buffer to reach its bound", interval=0.005)
     stuck_at = progress["n"]
     t2.join(0.5)
     assert t2.is_alive() and progress["n"] == stuck_at, "appends went on past the bound during the stall"
