@@ -12,7 +12,8 @@ from observer.core.clock import ManualClock
 from observer.store import paths
 from observer.store.reader import read_file
 from observer.store.store import Store
-from tests.alerts.conftest import DAY_START, SECRETS, TOKEN, make_cfg, wait_until
+from tests.alerts.conftest import DAY_START, SECRETS, TOKEN, make_cfg
+from tests.support import wait_for
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def test_unreadable_secrets_keep_the_alert_for_the_watchdogs_drain(store, tg, tm
     clock.advance(60)   # past the writer's claim on its pending line
     wd = ProgramAlerts(store, make_cfg(tg), "watchdog", clock=clock, secrets=SECRETS, close_s=5)
     try:
-        assert wait_until(lambda: wd.drain(5).get("undelivered") == 0, 30, "the drain to deliver it")
+        wait_for(lambda: wd.drain(5).get("undelivered") == 0, 30, "the drain to deliver it")
         assert wd.undelivered() == 0
     finally:
         wd.close()

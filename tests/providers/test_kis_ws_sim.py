@@ -161,12 +161,24 @@ def test_flapping_server_is_not_hammered(sim, tree, store, streams):
     wait_for(lambda: sink.count() > n0 + 5, 15, what="data after the flapping")
 
 
+def _data_flowed_longer_than(stream, reset_s: float) -> None:
+    """Wait until the current connection has received data frames for longer than reset_s: a frame that
+    arrives reset_s after the connection's first one is what resets the backoff (KisConnection._receive).
+    Waiting on the frames, not on a fixed sleep, holds on a loaded machine where data starts late."""
+    n0 = stream.stats()["data_frames"]
+    wait_for(lambda: stream.stats()["data_frames"] > n0, 10, what="data on the new connection")
+    t_first = time.monotonic()
+    n1 = wait_for(lambda: time.monotonic() >= t_first + reset_s * 1.2 and stream.stats()["data_frames"], 10,
+                  what="backoff_reset_s to pass")
+    wait_for(lambda: stream.stats()["data_frames"] > n1 + 1, 10, what="data frames after backoff_reset_s")
+
+
 def test_backoff_resets_only_after_data_flowed(sim, tree, store, streams):
     stream, sink, syms = make_stream(sim, tree, store, backoff_reset_s=0.5)
     start(stream, streams, sink)
     for _ in range(2):
         before = stream.stats()["reconnects"]
-        time.sleep(0.8)  # let data flow longer than backoff_reset_s
+        _data_flowed_longer_than(stream, 0.5)
         sim.apply_fault({"kind": "ws_close_abrupt"})
         wait_for(lambda b=before: stream.stats()["reconnects"] > b, 10, what="reconnect")
     wait_for(lambda: len(events(store, "reconnect")) == 2, 5, what="two reconnect events")
