@@ -7,12 +7,15 @@ this module or the `observer.alerts` package (core/selftest.py lists it in LAZY_
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import warnings
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from observer.core.redact import redact
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class TelegramTransport:
@@ -29,11 +32,15 @@ class TelegramTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def open(self) -> None:
+        import asyncio  # with ssl, ~7 MiB: only in the thread that sends, never in a collector that stays quiet
+
         self._loop = asyncio.new_event_loop()
 
     def send(self, text: str) -> tuple[bool, str, float]:
         """(ok, error, retry_after_s). Bounded by max_send_s; never raises."""
         assert self._loop is not None
+        import asyncio
+
         try:
             coro = asyncio.wait_for(self._send_async(text), self.max_send_s)
             self._loop.run_until_complete(coro)
@@ -81,6 +88,8 @@ class TelegramTransport:
         if loop is None:
             return
         if bot is not None:
+            import asyncio
+
             try:
                 loop.run_until_complete(asyncio.wait_for(bot.shutdown(), 2))
             except Exception:
