@@ -1,13 +1,13 @@
 """The alert table is the single source: every alert a program in lib/ raises uses a key constant of
-observer.alerts.table, every key of the table is raised somewhere, and routing derives from it."""
+observer.telemetry.alerts.table, every key of the table is raised somewhere, and routing derives from it."""
 
 import ast
 from pathlib import Path
 
 import pytest
 
-from observer.alerts import DEFAULTS
-from observer.alerts.table import BY_KEY, CONSTANTS, TABLE, routed_warning_keys
+from observer.telemetry.alerts import DEFAULTS
+from observer.telemetry.alerts.table import BY_KEY, CONSTANTS, TABLE, routed_warning_keys
 from observer.lifecycle.notify import FAILURE_KEYS
 
 LIB = Path(__file__).resolve().parents[2] / "lib" / "observer"
@@ -106,7 +106,7 @@ def scan(root: Path = LIB):
                 try:
                     key = _key_of(n.args[0], assigns, params)
                 except _Unresolved as e:
-                    problems.append(f"{where}: alert key is not a KEY_ constant of observer.alerts.table ({e})")
+                    problems.append(f"{where}: alert key is not a KEY_ constant of observer.telemetry.alerts.table ({e})")
                     continue
                 if key is None:
                     continue
@@ -132,7 +132,7 @@ def test_the_scan_catches_a_literal_and_an_unknown_constant(tmp_path):
     pkg = tmp_path / "observer"
     pkg.mkdir()
     (pkg / "x.py").write_text(
-        "from observer.alerts.table import KEY_DISK\n"
+        "from observer.telemetry.alerts.table import KEY_DISK\n"
         "def f(a, p):\n"
         "    a.alert('disk_pressure', 'WARNING', 'x')\n"
         "    a.alert(f'{KEY_DISK}:{p}', 'WARNING', 'x')\n"
@@ -158,7 +158,7 @@ def test_rows_are_documented(row):
     doc = (LIB.parents[1] / "docs" / "alerts.md").read_text()
     line = (f"| `{row.key}` | {row.severity} | {row.condition} | {row.raised_by} | "
             f"{'yes' if row.routed else 'no (daily summary)'} | {', '.join(f'`{x}`' for x in row.rules)} |")
-    assert line in doc, f"docs/alerts.md's table row of {row.key} differs from observer.alerts.table:\n{line}"
+    assert line in doc, f"docs/alerts.md's table row of {row.key} differs from observer.telemetry.alerts.table:\n{line}"
 
 
 def test_every_row_has_an_end_to_end_delivery_test():
@@ -175,7 +175,7 @@ def test_every_row_has_an_end_to_end_delivery_test():
 
 
 def test_sustained_fires_once_per_episode_after_its_duration():
-    from observer.alerts.table import Sustained
+    from observer.telemetry.alerts.table import Sustained
 
     s = Sustained(600)
     assert [s.update(t, True) for t in (0, 300, 599)] == [False, False, False]

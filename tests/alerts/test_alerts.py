@@ -15,8 +15,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from observer import alerts
-from observer.alerts import Alerter, daily_summary_due, send_daily_summary, summarize_day
+from observer.telemetry import alerts
+from observer.telemetry.alerts import Alerter, daily_summary_due, send_daily_summary, summarize_day
 from observer.core import redact
 from observer.core.clock import NS, ManualClock
 from observer.core.config import validate_config
@@ -151,7 +151,7 @@ def test_escalation_goes_through_and_a_late_repeat_carries_the_count(tree, tg):
 
 CHILD = textwrap.dedent("""
     import json, sys, time
-    from observer.alerts import Alerter
+    from observer.telemetry.alerts import Alerter
     root, cfg, secrets, mode = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
     a = Alerter(root, cfg, secrets, program="track-b")
     rec = a.alert("crash_loop:observer-track-b@kis", "CRITICAL",
@@ -387,8 +387,8 @@ def test_daily_summary_counts_and_preflight_warnings_sent_once(tree, tg):
 def test_importing_alerts_does_not_import_telegram(tree):
     code = textwrap.dedent(f"""
         import sys
-        import observer.alerts, observer.metrics
-        from observer.alerts import Alerter
+        import observer.telemetry.alerts, observer.telemetry.metrics
+        from observer.telemetry.alerts import Alerter
         a = Alerter({str(tree)!r}, {{}}, {{}}, program="t")
         a.alert("crash_loop", "CRITICAL", "x")
         a.drain(2)

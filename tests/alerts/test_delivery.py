@@ -12,8 +12,8 @@ import sys
 import time
 from datetime import datetime
 
-from observer.alerts import Alerter, summarize_day
-from observer.alerts.notifier import ProgramAlerts
+from observer.telemetry.alerts import Alerter, summarize_day
+from observer.telemetry.alerts.notifier import ProgramAlerts
 from observer.collect.track_a import TrackA
 from observer.core.calendar import calendar_from_config
 from observer.core.clock import KST, ManualClock

@@ -6,9 +6,9 @@ import os
 import re
 import threading
 
-from observer import metrics
+from observer.telemetry import metrics
 from observer.core.clock import ManualClock
-from observer.metrics import LAST_WRITE, METRICS, MetricsWriter, merge_prom, system_sample
+from observer.telemetry.metrics import LAST_WRITE, METRICS, MetricsWriter, merge_prom, system_sample
 from observer.programs.verify import verify_tree
 from observer.store import paths
 from observer.store.reader import ReadIssue, read_file

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from observer.alerts import ALERT_TABLE, DEFAULTS
+from observer.telemetry.alerts import ALERT_TABLE, DEFAULTS
 from observer.core.config import validate_config
-from observer.metrics import METRICS
+from observer.telemetry.metrics import METRICS
 
 REPO = Path(__file__).resolve().parents[2]
 MON = REPO / "config" / "monitoring"

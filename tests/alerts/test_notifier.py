@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from observer.alerts import KEY_BACKUP, KEY_STORE_ERROR, SEND_NOW_S, ProgramAlerts
+from observer.telemetry.alerts import KEY_BACKUP, KEY_STORE_ERROR, SEND_NOW_S, ProgramAlerts
 from observer.core.clock import ManualClock
 from observer.store import paths
 from observer.store.reader import read_file

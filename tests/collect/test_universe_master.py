@@ -8,7 +8,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from observer.alerts import Alerter
+from observer.telemetry.alerts import Alerter
 from observer.collect.universe import UniverseError, ensure_universe
 from observer.core.calendar import calendar_from_config
 from observer.providers.base import get_provider
@@ -87,7 +87,7 @@ def test_download_fails_last_good_copy_used_and_warning_delivered(env):
         prov = get_provider("kis", env.cfg, env.secrets, store, env.clock)
         prov.fetch_listings(paths.universe_sources_dir(env.root, prev))  # yesterday's good copy
         env.sim.apply_fault({"kind": "master_bad", "mode": "error", "duration_real": 3600})
-        # default routing (observer.alerts.table) sends universe_fallback WARNINGs
+        # default routing (observer.telemetry.alerts.table) sends universe_fallback WARNINGs
         cfg = {"alerts": {"telegram_api_base": tg.base, "send_timeout_s": 2, "retry_backoff_s": 0}, "host_id": "vm1"}
         alerter = Alerter(env.root, cfg, {"TELEGRAM_BOT_TOKEN": TG_TOKEN, "TELEGRAM_CHAT_ID": "42"}, program="t",
                           store=store)

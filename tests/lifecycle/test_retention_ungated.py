@@ -14,7 +14,7 @@ from observer.core.clock import KST, ManualClock, yyyymmdd
 from observer.lifecycle import layout
 from observer.lifecycle import retention as rt
 from observer.lifecycle.backup import load_manifest, package_day
-from observer.metrics import MetricsWriter
+from observer.telemetry.metrics import MetricsWriter
 from observer.recover import gapfill
 from observer.store import paths
 from observer.store.reader import read_file

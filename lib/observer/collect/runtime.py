@@ -6,8 +6,8 @@ import signal
 import threading
 from dataclasses import dataclass
 
-from observer.alerts.notifier import SEND_NOW_S, ProgramAlerts
-from observer.alerts.table import KEY_CREDENTIALS_REFUSED
+from observer.telemetry.alerts.notifier import SEND_NOW_S, ProgramAlerts
+from observer.telemetry.alerts.table import KEY_CREDENTIALS_REFUSED
 from observer.cli import Context
 from observer.core.calendar import KrxCalendar, calendar_from_config
 from observer.core.config import data_dir, host_id

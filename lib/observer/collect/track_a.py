@@ -12,13 +12,13 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import date, datetime
 
-from observer.alerts import KEY_TRACK_A_RATE, ProgramAlerts, Sustained
+from observer.telemetry.alerts import KEY_TRACK_A_RATE, ProgramAlerts, Sustained
 from observer.collect.heartbeat import Heartbeat
 from observer.core.calendar import KrxCalendar
 from observer.core.clock import NS, Clock, Stopped, kst
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
-from observer.metrics import MetricsWriter
+from observer.telemetry.metrics import MetricsWriter
 from observer.providers.base import AuthError, MarketRest, ProviderError
 from observer.store.store import Store
 

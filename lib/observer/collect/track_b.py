@@ -19,7 +19,7 @@ from datetime import date
 import orjson
 import psutil
 
-from observer.alerts import KEY_TRACK_B_RATE, KEY_WS_DOWN, ProgramAlerts, Sustained
+from observer.telemetry.alerts import KEY_TRACK_B_RATE, KEY_WS_DOWN, ProgramAlerts, Sustained
 from observer.collect.heartbeat import Heartbeat
 from observer.collect.mitigation import (
     AnomalyTracker,
@@ -35,7 +35,7 @@ from observer.core.clock import NS, Clock
 from observer.core.contracts import ContractError, check
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
-from observer.metrics import MetricsWriter
+from observer.telemetry.metrics import MetricsWriter
 from observer.providers.base import TRADES, AuthError, Provider, ProviderError, RegistrationLimitError
 from observer.recover.gaps import SUBSCRIBING, UNSUBSCRIBING
 from observer.store.store import Store

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
-from observer.alerts.table import KEY_UNIVERSE_FALLBACK
+from observer.telemetry.alerts.table import KEY_UNIVERSE_FALLBACK
 from observer.core.calendar import KrxCalendar
 from observer.core.clock import Clock, Stopped, to_ns, yyyymmdd
 from observer.core.logging import get_logger
@@ -31,7 +31,7 @@ from observer.store.state import create_json_once, read_json, write_bytes_atomic
 log = get_logger(__name__)
 MARKET = "kr_stocks"
 LOOKBACK_DAYS = 10  # how far back a fallback universe (or a kept listing file) may come from
-# WARNING alert (the name of observer.alerts.table's constant): listing download/parse failed, or a
+# WARNING alert (the name of observer.telemetry.alerts.table's constant): listing download/parse failed, or a
 # previous day's universe used
 MAX_KEPT_FILE = 16 << 20  # a kept listing file copied forward is at most this big
 
@@ -181,7 +181,7 @@ def ensure_universe(root: Path, day: date, rest: MarketRest, cfg: dict, calendar
     """The universe of `day`: the frozen file if it exists, else created now, else the previous
     trading day's (WARNING event + alert). Candidates come from `universe.candidates_file` when set,
     else from `source`'s listing files. `alerts`: anything with .alert(key, severity, text, **context)
-    (an Alerter or observer.alerts' ProgramAlerts). Raises UniverseError only when none can be had;
+    (an Alerter or observer.telemetry.alerts' ProgramAlerts). Raises UniverseError only when none can be had;
     AuthError and Stopped propagate."""
     path = paths.universe_file(root, day, MARKET)
     existing = read_json(path)

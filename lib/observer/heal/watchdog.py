@@ -35,8 +35,8 @@ from pathlib import Path
 
 import psutil
 
-from observer.alerts import alerts_config
-from observer.alerts.table import (
+from observer.telemetry.alerts import alerts_config
+from observer.telemetry.alerts.table import (
     KEY_BACKUP_MISSING,
     KEY_CANNOT_RESTART,
     KEY_CPU,

@@ -1,16 +1,16 @@
 """How the lifecycle programs (backup, retention, pull) report a failure or a warning: an event in the
-tree and an alert sent now through observer.alerts' ProgramAlerts (server side), or a log line (the PC
+tree and an alert sent now through observer.telemetry.alerts' ProgramAlerts (server side), or a log line (the PC
 has no tree)."""
 
 from __future__ import annotations
 
-from observer.alerts.notifier import SEND_NOW_S, ProgramAlerts
-from observer.alerts.table import KEY_BACKUP, KEY_BACKUP_MANIFEST_INVALID, KEY_RETENTION
+from observer.telemetry.alerts.notifier import SEND_NOW_S, ProgramAlerts
+from observer.telemetry.alerts.table import KEY_BACKUP, KEY_BACKUP_MANIFEST_INVALID, KEY_RETENTION
 from observer.core.logging import get_logger
 
 log = get_logger("observer.lifecycle")
 
-# the failure event a program reports -> the alert key it raises (observer.alerts.table)
+# the failure event a program reports -> the alert key it raises (observer.telemetry.alerts.table)
 FAILURE_KEYS = {"backup": KEY_BACKUP, "retention": KEY_RETENTION}
 
 

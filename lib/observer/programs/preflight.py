@@ -70,8 +70,8 @@ def main(argv=None) -> int:
 
 
 def run(cfg: dict, clock, args, config_error: str | None) -> int:
-    from observer.alerts.notifier import ProgramAlerts
-    from observer.alerts.table import KEY_PREFLIGHT_FAIL, KEY_PREFLIGHT_WARN
+    from observer.telemetry.alerts.notifier import ProgramAlerts
+    from observer.telemetry.alerts.table import KEY_PREFLIGHT_FAIL, KEY_PREFLIGHT_WARN
     from observer.heal.preflight import Preflight, format_table, summary_text
     from observer.store.store import Store
     from observer.store.writer import StoreError

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from observer import cli
-from observer.alerts.notifier import SEND_NOW_S, ProgramAlerts
+from observer.telemetry.alerts.notifier import SEND_NOW_S, ProgramAlerts
 from observer.collect.runtime import run_collector
 from observer.collect.track_a import TrackA
 from observer.collect.universe import UniverseError, ensure_universe

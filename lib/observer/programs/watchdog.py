@@ -26,10 +26,10 @@ def main(argv=None) -> int:
     p.add_argument("--interval", type=float, metavar="S", help="seconds between passes (default watchdog.interval_s)")
     args = p.parse_args(argv)
     ctx = cli.start(PROGRAM, args, tree=cli.TREE_WRITE)
-    from observer.alerts.notifier import ProgramAlerts
-    from observer.alerts.summary import daily_summary_due, send_daily_summary
+    from observer.telemetry.alerts.notifier import ProgramAlerts
+    from observer.telemetry.alerts.summary import daily_summary_due, send_daily_summary
     from observer.heal.watchdog import Watchdog
-    from observer.metrics import MetricsWriter
+    from observer.telemetry.metrics import MetricsWriter
     from observer.store.store import Store
 
     cfg = ctx.cfg

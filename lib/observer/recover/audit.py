@@ -320,7 +320,7 @@ def _metric_reasons(root: Path, day: date, an: dict) -> list[str]:
         ts = m.get("ts_ns", 0)
         cpu = v.get("cpu_pct")
         if cpu is None and isinstance(v.get("observer_cpu_usage_ratio"), (int, float)):
-            cpu = v["observer_cpu_usage_ratio"] * 100  # lib/observer/metrics.py names
+            cpu = v["observer_cpu_usage_ratio"] * 100  # lib/observer/telemetry/metrics.py names
         if isinstance(cpu, (int, float)):
             if cpu >= an["cpu_pct"]:
                 cpu_since = cpu_since or ts

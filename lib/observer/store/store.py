@@ -50,7 +50,7 @@ class Store:
         self._wake = threading.Event()
         self._flusher: threading.Thread | None = None
         # set by a program that raises alerts: called with a store_error's fields, so a full disk pages
-        # (observer.alerts sends from memory when its outbox cannot be written either)
+        # (observer.telemetry.alerts sends from memory when its outbox cannot be written either)
         self.on_store_error = None
 
     # -- writers ---------------------------------------------------------------------------

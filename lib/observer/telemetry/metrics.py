@@ -291,7 +291,7 @@ class MetricsWriter:
             self._warn_once(f"name:{name}", "metric name rejected: want observer_[a-z0-9_]+", metric=name)
             return None
         if name not in METRICS:
-            self._warn_once(f"unreg:{name}", "unregistered metric (add it to observer.metrics.METRICS)", metric=name)
+            self._warn_once(f"unreg:{name}", "unregistered metric (add it to observer.telemetry.metrics.METRICS)", metric=name)
         clean = []
         for k, v in labels.items():
             if k in _RESERVED or not _LABEL.match(k):

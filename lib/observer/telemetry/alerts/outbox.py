@@ -47,22 +47,22 @@ from pathlib import Path
 
 import orjson
 
-from observer.alerts.table import KEY_DAILY_SUMMARY, TABLE, known, routed_warning_keys
-from observer.alerts.transport import TelegramTransport
+from observer.telemetry.alerts.table import KEY_DAILY_SUMMARY, TABLE, known, routed_warning_keys
+from observer.telemetry.alerts.transport import TelegramTransport
 from observer.core.clock import KST, NS, Clock, kst, parse_yyyymmdd
 from observer.core.logging import get_logger
 from observer.core.redact import MASK, redact, register_secret
 from observer.store import paths
 from observer.store.writer import StoreError, ensure_dir
 
-log = get_logger("observer.alerts")  # one logger name for the package
+log = get_logger("observer.telemetry.alerts")  # one logger name for the package
 
 SEVERITIES = ("INFO", "WARNING", "ERROR", "CRITICAL")
 RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 # Alert keys are "<name>" or "<name>:<qualifier>" (e.g. "track_b_rate:kis", "crash_loop:observer-track-b@kis").
 # Throttling is per full key; routing of WARNINGs looks at the name (alerts.warning_keys). The names,
-# their severity, condition and raiser are the table in observer.alerts.table (the single source).
+# their severity, condition and raiser are the table in observer.telemetry.alerts.table (the single source).
 
 ALERT_TABLE = TABLE
 
@@ -405,7 +405,7 @@ class Alerter:
     def _alert(self, key: str, severity: str, text: str, context: Mapping) -> dict:
         key = _KEY_OK.sub("_", str(key).strip()) or "unnamed"
         if not known(key):  # still sent: an unknown key is a bug to fix, not a reason to lose the alert
-            log.warning("alert key not in the alert table (observer.alerts.table)", extra={"alert_key": key})
+            log.warning("alert key not in the alert table (observer.telemetry.alerts.table)", extra={"alert_key": key})
         sev = str(severity).upper()
         sev = sev if sev in RANK else ("INFO" if sev == "DEBUG" else "WARNING")
         body = format_text(text, context)

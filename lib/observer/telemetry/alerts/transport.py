@@ -2,7 +2,7 @@
 owned by the outbox's sender thread, bounded by timeouts.
 
 python-telegram-bot (~40 MiB, needs httpx) is imported on the first send only, never by importing
-this module or the `observer.alerts` package (core/selftest.py lists it in LAZY_IMPORTS).
+this module or the `observer.telemetry.alerts` package (core/selftest.py lists it in LAZY_IMPORTS).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ raise alerts only under the KEY_* constants below, `alerts.warning_keys`'s defau
 the `routed` column, and tests/alerts/test_alert_table.py fails when a program raises a key this
 table does not know or the table lists a key no program raises.
 
-Importing it (and the observer.alerts package around it) never imports telegram: collectors use it freely.
+Importing it (and the observer.telemetry.alerts package around it) never imports telegram: collectors use it freely.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import date, timedelta
 from pathlib import Path
 
-from observer.alerts.outbox import (
+from observer.telemetry.alerts.outbox import (
     EXPIRED,
     NOT_ROUTED,
     RANK,
@@ -22,7 +22,7 @@ from observer.alerts.outbox import (
     host_of,
     key_name,
 )
-from observer.alerts.table import KEY_DAILY_SUMMARY
+from observer.telemetry.alerts.table import KEY_DAILY_SUMMARY
 from observer.core.clock import Clock, yyyymmdd
 from observer.core.redact import redact
 from observer.store import paths

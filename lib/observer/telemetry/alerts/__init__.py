@@ -10,8 +10,8 @@
 This package re-exports what programs import; importing it never imports telegram.
 """
 
-from observer.alerts.notifier import SEND_NOW_S, ProgramAlerts
-from observer.alerts.outbox import (
+from observer.telemetry.alerts.notifier import SEND_NOW_S, ProgramAlerts
+from observer.telemetry.alerts.outbox import (
     ALERT_TABLE,
     DEFAULTS,
     EXPIRED,
@@ -23,8 +23,8 @@ from observer.alerts.outbox import (
     format_text,
     key_name,
 )
-from observer.alerts.summary import daily_summary_due, send_daily_summary, summarize_day
-from observer.alerts.table import (
+from observer.telemetry.alerts.summary import daily_summary_due, send_daily_summary, summarize_day
+from observer.telemetry.alerts.table import (
     BY_KEY,
     CONSTANTS,
     KEY_BACKUP,
