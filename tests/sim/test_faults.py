@@ -8,7 +8,7 @@ import pytest
 import requests
 import websocket
 
-from observer.sim.faults import FaultError, load_schedule, validate
+from observer.sim.faults import FaultBook, FaultError, load_schedule, validate
 from observer.sim.market import hhmmss
 from tests.support import wait_for
 
@@ -291,3 +291,30 @@ def test_bad_faults_are_refused(make_sim, tmp_path):
     sim = make_sim()
     r = requests.post(sim.control_url + "/fault", json={"kind": "nope"}, timeout=5)
     assert r.status_code == 400 and "unknown fault kind" in r.json()["error"]
+
+
+def test_a_fault_for_one_provider_is_seen_by_that_providers_view_only():
+    book = FaultBook()
+    kis, other = book.view("kis"), book.view("other")
+    a = book.activate(validate({"kind": "ws_malformed", "count": 1, "provider": "other"}), 0)
+    assert kis.first("ws_malformed") is None and kis.data_faults() == [] and not kis.data_active
+    assert other.first("ws_malformed") is a and other.data_faults() == [a] and other.data_active
+    b = book.activate(validate({"kind": "ws_duplicate", "count": 1}), 0)  # no provider: every provider's
+    assert kis.data_faults() == [b] and other.data_faults() == [a, b] and kis.data_active
+    book.expire_now(b)
+    assert not kis.data_active and other.data_active
+    with pytest.raises(FaultError, match="provider"):
+        validate({"kind": "ws_duplicate", "provider": ""})
+
+
+def test_faults_name_a_served_provider(make_sim):
+    sim = make_sim()
+    c = Rest(sim.rest_url)
+    c.issue()
+    code = _busy(sim)[0]
+    r = requests.post(sim.control_url + "/fault", json={"kind": "rest_5xx", "duration_real": 30, "provider": "nosuch"},
+                      timeout=5)
+    assert r.status_code == 400 and "'nosuch' is not served here; served: kis" in r.json()["error"]
+    assert c.get("inquire-price", FID_COND_MRKT_DIV_CODE="J", FID_INPUT_ISCD=code).status_code == 200
+    fault(sim, kind="rest_5xx", status=503, duration_real=30, provider="kis")
+    assert c.get("inquire-price", FID_COND_MRKT_DIV_CODE="J", FID_INPUT_ISCD=code).status_code == 503

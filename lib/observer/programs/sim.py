@@ -23,9 +23,9 @@ second of 09:00:00-09:00:29, continuous trading to 15:20, closing call 15:20-15:
 Market time = a clock starting at --start on --date and running --speed times real time.
 
 Fault kinds (schedule file entries {"kind", "at": "HH:MM[:SS]", "duration": market s | "duration_real": real s,
-...}): ws_close_abrupt, ws_stall, ws_refuse, ws_flap, rest_5xx, rate_limit_storm, token_expire,
-token_invalidate, approval_invalidate, rest_slow, ws_malformed, ws_duplicate, ws_out_of_order,
-ws_drop_symbol, clock_skew, master_bad.
+"provider": the one protocol it hits (default: every one served, today kis), ...}): ws_close_abrupt, ws_stall,
+ws_refuse, ws_flap, rest_5xx, rate_limit_storm, token_expire, token_invalidate, approval_invalidate, rest_slow,
+ws_malformed, ws_duplicate, ws_out_of_order, ws_drop_symbol, clock_skew, master_bad.
 
 Control endpoint: GET /health, GET /stats, GET /faults, POST /fault (a fault, now unless it has "at"),
 POST /faults/clear, POST /firehose {"rate": R, "frames": N} or {"off": true}, POST /stop.

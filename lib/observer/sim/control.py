@@ -8,11 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from observer.sim.faults import FaultError, validate
-from observer.sim.market import hhmmss
+from observer.sim.faults import FaultError
 
 if TYPE_CHECKING:
-    from observer.sim.server import Simulator
+    from observer.sim.interfaces import SimControl
 
 
 class ControlHandler(BaseHTTPRequestHandler):
@@ -21,9 +20,7 @@ class ControlHandler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - stdlib signature
         pass
 
-    @property
-    def sim(self) -> Simulator:
-        return self.server.sim  # type: ignore[attr-defined]
+    server: ControlServer
 
     def _send(self, status: int, obj) -> None:
         data = json.dumps(obj, ensure_ascii=False).encode()
@@ -40,21 +37,19 @@ class ControlHandler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 - stdlib name
         path = urlsplit(self.path).path
-        sim = self.sim
+        sim = self.server.sim
         if path == "/health":
-            t = sim.market_ms()
-            self._send(200, {"ok": True, "date": sim.date_str, "market_time": hhmmss(max(t, 0)), "t_ms": t,
-                             "phase": sim.phase(t), "dispatched_t_ms": sim.dispatched_ms, **sim.urls()})
+            self._send(200, sim.health())
         elif path == "/stats":
             self._send(200, sim.stats())
         elif path == "/faults":
-            self._send(200, sim.faults.snapshot())
+            self._send(200, sim.fault_snapshot())
         else:
             self._send(404, {"error": f"no such endpoint {path}"})
 
     def do_POST(self):  # noqa: N802 - stdlib name
         path = urlsplit(self.path).path
-        sim = self.sim
+        sim = self.server.sim
         try:
             body = self._json()
         except ValueError as e:
@@ -66,7 +61,7 @@ class ControlHandler(BaseHTTPRequestHandler):
                 out = []
                 for spec in specs:
                     if isinstance(spec, dict) and "at" in spec:
-                        sim.faults.schedule(validate(spec))
+                        sim.schedule_fault(spec)
                         out.append({"scheduled": spec["at"], "kind": spec.get("kind")})
                     else:
                         out.append(sim.apply_fault(spec))
@@ -79,7 +74,7 @@ class ControlHandler(BaseHTTPRequestHandler):
                 self._send(200, {"connections": n, "rate": rate, "frames": body.get("frames")})
             elif path == "/stop":
                 self._send(200, {"stopping": True})
-                sim.stop_requested.set()
+                sim.request_stop()
             else:
                 self._send(404, {"error": f"no such endpoint {path}"})
         except FaultError as e:
@@ -90,7 +85,7 @@ class ControlServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, sim: Simulator, host: str, port: int):
+    def __init__(self, sim: SimControl, host: str, port: int):
         self.sim = sim
         super().__init__((host, port), ControlHandler)
         self.port = self.server_address[1]
@@ -101,5 +96,6 @@ class ControlServer(ThreadingHTTPServer):
         self.thread.start()
 
     def stop(self) -> None:
-        self.shutdown()
+        if self.thread.is_alive():  # shutdown() waits for serve_forever(), forever if it never ran
+            self.shutdown()
         self.server_close()

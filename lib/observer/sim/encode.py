@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import secrets
+from datetime import timedelta
 
+from observer.core.clock import UTC, from_ns
 from observer.sim.market import BookEv, SymbolInfo, TradeEv, day_share_by, dec2, hhmmss, sign_code
 
 CNT = "H0STCNT0"
@@ -172,3 +174,8 @@ def appkey_in_use(tr_key: str) -> str:
 
 def pingpong(datetime_kst: str) -> str:
     return _dumps({"header": {"tr_id": "PINGPONG", "datetime": datetime_kst}})
+
+
+def kst_text(ns: int) -> str:
+    """YYYYMMDDHHMMSS in KST, as PINGPONG's datetime."""
+    return (from_ns(ns, UTC) + timedelta(hours=9)).strftime("%Y%m%d%H%M%S")

@@ -33,7 +33,8 @@ KINDS: dict[str, tuple[bool, set[str]]] = {
     "clock_skew": (True, {"skew"}),
     "master_bad": (True, {"mode"}),
 }
-COMMON = {"kind", "at", "at_ms", "duration", "duration_real", "id", "note"}  # at_ms: validated form of at
+# at_ms: validated form of at; provider: the one provider (kis.KisProvider.name, ...) it applies to (absent: all)
+COMMON = {"kind", "at", "at_ms", "duration", "duration_real", "id", "note", "provider"}
 MASTER_MODES = ("missing", "error", "corrupt", "bomb", "wrong_member", "many_members")  # sim/master.py BAD_MODES
 MALFORMED_MODES = ("truncate", "nonnumeric", "count", "junk", "encrypted")
 # kinds that act on data frames on their way out (checked on the hot path only while one is in force)
@@ -60,6 +61,8 @@ def validate(spec: dict) -> dict:
     for k in ("duration", "duration_real", "delay", "skew", "min_real", "max_real"):
         if k in out and not isinstance(out[k], int | float):
             raise FaultError(f"{kind}: {k} must be a number")
+    if "provider" in out and (not isinstance(out["provider"], str) or not out["provider"]):
+        raise FaultError(f"{kind}: provider must be a provider's name")
     if "count" in out and (not isinstance(out["count"], int) or out["count"] < 1):
         raise FaultError(f"{kind}: count must be a positive integer")
     if kind == "ws_drop_symbol" and not out.get("symbol"):
@@ -148,6 +151,15 @@ class FaultBook:
         self.speed = speed
         self.data_active = False  # hot-path flag: any DATA_KINDS fault in force
         self.history: list[dict] = []
+        self._views: list[ProviderFaults] = []
+
+    def view(self, provider: str) -> ProviderFaults:
+        """The faults as one provider's servers see them (interfaces.FaultView)."""
+        v = ProviderFaults(self, provider)
+        with self._lock:
+            self._views.append(v)
+            self._refresh()
+        return v
 
     def due(self, now_mt: int) -> list[dict]:
         with self._lock:
@@ -189,6 +201,8 @@ class FaultBook:
 
     def _refresh(self) -> None:
         self.data_active = any(a.kind in DATA_KINDS for a in self.active)
+        for v in self._views:
+            v.data_active = self.data_active and any(a.kind in DATA_KINDS and v.applies(a) for a in self.active)
 
     def find(self, kind: str) -> list[Active]:
         return [a for a in self.active if a.kind == kind]
@@ -205,3 +219,28 @@ class FaultBook:
                 "active": [a.describe() for a in self.active],
                 "pending": [{k: v for k, v in s.items() if k != "at_ms"} for s in self.pending],
             }
+
+
+class ProviderFaults:
+    """The faults in force for one provider (interfaces.FaultView): those without `provider` and its own."""
+
+    def __init__(self, book: FaultBook, provider: str):
+        self.provider = provider
+        self._book = book
+        self.data_active = False  # kept by the book (FaultBook._refresh): read per frame on the hot path
+
+    def applies(self, a: Active) -> bool:
+        p = a.spec.get("provider")
+        return p is None or p == self.provider
+
+    def first(self, kind: str) -> Active | None:
+        for a in self._book.active:
+            if a.kind == kind and self.applies(a):
+                return a
+        return None
+
+    def data_faults(self) -> list[Active]:
+        return [a for a in self._book.active if a.kind in DATA_KINDS and self.applies(a)]
+
+    def expire_now(self, a: Active) -> None:
+        self._book.expire_now(a)

@@ -24,7 +24,7 @@ from observer.sim.market import (
 )
 
 if TYPE_CHECKING:
-    from observer.sim.server import Simulator
+    from observer.sim.interfaces import MarketView
 
 OK = {"rt_cd": "0", "msg_cd": "MCA00000", "msg1": "정상처리 되었습니다."}
 ROWS = 30
@@ -66,19 +66,19 @@ class DailyHistory:
 
 
 class Quotes:
-    def __init__(self, sim: Simulator):
-        self.sim = sim
+    def __init__(self, market: MarketView):
+        self.market = market
         self._hist: dict[str, DailyHistory] = {}
 
     def history(self, code: str) -> DailyHistory:
         h = self._hist.get(code)
         if h is None:
-            h = self._hist[code] = DailyHistory(self.sim.cfg.seed, self.sim.date, self.sim.universe.by_code[code])
+            h = self._hist[code] = DailyHistory(self.market.seed, self.market.date, self.market.universe.by_code[code])
         return h
 
     def _sym(self, q: dict) -> SymbolSim:
         code = q.get("FID_INPUT_ISCD", "")
-        s = self.sim.syms.get(code)
+        s = self.market.symbol(code)
         if s is None:
             raise KeyError(code)
         mrkt = q.get("FID_COND_MRKT_DIV_CODE", "J")
@@ -94,14 +94,14 @@ class Quotes:
         s = self._sym(q)
         info = s.info
         with s.lock:
-            s.advance(self.sim.market_ms())
+            s.advance(self.market.market_ms())
             px, acml, pbmn = s.last, s.acml_vol, s.acml_pbmn
             o, h, lo = s.open, s.high, s.low
         prev = info.prev_close
         hist = self.history(info.code)
         y = hist.rows[-1]
         piv = (y[2] + y[3] + y[4]) // 3
-        yr = [r for r in hist.rows if r[0][:4] == f"{self.sim.date.year}"] or hist.rows[-1:]
+        yr = [r for r in hist.rows if r[0][:4] == f"{self.market.date.year}"] or hist.rows[-1:]
         w52 = hist.rows[-250:]
         hi52 = max(w52, key=lambda r: r[2])
         lo52 = min(w52, key=lambda r: r[3])
@@ -198,7 +198,7 @@ class Quotes:
         current price block. Field names from the official sample's column list."""
         s = self._sym(q)
         info = s.info
-        now = self.sim.market_ms()
+        now = self.market.market_ms()
         with s.lock:
             s.advance(now)
             # the last published book (what the WebSocket book shows; the auction books before the open and
@@ -235,7 +235,7 @@ class Quotes:
         info = s.info
         prev = info.prev_close
         hour = q.get("FID_INPUT_HOUR_1", "")
-        now = self.sim.market_ms()
+        now = self.market.market_ms()
         # at-or-before the given second (inclusive; the reference leaves this UNCONFIRMED), never after now
         upto = now if not hour else min(parse_hhmmss(hour) + 999, now)
         with s.lock:
@@ -275,10 +275,10 @@ class Quotes:
         info = s.info
         prev = info.prev_close
         hour = q.get("FID_INPUT_HOUR_1", "")
-        now = self.sim.market_ms()
+        now = self.market.market_ms()
         # a future time is "now" (document example); bar HHMM00 covers HH:MM:00-59, the newest may be forming
         want = now if not hour else min(parse_hhmmss(hour), now)
-        date = self.sim.date_str
+        date = self.market.date_str
         rows = []
         with s.lock:
             s.advance(now)
@@ -334,9 +334,9 @@ class Quotes:
         hist = self.history(info.code)
         days = [list(r) for r in hist.rows]
         with s.lock:
-            s.advance(self.sim.market_ms())
+            s.advance(self.market.market_ms())
             if s.acml_vol:
-                days.append([self.sim.date_str, s.open, s.high, s.low, s.last, s.acml_vol])
+                days.append([self.market.date_str, s.open, s.high, s.low, s.last, s.acml_vol])
         if period == "D":
             groups = [[d] for d in days]
         else:
@@ -377,16 +377,16 @@ class Quotes:
 
     # ---- FHPST01710000 ------------------------------------------------------------------------------
     def volume_rank(self, q: dict) -> dict:
-        sim = self.sim
+        market = self.market
         if q.get("FID_COND_MRKT_DIV_CODE", "J") not in ("J", "UN", "NX"):
             raise ValueError("market")
         blng = q.get("FID_BLNG_CLS_CODE", "0") or "0"
         p1 = int(q.get("FID_INPUT_PRICE_1") or 0)
         p2 = int(q.get("FID_INPUT_PRICE_2") or 0)
         vmin = int(q.get("FID_VOL_CNT") or 0)
-        now = sim.market_ms()
+        now = market.market_ms()
         cands = []
-        for s in sim.syms.values():
+        for s in market.symbols():
             info = s.info
             if info.active:
                 with s.lock:

@@ -4,6 +4,10 @@ Hand-written rather than a library so faults have full control of the socket: a 
 frame, an RST, a silent stall, refused connects. Per connection one reader thread (client frames,
 subscribe/unsubscribe, PINGPONG echoes) and one writer thread that sends whatever is queued in one
 sendall per wake-up (frames pre-encoded once per event, shared by every subscriber).
+
+The server listens to the market's tick feed (interfaces.MarketView.listen), encodes each event once and
+hands the frame to the event's subscribers; the data faults in force for this provider (interfaces.FaultView)
+act on frames on their way out. It never sees the Simulator.
 """
 
 from __future__ import annotations
@@ -21,10 +25,14 @@ import time
 from typing import TYPE_CHECKING
 
 from observer.sim import encode
-from observer.sim.market import hhmmss
+from observer.sim.faults import MALFORMED_MODES
+from observer.sim.market import T_OPEN, TradeEv, hhmmss
 
 if TYPE_CHECKING:
-    from observer.sim.server import Simulator
+    from observer.sim.auth import Auth
+    from observer.sim.config import SimConfig
+    from observer.sim.faults import Active
+    from observer.sim.interfaces import FaultView, MarketView, Recorder
 
 log = logging.getLogger("observer.sim.ws")
 
@@ -64,7 +72,8 @@ def _unmask(data: bytes, mask: bytes) -> bytes:
 class WsConn:
     def __init__(self, server: WsServer, sock: socket.socket, addr, cid: int):
         self.server = server
-        self.sim = server.sim
+        self.market = server.market
+        self.faults = server.faults
         self.sock = sock
         self.addr = addr
         self.id = cid
@@ -81,9 +90,9 @@ class WsConn:
         self.abort_cause: str | None = None
         self.stalled = False
         self.drop_at: float | None = None  # flap: abrupt close at this monotonic time
-        self.next_ping = time.monotonic() + self.sim.cfg.pingpong_interval
+        self.next_ping = time.monotonic() + server.cfg.pingpong_interval
         self.connected_ns = time.time_ns()
-        self.connected_mt = self.sim.market_ms()
+        self.connected_mt = self.market.market_ms()
         self.sent: dict[tuple[str, str], list[int]] = {}  # (tr_id, symbol) → [frames, records]
         self.dropped: dict[str, int] = {}
         self.pings_sent = 0
@@ -120,8 +129,8 @@ class WsConn:
         """A data frame from the pump (called for every subscriber of (tr_id, sym))."""
         if self.firehose is not None and tr_id == encode.CNT:
             return
-        if self.sim.faults.data_active:
-            self.sim.apply_data_faults(self, tr_id, sym, frame, nrec)
+        if self.faults.data_active:
+            self.server.send_faulted(self, tr_id, sym, frame, nrec)
             return
         if self.enqueue(frame):
             c = self.sent.get((tr_id, sym))
@@ -169,13 +178,13 @@ class WsConn:
         fh = self.firehose
         if fh is None:
             return
-        syms = sorted(k for tr, k in self.subs if tr == encode.CNT and k in self.sim.universe.by_code)
+        syms = sorted(k for tr, k in self.subs if tr == encode.CNT and k in self.market.universe.by_code)
         if not syms:
             with self.cond:
                 self.cond.wait(0.05)
             return
         st = fh.setdefault("state", {})
-        now_mt = self.sim.market_ms()
+        now_mt = self.market.market_ms()
         sec = now_mt // 1000
         rate = fh.get("rate") or 0
         limit = fh.get("frames")
@@ -189,7 +198,7 @@ class WsConn:
             idx += 1
             s = st.get(sym)
             if s is None or s[0] != sec:
-                s = self.sim.firehose_template(sym, now_mt, s[1] if s else 0)
+                s = self.server.firehose_template(sym, now_mt, s[1] if s else 0)
                 st[sym] = s
             acml = s[1] + 1
             s[1] = acml
@@ -208,10 +217,10 @@ class WsConn:
         seq0 = self.fh_sent
         self.fh_sent += n
         self.bytes_sent += len(data)
-        self.sim.truth.line("firehose", {"conn": self.id, "seq0": seq0, "n": n, "send_ns": send_ns})
+        self.server.truth.line("firehose", {"conn": self.id, "seq0": seq0, "n": n, "send_ns": send_ns})
         if limit is not None and self.fh_sent >= limit:
-            self.sim.truth.line("firehose", {"conn": self.id, "done": True, "frames": self.fh_sent,
-                                             "send_ns": send_ns})
+            self.server.truth.line("firehose", {"conn": self.id, "done": True, "frames": self.fh_sent,
+                                                "send_ns": send_ns})
             self.firehose = None
 
     # ---- reading ----------------------------------------------------------------------------------------
@@ -282,7 +291,7 @@ class WsConn:
     def _queue_close(self, frame: bytes | None, cause: str) -> bool:
         """Queue our close frame (None: none, e.g. stalled) as the last thing this connection is sent; False if
         it is already closing. Between two pump ticks, so until_mt says exactly which events were sent."""
-        with self.sim.dispatch_lock, self.cond:
+        with self.market.tick_lock, self.cond:
             if self.closed or self.closing:
                 return False
             if frame is not None:
@@ -290,7 +299,7 @@ class WsConn:
                 self.cond.notify()
             self.closing = True
             self.closing_cause = cause
-            self.until_mt = self.sim.dispatched_ms
+            self.until_mt = self.market.dispatched_ms
         return True
 
     def _on_close_frame(self, payload: bytes) -> None:
@@ -347,13 +356,13 @@ class WsConn:
         self.finish(cause)
 
     def finish(self, cause: str) -> None:
-        with self.sim.dispatch_lock, self.cond:  # between ticks (see _queue_close)
+        with self.market.tick_lock, self.cond:  # between ticks (see _queue_close)
             if self.closed:
                 return
             self.closed = True
             self.close_cause = self.abort_cause or cause
             if self.until_mt is None:
-                self.until_mt = self.sim.dispatched_ms
+                self.until_mt = self.market.dispatched_ms
             self.queue = []
             self.cond.notify_all()
         try:
@@ -364,8 +373,13 @@ class WsConn:
 
 
 class WsServer:
-    def __init__(self, sim: Simulator, host: str, port: int):
-        self.sim = sim
+    def __init__(self, host: str, port: int, *, cfg: SimConfig, market: MarketView, faults: FaultView, auth: Auth,
+                 truth: Recorder):
+        self.cfg = cfg
+        self.market = market
+        self.faults = faults
+        self.auth = auth
+        self.truth = truth
         self.lsock = socket.create_server((host, port), reuse_port=False, backlog=64)
         self.port = self.lsock.getsockname()[1]
         self.lock = threading.Lock()
@@ -373,11 +387,14 @@ class WsServer:
         self.index: dict[tuple[str, str], tuple[WsConn, ...]] = {}
         self.bound: dict[str, WsConn] = {}  # app key → its one connection
         self.ids = itertools.count(1)
-        self.rng = random.Random(f"{sim.cfg.seed}|flap")
+        self.rng = random.Random(f"{cfg.seed}|flap")
+        self.fault_rng = random.Random(f"{cfg.seed}|faults")  # what ws_malformed garbles
+        self._stalls: dict[int, set[int]] = {}  # ws_stall fault id → the connections it stalled
         self.stats = {"accepted": 0, "refused": 0, "appkey_in_use": 0, "invalid_approval": 0,
                       "max_subscribe": 0, "closed": 0, "subscribe": 0, "unsubscribe": 0}
         self._stop = False
         self.thread = threading.Thread(target=self._accept_loop, name="sim-ws-accept", daemon=True)
+        market.listen(self.on_events)
 
     def start(self) -> None:
         self.thread.start()
@@ -391,7 +408,7 @@ class WsServer:
             if self._stop:
                 sock.close()
                 return
-            if self.sim.faults.first("ws_refuse"):
+            if self.faults.first("ws_refuse"):
                 # refused: reset the connection before any handshake byte
                 self.stats["refused"] += 1
                 try:
@@ -435,18 +452,18 @@ class WsServer:
             sock.close()
             return
         conn = WsConn(self, sock, addr, next(self.ids))
-        flap = self.sim.faults.first("ws_flap")
+        flap = self.faults.first("ws_flap")
         if flap:
             conn.drop_at = time.monotonic() + self.flap_delay(flap)
-        stall = self.sim.faults.first("ws_stall")
+        stall = self.faults.first("ws_stall")
         if stall and stall.spec.get("scope") == "all":
             conn.stalled = True
-        if self.sim.cfg.firehose is not None:
-            conn.firehose = dict(self.sim.cfg.firehose)
+        if self.cfg.firehose is not None:
+            conn.firehose = dict(self.cfg.firehose)
         with self.lock:
             self.conns[conn.id] = conn
             self.stats["accepted"] += 1
-        self.sim.truth.line("connections", {"event": "open", "conn": conn.id, "t_ms": conn.connected_mt,
+        self.truth.line("connections", {"event": "open", "conn": conn.id, "t_ms": conn.connected_mt,
                                             "time": hhmmss(conn.connected_mt), "ns": conn.connected_ns,
                                             "peer": f"{addr[0]}:{addr[1]}"})
         log.info("ws connected", extra={"conn": conn.id, "peer": f"{addr[0]}:{addr[1]}"})
@@ -458,12 +475,181 @@ class WsServer:
         hi = float(fault.spec.get("max_real", 5.0))
         return self.rng.uniform(lo, hi)
 
+    # ---- the feed ---------------------------------------------------------------------------------------
+    def on_events(self, evs: list) -> None:
+        """One pump tick's events (under the market's tick lock): each trade cluster (same symbol and group)
+        becomes one H0STCNT0 frame, each book one H0STASP0 frame, encoded once for all their subscribers."""
+        index = self.index
+        if not index:
+            return
+        by_code = self.market.universe.by_code
+        date = self.market.date_str
+        cf, af = self.cfg.cnt_fields, self.cfg.asp_fields
+        n = len(evs)
+        i = 0
+        while i < n:
+            ev = evs[i]
+            if type(ev) is TradeEv:
+                j = i + 1
+                while j < n and type(evs[j]) is TradeEv and evs[j].sym == ev.sym and evs[j].group == ev.group:
+                    j += 1
+                subs = index.get((encode.CNT, ev.sym))
+                if subs:
+                    info = by_code[ev.sym]
+                    recs = [encode.cnt_record(e, info, date, cf) for e in evs[i:j]]
+                    frame = ws_frame(encode.data_frame(encode.CNT, recs).encode())
+                    for conn in subs:
+                        conn.send_data(encode.CNT, ev.sym, frame, j - i)
+                i = j
+            else:
+                subs = index.get((encode.ASP, ev.sym))
+                if subs:
+                    frame = ws_frame(encode.data_frame(encode.ASP, [encode.asp_record(ev, by_code[ev.sym], af)])
+                                     .encode())
+                    for conn in subs:
+                        conn.send_data(encode.ASP, ev.sym, frame, 1)
+                i += 1
+
+    def firehose_template(self, sym: str, now_mt: int, acml: int) -> list:
+        """[second, acml, head, tail, price]: one synthetic H0STCNT0 frame split around its ACML_VOL and
+        ACML_TR_PBMN, which the firehose fills in per frame."""
+        info = self.market.universe.by_code[sym]
+        p = info.prev_close
+        s1 = 987654321012
+        s2 = s1 * p
+        ev = TradeEv(sym, now_mt, 0, 0, p, 1, s1, s2, "1", "continuous", p, p, p, T_OPEN, T_OPEN, T_OPEN,
+                     0, 1, 0, 1, p, p, 1, 1, 1, 1, 0)
+        rec = encode.cnt_record(ev, info, self.market.date_str, self.cfg.cnt_fields)
+        a, b = rec.split(f"^{s1}^{s2}^")
+        return [now_mt // 1000, acml, f"0|{encode.CNT}|001|{a}^", f"^{b}", p]
+
+    def set_firehose(self, rate: float | None, frames: int | None = None, conn_id: int | None = None) -> int:
+        n = 0
+        for c in self.conns_of():
+            if conn_id is not None and c.id != conn_id:
+                continue
+            with c.cond:
+                c.firehose = None if rate is None else {"rate": rate, "frames": frames}
+                c.cond.notify()
+            n += 1
+        return n
+
+    # ---- faults -----------------------------------------------------------------------------------------
+    def conns_of(self, app_key: str | None = None) -> list[WsConn]:
+        with self.lock:
+            return [c for c in self.conns.values() if app_key is None or c.app_key == app_key]
+
+    def fault_started(self, a: Active) -> int | None:
+        """Connection faults: close, stall, flap (the data faults act in send_faulted)."""
+        spec = a.spec
+        app_key = spec.get("app_key")
+        if a.kind == "ws_close_abrupt":
+            return self.close_all(abrupt=True, rst=bool(spec.get("rst")), cause="fault:ws_close_abrupt",
+                                  app_key=app_key)
+        if a.kind == "ws_stall":
+            conns = self.conns_of(app_key)
+            with self.market.tick_lock:  # between ticks: a tick's frames are all sent or all counted as stalled
+                for c in conns:
+                    c.stalled = True
+            if "duration" not in spec and "duration_real" not in spec and spec.get("scope") != "all":
+                # stalled until the client gives up on the connection
+                self.faults.expire_now(a)
+            else:
+                self._stalls[a.id] = {c.id for c in conns}
+            return len(conns)
+        if a.kind == "ws_flap":
+            for c in self.conns_of():
+                c.drop_at = time.monotonic() + self.flap_delay(a)
+        return None
+
+    def fault_ended(self, a: Active) -> None:
+        with self.market.tick_lock:  # between ticks (see Market._tick)
+            if a.kind == "ws_stall":
+                ids = self._stalls.pop(a.id, set())
+                for c in self.conns_of():
+                    if c.id in ids or a.spec.get("scope") == "all":
+                        c.stalled = False
+            if a.kind == "ws_out_of_order":
+                for c in self.conns_of():
+                    for frame in c.held.values():
+                        c.enqueue(frame)
+                    c.held.clear()
+
+    def send_faulted(self, conn: WsConn, tr_id: str, sym: str, frame: bytes, nrec: int) -> None:
+        """Send a data frame while a data fault is in force: the first matching fault drops, garbles,
+        duplicates or swaps it (logged in faults.jsonl); with none matching it goes out as it is."""
+        for a in self.faults.data_faults():
+            if not a.matches(tr_id, sym, conn.app_key):
+                continue
+            if a.remaining is not None and a.remaining <= 0:
+                continue
+            a.hits += 1
+            if a.kind == "ws_drop_symbol":
+                conn.dropped["drop_symbol"] = conn.dropped.get("drop_symbol", 0) + nrec
+                return
+            if a.remaining is not None:
+                a.remaining -= 1
+            payload = _payload(frame)
+            base = {"event": "frame", "id": a.id, "kind": a.kind, "conn": conn.id, "tr_id": tr_id, "symbol": sym,
+                    "records": nrec, "t_ms": self.market.market_ms(), "ns": time.time_ns(),
+                    **_frame_keys(tr_id, payload)}
+            if a.kind == "ws_malformed":
+                mode = a.spec.get("mode", "cycle")
+                if mode == "cycle":
+                    mode = MALFORMED_MODES[a.cycle % len(MALFORMED_MODES)]
+                    a.cycle += 1
+                conn.enqueue(ws_frame(self._garble(payload, mode).encode()))
+                conn.dropped["malformed"] = conn.dropped.get("malformed", 0) + nrec
+                self.truth.line("faults", {**base, "mode": mode})
+                return
+            if a.kind == "ws_duplicate":
+                if conn.enqueue(frame):
+                    conn.count_sent(tr_id, sym, nrec)
+                    conn.enqueue(frame)
+                    conn.dropped["duplicated"] = conn.dropped.get("duplicated", 0) + nrec
+                self.truth.line("faults", base)
+                return
+            if a.kind == "ws_out_of_order":
+                key = (tr_id, sym)
+                held = conn.held.pop(key, None)
+                if held is None:
+                    conn.held[key] = frame
+                    if a.remaining is not None:
+                        a.remaining += 1  # the pair is counted when it is released
+                    return
+                if conn.enqueue(frame):
+                    conn.count_sent(tr_id, sym, nrec)
+                    conn.enqueue(held)
+                    conn.count_sent(tr_id, sym, _frame_count(held))
+                self.truth.line("faults", {**base, "swapped_with_previous": True})
+                return
+        if conn.enqueue(frame):
+            conn.count_sent(tr_id, sym, nrec)
+
+    def _garble(self, payload: str, mode: str) -> str:
+        rng = self.fault_rng
+        head, _, data = payload.rpartition("|")
+        fields = data.split("^")
+        if mode == "truncate":
+            keep = max(1, rng.randrange(len(fields) // 3, max(len(fields) // 3 + 1, len(fields) - 1)))
+            return head + "|" + "^".join(fields[:keep])[:-1]
+        if mode == "nonnumeric":
+            fields[2] = "12a4"
+            return head + "|" + "^".join(fields)
+        if mode == "count":
+            enc, tr, cnt = head.split("|")
+            return f"{enc}|{tr}|{int(cnt) + 1:03d}|{data}"
+        if mode == "encrypted":
+            enc, tr, cnt = head.split("|")
+            return f"1|{tr}|{cnt}|" + base64.b64encode(rng.randbytes(96)).decode()
+        return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789#%& ") for _ in range(rng.randrange(5, 80)))
+
     # ---- subscribe protocol ---------------------------------------------------------------------------
     def handle_request(self, conn: WsConn, header: dict, inp: dict) -> None:
         tr_id = str(inp.get("tr_id") or "")
         tr_key = str(inp.get("tr_key") or "")
         approval = header.get("approval_key")
-        app_key = self.sim.auth.approval_app_key(approval)
+        app_key = self.auth.approval_app_key(approval)
         if app_key is None:
             self.stats["invalid_approval"] += 1
             conn.send_text(encode.invalid_approval(tr_id, tr_key))
@@ -490,16 +676,17 @@ class WsServer:
             conn.send_text(encode.internal_error(tr_id, tr_key, "invalid tr_id or tr_key"))
             return
         key = (tr_id, tr_key)
-        mt = self.sim.market_ms()
+        market = self.market
+        mt = market.market_ms()
         # Between two pump ticks (dispatch_lock): the registration starts (ends) exactly after the last
         # dispatched tick, so frames for events with from_t_ms < t <= until_t_ms are the ones sent, and the ack
         # is queued before (after) any frame of the registration.
         if tr_type == "1":
-            with self.sim.dispatch_lock:
+            with market.tick_lock:
                 with self.lock:
                     if key in conn.subs:
                         reply = encode.already_subscribed(tr_id, tr_key)
-                    elif len(conn.subs) >= self.sim.cfg.max_subscriptions:
+                    elif len(conn.subs) >= self.cfg.max_subscriptions:
                         self.stats["max_subscribe"] += 1
                         reply = encode.max_subscribe(tr_id, tr_key)
                     else:
@@ -508,14 +695,14 @@ class WsServer:
                         self.stats["subscribe"] += 1
                         reply = None
                 if reply is None:
-                    self.sim.truth.line("subscriptions", {"event": "subscribe", "conn": conn.id, "app_key_id":
-                                                          self.sim.auth.key_id(app_key), "tr_id": tr_id,
-                                                          "symbol": tr_key, "t_ms": mt,
-                                                          "from_t_ms": self.sim.dispatched_ms, "ns": time.time_ns()})
+                    self.truth.line("subscriptions", {"event": "subscribe", "conn": conn.id, "app_key_id":
+                                                      self.auth.key_id(app_key), "tr_id": tr_id, "symbol": tr_key,
+                                                      "t_ms": mt, "from_t_ms": market.dispatched_ms,
+                                                      "ns": time.time_ns()})
                     reply = encode.subscribe_ok(tr_id, tr_key)
                 conn.send_text(reply)
         elif tr_type == "2":
-            with self.sim.dispatch_lock:
+            with market.tick_lock:
                 with self.lock:
                     if key not in conn.subs:
                         reply = encode.not_registered(tr_id, tr_key)
@@ -525,10 +712,9 @@ class WsServer:
                         self.stats["unsubscribe"] += 1
                         reply = None
                 if reply is None:
-                    self.sim.truth.line("subscriptions", {"event": "unsubscribe", "conn": conn.id, "tr_id": tr_id,
-                                                          "symbol": tr_key, "t_ms": mt,
-                                                          "until_t_ms": self.sim.dispatched_ms,
-                                                          "ns": time.time_ns()})
+                    self.truth.line("subscriptions", {"event": "unsubscribe", "conn": conn.id, "tr_id": tr_id,
+                                                      "symbol": tr_key, "t_ms": mt,
+                                                      "until_t_ms": market.dispatched_ms, "ns": time.time_ns()})
                     reply = encode.unsubscribe_ok(tr_id, tr_key)
                 conn.send_text(reply)
         else:
@@ -542,20 +728,20 @@ class WsServer:
             if conn.app_key and self.bound.get(conn.app_key) is conn:
                 del self.bound[conn.app_key]
             self.stats["closed"] += 1
-        mt = self.sim.market_ms()
-        self.sim.truth.line("connections", {
+        mt = self.market.market_ms()
+        self.truth.line("connections", {
             "event": "close", "conn": conn.id, "cause": conn.close_cause, "t_ms": mt, "time": hhmmss(mt),
             "until_t_ms": conn.until_mt, "ns": time.time_ns(),
             "subscriptions": sorted(f"{tr}:{k}" for tr, k in conn.subs)})
-        self.sim.truth.line("sent", self.sent_summary(conn, final=True))
+        self.truth.line("sent", self.sent_summary(conn, final=True))
         log.info("ws closed", extra={"conn": conn.id, "cause": conn.close_cause})
 
     def sent_summary(self, conn: WsConn, final: bool = False) -> dict:
         per: dict[str, dict[str, dict[str, int]]] = {}
         for (tr, sym), (frames, recs) in conn.sent.items():
             per.setdefault(tr, {})[sym] = {"frames": frames, "records": recs}
-        return {"conn": conn.id, "final": final, "app_key_id": self.sim.auth.key_id(conn.app_key),
-                "connected_t_ms": conn.connected_mt, "t_ms": self.sim.market_ms(), "ns": time.time_ns(),
+        return {"conn": conn.id, "final": final, "app_key_id": self.auth.key_id(conn.app_key),
+                "connected_t_ms": conn.connected_mt, "t_ms": self.market.market_ms(), "ns": time.time_ns(),
                 "cause": conn.close_cause, "sent": per, "dropped": dict(conn.dropped),
                 "pingpong_sent": conn.pings_sent, "pongs_received": conn.pongs, "firehose_frames": conn.fh_sent,
                 "bytes_sent": conn.bytes_sent}
@@ -563,14 +749,16 @@ class WsServer:
     def snapshot(self) -> list[dict]:
         with self.lock:
             conns = list(self.conns.values())
-        return [{"conn": c.id, "app_key_id": self.sim.auth.key_id(c.app_key), "subscriptions": len(c.subs),
+        return [{"conn": c.id, "app_key_id": self.auth.key_id(c.app_key), "subscriptions": len(c.subs),
                  "subs": sorted(f"{tr}:{k}" for tr, k in c.subs), "stalled": c.stalled,
                  "firehose": c.firehose is not None, "firehose_frames": c.fh_sent,
                  "pingpong_sent": c.pings_sent, "pongs_received": c.pongs,
                  "frames_sent": sum(v[0] for v in c.sent.values()), "dropped": dict(c.dropped),
                  "queued_bytes": c.qbytes} for c in conns]
 
-    def housekeeping(self, pingpong_text: str | None) -> None:
+    def housekeeping(self) -> None:
+        """Flap drops that are due, and a PINGPONG to every connection whose interval has passed."""
+        pingpong_text = encode.pingpong(encode.kst_text(self.market.now_ns()))
         now = time.monotonic()
         with self.lock:
             conns = list(self.conns.values())
@@ -579,8 +767,8 @@ class WsServer:
                 c.drop_at = None
                 c.abort("fault:ws_flap")
                 continue
-            if pingpong_text is not None and now >= c.next_ping:
-                c.next_ping = now + self.sim.cfg.pingpong_interval
+            if now >= c.next_ping:
+                c.next_ping = now + self.cfg.pingpong_interval
                 if c.enqueue(ws_frame(pingpong_text.encode())):
                     c.pings_sent += 1
 
@@ -603,5 +791,35 @@ class WsServer:
         except OSError:
             pass
         self.lsock.close()
-        self.thread.join(2)
+        if self.thread.is_alive():  # not started when a later server failed to bind
+            self.thread.join(2)
         self.close_all(cause="server_stop")
+
+
+def _payload(frame: bytes) -> str:
+    n = frame[1] & 0x7F
+    off = 2 if n < 126 else 4 if n == 126 else 10
+    return frame[off:].decode()
+
+
+def _frame_count(frame: bytes) -> int:
+    try:
+        return int(_payload(frame).split("|", 3)[2])
+    except (ValueError, IndexError):
+        return 1
+
+
+def _frame_keys(tr_id: str, payload: str) -> dict:
+    """What a faulted frame carried: exchange times and (trades) ACML_VOL of each record."""
+    try:
+        _, _, cnt, data = payload.split("|", 3)
+        f = data.split("^")
+        n = int(cnt)
+        w = len(f) // n
+        recs = [f[i * w:(i + 1) * w] for i in range(n)]
+        out = {"times": [r[1] for r in recs]}
+        if tr_id == encode.CNT:
+            out["acml_vols"] = [int(r[13]) for r in recs]
+        return out
+    except (ValueError, IndexError, ZeroDivisionError):
+        return {}
