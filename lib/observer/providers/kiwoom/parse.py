@@ -73,7 +73,7 @@ def signed(v, fid: str) -> int:
     if not s or not s.isascii() or not s.isdigit():
         raise FieldError(f"FID {fid} is not a number: {v[:20]!r}")
     if len(s) > _DIGITS_MAX or (n := int(s)) > _I64_MAX:
-        raise FieldError(f"FID {fid} {v[:24]!r} is beyond the 64-bit range")
+        raise FieldError(f"FID {fid} is beyond the 64-bit range: {v[:24]!r}")
     return -n if v[0] == "-" else n
 
 
