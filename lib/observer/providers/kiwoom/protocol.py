@@ -206,7 +206,8 @@ def num(v, name: str) -> int | float | None:
         return None
     if not isinstance(v, str):
         raise ValueError(f"{name} {v!r} is not a string")
-    s = v.strip().lstrip("+-")
+    s = v.strip()
+    s = s[1:] if s[:1] in ("+", "-") else s
     if not s or not s.isascii() or len(s) > 30:
         raise ValueError(f"{name} {v[:20]!r} is not a number")
     try:
