@@ -337,7 +337,7 @@ FID_VALUE = (st.from_regex(r"\A[+-]?[0-9]{0,22}\Z") | st.integers(-(2 ** 70), 2 
 
 
 @_fast
-@given(st.sampled_from(["0B", "0D", "0A", 5, None]), JSON,
+@given(st.sampled_from(["0B", "0D", "0A", 5, None, ["0B"], {"0B": 1}]), JSON,
        st.dictionaries(st.sampled_from(["10", "11", "13", "14", "15", "20", "21", "23", "24", "41", "51", "61",
                                         "71", "121", "125"]), FID_VALUE, max_size=15), st.booleans())
 def test_wrong_types_and_huge_numbers_never_raise(typ, item, over, base_book):

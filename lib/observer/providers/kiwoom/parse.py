@@ -216,7 +216,7 @@ class KiwoomFrameDecoder:
                 d.errors.append(f"{where} is a JSON {type(el).__name__}, not an object")
                 continue
             typ, item, values = el.get("type"), el.get("item"), el.get("values")
-            if typ not in CHANNEL_BY_TYPE:
+            if not isinstance(typ, str) or typ not in CHANNEL_BY_TYPE:
                 unsupported += 1
                 d.errors.append(f"{where}: type {str(typ)[:12]!r} is not decoded (kept in raw/ only)")
                 continue
