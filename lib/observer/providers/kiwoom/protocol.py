@@ -314,8 +314,10 @@ def trades_from_tick_rows(stk_cd: str, rows: list, recv_ns: int, *, source: str 
     A row has no cumulative volume and no trade id, so two trades of the same second, price and quantity
     are identical rows: they are never merged. Each record carries extra["pos"], its position among the
     rows of its second (0 = the oldest), so identical trades stay distinct and a later merge can count
-    them (missing_by_count). Side is unknown ("none"): pred_pre_sig is the direction against the
-    previous close, not the aggressor."""
+    them (missing_by_count). Positions are exact for every second the rows hold in full; when paging
+    stopped early (Pages.stopped), the oldest second may be cut and its positions start at its oldest
+    row fetched. Side is unknown ("none"): pred_pre_sig is the direction against the previous close,
+    not the aggressor."""
     out: list[dict] = []
     bad: list[tuple[object, str]] = []
     per_second: Counter = Counter()
