@@ -41,4 +41,4 @@ def main(argv=None) -> int:
                 reason=f"{n} sweeps; {'signal' if rt.stop.is_set() else 'window over'}")
         return cli.EXIT_OK
 
-    return run_collector(ctx, provider_name, PROGRAM, day_of_sweeps)
+    return run_collector(ctx.cfg, ctx.clock, provider_name, PROGRAM, day_of_sweeps)
