@@ -37,7 +37,7 @@ from observer.core.logging import get_logger
 from observer.core.notify import Notifier
 from observer.telemetry.metrics import MetricsWriter
 from observer.providers.base import TRADES, AuthError, Provider, ProviderError, RegistrationLimitError
-from observer.recover.gaps import SUBSCRIBING, UNSUBSCRIBING
+from observer.store.markers import SUBSCRIBING, UNSUBSCRIBING
 from observer.store.store import Store
 from observer.store.writer import StoreError, StoreFull
 
