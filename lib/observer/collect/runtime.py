@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import threading
 from dataclasses import dataclass
-
 from datetime import date
 
 from observer.core.calendar import KrxCalendar, calendar_from_config
