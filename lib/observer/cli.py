@@ -16,6 +16,7 @@ from pathlib import Path
 
 from observer.core.clock import Clock, clock_from_env
 from observer.core.config import ConfigError, load_config
+
 # exit codes, the same for every program (each program's --help says which it uses): re-exported here
 from observer.core.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE  # noqa: F401
 from observer.core.logging import get_logger, setup_logging

@@ -35,6 +35,14 @@ from pathlib import Path
 
 import psutil
 
+from observer.core.calendar import KrxCalendar
+from observer.core.clock import NS, Clock, kst_datetime, yyyymmdd
+from observer.core.logging import get_logger
+from observer.heal.expected import ExpectedCoverage
+from observer.heal.preflight import last_error_line
+from observer.store import paths
+from observer.store.reader import read_new
+from observer.store.state import read_json, write_json_atomic
 from observer.telemetry.alerts import alerts_config
 from observer.telemetry.alerts.table import (
     KEY_BACKUP_MISSING,
@@ -48,14 +56,6 @@ from observer.telemetry.alerts.table import (
     KEY_WS_FLAPPING,
     Sustained,
 )
-from observer.core.calendar import KrxCalendar
-from observer.core.clock import NS, Clock, kst_datetime, yyyymmdd
-from observer.core.logging import get_logger
-from observer.heal.expected import ExpectedCoverage
-from observer.heal.preflight import last_error_line
-from observer.store import paths
-from observer.store.reader import read_new
-from observer.store.state import read_json, write_json_atomic
 
 log = get_logger(__name__)
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from observer import cli
-from observer.telemetry.alerts.notifier import SEND_NOW_S, ProgramAlerts
 from observer.collect.runtime import run_collector
 from observer.collect.track_a import TrackA
 from observer.collect.universe import UniverseError, ensure_universe
 from observer.core.logging import get_logger
+from observer.telemetry.alerts.notifier import SEND_NOW_S, ProgramAlerts
 
 PROGRAM = "observer-track-a"
 log = get_logger(PROGRAM)
