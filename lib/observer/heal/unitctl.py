@@ -1,10 +1,10 @@
 """Client side of the restart broker: how the watchdog restarts a collector without any privilege.
 
 The watchdog runs as the unprivileged `observer` user with an empty capability set, so it cannot
-call `systemctl restart` itself. It creates an empty file named ``VERB:UNIT`` in
-the request directory (``paths.unitctl_dir``); ``observer-unitctl.path`` notices it and ``observer-unitctl.service``
-(root, no capabilities, no network) carries the request out if it is one of ALLOWED, and deletes
-it either way. docs/deployment.md ("The watchdog's restart exception") has the reasoning.
+call `systemctl restart` itself. It creates an empty file named ``VERB:UNIT`` in the request
+directory (``paths.unitctl_dir``: ``<data_dir>/state/unitctl/``); ``observer-unitctl.path`` notices it
+and ``observer-unitctl.service`` (root, no capabilities, no network) carries the request out if it is
+one of ALLOWED, and deletes it either way. docs/deployment.md ("The watchdog's restart exception") has the reasoning.
 
     from observer.heal.unitctl import request
     request("restart", "observer-track-b@kis.service")
