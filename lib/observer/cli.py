@@ -16,13 +16,10 @@ from pathlib import Path
 
 from observer.core.clock import Clock, clock_from_env
 from observer.core.config import ConfigError, load_config
-from observer.core.logging import get_logger, setup_logging
 
-# Exit codes (the same for every program; each program's --help says which it uses)
-EXIT_OK = 0          # done, nothing wrong
-EXIT_PROBLEMS = 1    # ran, found problems (verify: damage; preflight: warnings; guard: refused)
-EXIT_USAGE = 2       # bad arguments or configuration
-EXIT_FAILED = 3      # could not do its job (broker unreachable, disk refuses, ...)
+# exit codes, the same for every program (each program's --help says which it uses): re-exported here
+from observer.core.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE  # noqa: F401
+from observer.core.logging import get_logger, setup_logging
 
 EPILOG = ("exit codes: 0 ok, 1 problems found, 2 bad usage/config, 3 failed. "
           "Logs are JSON lines on stderr. Config: --config, else $OBSERVER_CONFIG, else /etc/observer/observer.toml.")

@@ -12,8 +12,6 @@ import sys
 import time
 from datetime import datetime
 
-from observer.telemetry.alerts import Alerter, summarize_day
-from observer.telemetry.alerts.notifier import ProgramAlerts
 from observer.collect.track_a import TrackA
 from observer.core.calendar import calendar_from_config
 from observer.core.clock import KST, ManualClock
@@ -21,6 +19,8 @@ from observer.heal.watchdog import Watchdog
 from observer.providers.base import get_provider
 from observer.store.reader import iter_day
 from observer.store.store import Store
+from observer.telemetry.alerts import Alerter, summarize_day
+from observer.telemetry.alerts.notifier import ProgramAlerts
 from tests.alerts.conftest import CHAT, SECRETS, TOKEN, make_cfg
 from tests.alerts.fake_telegram import FakeTelegram
 from tests.collectors.simenv import SimEnv

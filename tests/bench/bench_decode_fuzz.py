@@ -34,8 +34,8 @@ from pathlib import Path
 import orjson
 
 from observer.core.contracts import ContractError, check, explain
-from observer.programs.decode import decode_stream
 from observer.providers.base import BOOK, TRADES
+from observer.providers.decode import decode_stream
 from observer.providers.kis.parse import KisFrameDecoder
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "samples"

@@ -8,12 +8,12 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from observer.telemetry.alerts import Alerter
 from observer.collect.universe import UniverseError, ensure_universe
 from observer.core.calendar import calendar_from_config
 from observer.providers.base import get_provider
 from observer.providers.kis import master
 from observer.store import paths
+from observer.telemetry.alerts import Alerter
 from tests.alerts.fake_telegram import FakeTelegram
 from tests.collectors.simenv import SimEnv
 

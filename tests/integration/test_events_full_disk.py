@@ -8,8 +8,8 @@ import time
 import orjson
 import pytest
 
-from observer.programs.verify import verify_tree
 from observer.store.store import Store
+from observer.store.verify import verify_tree
 from observer.store.writer import Durability
 from tests.diskfull import fill, tmpfs
 from tests.support import wait_for

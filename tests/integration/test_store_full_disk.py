@@ -5,7 +5,7 @@ writing resumes once space is freed, nothing accepted is lost."""
 import orjson
 import pytest
 
-from observer.programs.verify import verify_tree
+from observer.store.verify import verify_tree
 from observer.store.writer import Durability, JsonlWriter, StoreError, StoreFull
 from tests.diskfull import tmpfs
 from tests.integration.crash_writer import record

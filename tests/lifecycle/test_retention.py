@@ -15,7 +15,7 @@ from observer.lifecycle import layout
 from observer.lifecycle import retention as rt
 from observer.lifecycle.backup import load_manifest, package_day
 from observer.lifecycle.pull import build_receipt
-from observer.programs.retention import run
+from observer.lifecycle.retention_run import run
 from observer.store import paths
 from observer.store.reader import read_file
 

@@ -14,11 +14,11 @@ from observer.core.clock import KST, ManualClock, yyyymmdd
 from observer.lifecycle import layout
 from observer.lifecycle import retention as rt
 from observer.lifecycle.backup import load_manifest, package_day
-from observer.telemetry.metrics import MetricsWriter
 from observer.recover import gapfill
 from observer.store import paths
 from observer.store.reader import read_file
 from observer.store.state import write_json_atomic
+from observer.telemetry.metrics import MetricsWriter
 from tests.lifecycle.conftest import run_prog
 from tests.lifecycle.test_retention import day_paths, receipt, small_day
 

@@ -12,7 +12,7 @@ from observer.collect.track_b import TrackB
 from observer.core.calendar import calendar_from_config
 from observer.providers.base import get_provider
 from observer.recover.audit import _pct, build_quality
-from observer.recover.gaps import SUBSCRIBING, UNSUBSCRIBING
+from observer.store.markers import SUBSCRIBING, UNSUBSCRIBING
 from observer.store.reader import iter_day
 from tests.collectors.simenv import SimEnv
 from tests.recover.scenario import gap_fill

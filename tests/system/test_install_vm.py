@@ -212,7 +212,7 @@ def test_restart_broker_restarts_allowed_units_only(installed):
     first = ns.show("observer-sim.service", "InvocationID")["InvocationID"]
     # the watchdog's side: the unprivileged observer user, through the client in lib
     ns.run("runuser", "-u", "observer", "--", "/opt/observer/venv/bin/python", "-c",
-           "from observer.deploy.unitctl import request; request('restart', 'observer-sim.service')", check=True)
+           "from observer.heal.unitctl import request; request('restart', 'observer-sim.service')", check=True)
     wait_for(lambda: ns.show("observer-sim.service", "InvocationID")["InvocationID"] != first, 30,
              "observer-sim.service to be restarted by the broker")
     assert before

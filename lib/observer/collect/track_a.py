@@ -12,15 +12,15 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import date, datetime
 
-from observer.telemetry.alerts import KEY_TRACK_A_RATE, ProgramAlerts, Sustained
 from observer.collect.heartbeat import Heartbeat
 from observer.core.calendar import KrxCalendar
 from observer.core.clock import NS, Clock, Stopped, kst
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
-from observer.telemetry.metrics import MetricsWriter
 from observer.providers.base import AuthError, MarketRest, ProviderError
 from observer.store.store import Store
+from observer.telemetry.alerts import KEY_TRACK_A_RATE, ProgramAlerts, Sustained
+from observer.telemetry.metrics import MetricsWriter
 
 log = get_logger(__name__)
 BOOK_BUDGET_SHARE = 0.8  # of a slot's request budget; the rest is headroom for retries and other programs

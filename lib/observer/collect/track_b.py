@@ -19,7 +19,6 @@ from datetime import date
 import orjson
 import psutil
 
-from observer.telemetry.alerts import KEY_TRACK_B_RATE, KEY_WS_DOWN, ProgramAlerts, Sustained
 from observer.collect.heartbeat import Heartbeat
 from observer.collect.mitigation import (
     AnomalyTracker,
@@ -35,11 +34,12 @@ from observer.core.clock import NS, Clock
 from observer.core.contracts import ContractError, check
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
-from observer.telemetry.metrics import MetricsWriter
 from observer.providers.base import TRADES, AuthError, Provider, ProviderError, RegistrationLimitError
-from observer.recover.gaps import SUBSCRIBING, UNSUBSCRIBING
+from observer.store.markers import SUBSCRIBING, UNSUBSCRIBING
 from observer.store.store import Store
 from observer.store.writer import StoreError, StoreFull
+from observer.telemetry.alerts import KEY_TRACK_B_RATE, KEY_WS_DOWN, ProgramAlerts, Sustained
+from observer.telemetry.metrics import MetricsWriter
 
 log = get_logger(__name__)
 _LINE = orjson.OPT_APPEND_NEWLINE

@@ -20,13 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
-from observer.telemetry.alerts.table import KEY_UNIVERSE_FALLBACK
 from observer.core.calendar import KrxCalendar
 from observer.core.clock import Clock, Stopped, to_ns, yyyymmdd
 from observer.core.logging import get_logger
 from observer.providers.base import AuthError, MarketRest, Provider, ProviderError
 from observer.store import paths
 from observer.store.state import create_json_once, read_json, write_bytes_atomic
+from observer.telemetry.alerts.table import KEY_UNIVERSE_FALLBACK
 
 log = get_logger(__name__)
 MARKET = "kr_stocks"

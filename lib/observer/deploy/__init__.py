@@ -1,2 +1,2 @@
-"""Deployment helpers: install_vm.sh (install.sh's VM mode), the restart broker and its client, the
-exposure-score table. Nothing here is imported by the programs except `observer.deploy.unitctl`."""
+"""Deployment helpers: install_vm.sh (install.sh's VM mode), the restart broker (unitctl.sh; its client is
+observer.heal.unitctl), the exposure-score table. Install-time only: no module of observer imports this package."""

@@ -30,8 +30,8 @@ from observer.collect.slots import slot_capacity
 from observer.collect.triggers import SYMBOL_RE
 from observer.core.clock import NS, yyyymmdd
 from observer.core.logging import get_logger
-from observer.recover.gaps import COLLECTOR_DOWN, TRADES, hhmmss
 from observer.store import paths
+from observer.store.markers import COLLECTOR_DOWN, TRADES, hhmmss
 
 log = get_logger(__name__)
 _TS = re.compile(rb'"ts_ns":(\d+)')

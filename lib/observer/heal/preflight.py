@@ -645,10 +645,10 @@ class Preflight:
 
     # -- universe / units ------------------------------------------------------------------------------
     def check_universe(self) -> Check:
-        from observer.telemetry.alerts.notifier import SEND_NOW_S, ProgramAlerts
         from observer.collect.universe import MARKET, UniverseError, ensure_universe
         from observer.providers.base import ProviderError, get_provider
         from observer.store import paths
+        from observer.telemetry.alerts.notifier import SEND_NOW_S, ProgramAlerts
 
         path = paths.universe_file(self.root, self.day, MARKET)
         if path.exists():

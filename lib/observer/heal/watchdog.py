@@ -11,7 +11,7 @@ and systemd's view of the units (systemctl show, journalctl). Each pass:
 - a collector inside its window on a trading day, past the start grace: heartbeat stale (the loop
   is stuck) or no new record in its partition for no_data_s (a dead feed; judged on the whole
   partition, so one quiet symbol is never a dead collector) or its unit not running -> restart
-  through the restart broker (observer.deploy.unitctl), a `restart` event, an alert.
+  through the restart broker (observer.heal.unitctl), a `restart` event, an alert.
 - WebSocket flapping from the `reconnect` events; disk above disk_alert_pct -> emergency
   retention; the day's backup missing at the deadline.
 
@@ -35,6 +35,14 @@ from pathlib import Path
 
 import psutil
 
+from observer.core.calendar import KrxCalendar
+from observer.core.clock import NS, Clock, kst_datetime, yyyymmdd
+from observer.core.logging import get_logger
+from observer.heal.expected import ExpectedCoverage
+from observer.heal.preflight import last_error_line
+from observer.store import paths
+from observer.store.reader import read_new
+from observer.store.state import read_json, write_json_atomic
 from observer.telemetry.alerts import alerts_config
 from observer.telemetry.alerts.table import (
     KEY_BACKUP_MISSING,
@@ -48,14 +56,6 @@ from observer.telemetry.alerts.table import (
     KEY_WS_FLAPPING,
     Sustained,
 )
-from observer.core.calendar import KrxCalendar
-from observer.core.clock import NS, Clock, kst_datetime, yyyymmdd
-from observer.core.logging import get_logger
-from observer.heal.expected import ExpectedCoverage
-from observer.heal.preflight import last_error_line
-from observer.store import paths
-from observer.store.reader import read_new
-from observer.store.state import read_json, write_json_atomic
 
 log = get_logger(__name__)
 
@@ -314,7 +314,7 @@ class Watchdog:
 
     def _request(self, verb: str, unit: str) -> tuple[bool, str]:
         """Restart/start a unit through the restart broker (the watchdog's one narrow privilege)."""
-        from observer.deploy.unitctl import UnitctlError, request
+        from observer.heal.unitctl import UnitctlError, request
 
         if not self.use_systemd:
             return False, "not under systemd: nothing can restart units here"

@@ -4,9 +4,9 @@ has no tree)."""
 
 from __future__ import annotations
 
+from observer.core.logging import get_logger
 from observer.telemetry.alerts.notifier import SEND_NOW_S, ProgramAlerts
 from observer.telemetry.alerts.table import KEY_BACKUP, KEY_BACKUP_MANIFEST_INVALID, KEY_RETENTION
-from observer.core.logging import get_logger
 
 log = get_logger("observer.lifecycle")
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from observer import cli
 from observer.core import notify
 from observer.core.clock import yyyymmdd
-from observer.core.logging import get_logger
 from observer.lifecycle import pull as pl
-from observer.lifecycle.notify import notify_failure, notify_invalid
-
-PROGRAM = "observer-backup-pull"
-log = get_logger(PROGRAM)
+from observer.lifecycle.notify import notify_failure
+from observer.lifecycle.pull_run import PROGRAM, pull_days
 
 
 def main(argv=None) -> int:
@@ -47,48 +43,10 @@ def main(argv=None) -> int:
         print(f"{PROGRAM}: {e}", file=sys.stderr)
         notify_failure(None, "backup_pull", ok=False, error=str(e))
         return cli.EXIT_FAILED
-    bad = False
-    pulled: set[str] = set()   # never deleted locally in the run that pulled them
     try:
         days = [yyyymmdd(args.date)] if args.date else pl.remote_days(sftp, cfg)
-        for day in days:
-            try:
-                r = pl.pull_day(sftp, cfg, day, force=args.force, progress=progress, now=ctx.clock.now())
-            except FileNotFoundError as e:
-                r = pl.DayResult(day, "mismatch", problems=[f"missing on the server: {e}"])
-            except (OSError, ValueError) as e:
-                if not transport.is_active():
-                    raise pl.PullError(f"connection lost while pulling {day}: {e}") from None
-                # this day's files could not be read as required (permissions, ...): the others go on
-                r = pl.DayResult(day, "mismatch", problems=[f"{day}: {type(e).__name__}: {e}"])
-            fields = {"date": r.day, "status": r.status, "fetched_bytes": r.fetched_bytes, "reused": r.reused}
-            if r.status == "pulled":
-                pulled.add(day)
-            if r.status == "invalid":  # names, symlinks, schema: refused, reported, not pulled
-                bad = True
-                fields.update(problems=r.problems)
-                notify_invalid(None, None, [(day, "; ".join(r.problems))])
-                print(f"{PROGRAM}: {day}: REFUSED, not pulled, no receipt written: " + "; ".join(r.problems),
-                      file=sys.stderr)
-            elif r.status == "mismatch":
-                bad = True
-                fields.update(problems=r.problems, quarantined=r.quarantined)
-                notify_failure(None, "backup_pull", ok=False, **fields)
-                print(f"{PROGRAM}: {day}: VERIFICATION FAILED, no receipt written: " + "; ".join(r.problems),
-                      file=sys.stderr)
-            else:
-                log.info("backup_pull", extra={"event_fields": fields})
-            if progress is not None or args.log_level == "DEBUG":
-                print(json.dumps(fields), file=sys.stderr)
-        cleanup = pl.local_retention(cfg, ctx.clock.now(), pulled)
-        if cleanup.removed or cleanup.quarantine_removed:
-            log.info("local retention", extra={"removed": cleanup.removed,
-                                               "quarantine_removed": cleanup.quarantine_removed})
-        if cleanup.problems:  # a package whose receipt is unusable is kept; say so
-            bad = True
-            notify_invalid(None, None, [(p[:8], p) for p in cleanup.problems])
-            for prob in cleanup.problems:
-                print(f"{PROGRAM}: local package {prob}", file=sys.stderr)
+        bad = pull_days(sftp, transport, cfg, days, clock=ctx.clock, force=args.force, progress=progress,
+                        echo=progress is not None or args.log_level == "DEBUG")
     except pl.PullError as e:
         print(f"{PROGRAM}: {e}", file=sys.stderr)
         notify_failure(None, "backup_pull", ok=False, error=str(e))

@@ -23,8 +23,8 @@ import orjson
 
 from observer import cli
 from observer.core.clock import KST, parse_clock_spec, yyyymmdd
-from observer.programs.verify import format_report, verify_tree
 from observer.store.reader import iter_day, read_file
+from observer.store.verify import format_report, verify_tree
 
 PROGRAM = "observer-demo"
 

@@ -6,13 +6,11 @@ import json
 import sys
 
 from observer import cli
-from observer.collect.runtime import open_runtime
+from observer.collect.runtime import open_runtime, stand_down
 from observer.core import notify
 from observer.core.logging import get_logger
 from observer.core.secrets import SecretsError
-from observer.providers.base import ProviderError
-from observer.recover.audit import build_quality, write_quality
-from observer.recover.gapfill import GapFiller
+from observer.recover.day import fill_day
 from observer.store.writer import StoreError
 
 PROGRAM = "observer-gap-filler"
@@ -34,35 +32,19 @@ def main(argv=None) -> int:
     provider = args.provider or ctx.cfg.get("gapfill", {}).get("provider", "kis")
     day = args.date or ctx.clock.today_kst()
     try:
-        rt = open_runtime(ctx, provider, PROGRAM)
+        rt = open_runtime(ctx.cfg, ctx.clock, provider, PROGRAM)
     except (SecretsError, ValueError) as e:
         print(f"{PROGRAM}: {e}", file=sys.stderr)
         return cli.EXIT_USAGE
     ev = rt.store.events(provider)
     notify.ready(f"gap-filler {day:%Y%m%d}: finding gaps")  # the watchdog runs from here (systemd unit)
     try:
-        if not rt.calendar.is_trading_day(day):
-            reason = rt.calendar.closed_reason(day)
-            ev.emit("collector", "INFO", state="standing_down", reason=f"{day}: not a KRX trading day ({reason})")
+        if stand_down(rt, day, ev) is not None:
             return cli.EXIT_OK
-        ev.emit("collector", "INFO", state="started", reason=f"gap-filler for {day:%Y%m%d}")
-        try:
-            rest = rt.provider.rest()
-        except ProviderError as e:
-            log.error("no REST client; gaps are detected and marked only", extra={"error": str(e)})
-            rest = None
-        progress = None if args.progress == "auto" else args.progress == "on"
-        gf = GapFiller(store=rt.store, rest=rest, cfg=ctx.cfg, clock=ctx.clock, day=day, provider=provider,
-                       market=rt.provider.market or "krx", calendar=rt.calendar, progress=progress)
-        summary = gf.run()
-        reason = (f"{summary['recovered_trades']} trades recovered in {summary['calls']} calls; "
-                  f"{summary['markers_emitted']} new markers; {summary['unrecoverable_holes']} holes unrecoverable; "
-                  f"{summary['failed_jobs']} jobs failed")
-        q = None
-        if ctx.cfg.get("gapfill", {}).get("run_audit", True) and not args.no_audit:
-            q = build_quality(rt.store.root, day, ctx.cfg, provider=provider, clock=ctx.clock, calendar=rt.calendar)
-            write_quality(rt.store.root, day, q)
-        ev.emit("collector", "INFO" if not summary["failed_jobs"] else "WARNING", state="stopped", reason=reason)
+        audit = ctx.cfg.get("gapfill", {}).get("run_audit", True) and not args.no_audit
+        summary, q = fill_day(rt.store, rt.provider, ev, cfg=ctx.cfg, clock=ctx.clock, calendar=rt.calendar, day=day,
+                              provider_name=provider, audit=audit,
+                              progress=None if args.progress == "auto" else args.progress == "on")
         print(json.dumps({"summary": summary, "dataset_complete": q["dataset_complete"] if q else None}))
         bad = summary["failed_jobs"] or summary["unrecoverable_holes"]
         return cli.EXIT_PROBLEMS if bad else cli.EXIT_OK

@@ -8,14 +8,10 @@ import sys
 from pathlib import Path
 
 from observer import cli
-from observer.core import notify
 from observer.core.calendar import calendar_from_config
-from observer.core.config import ConfigError, host_id, load_config, validate_config
-from observer.core.logging import get_logger
-from observer.core.secrets import SecretsError, load_secrets
+from observer.core.config import ConfigError, load_config, validate_config
 
 PROGRAM = "observer-preflight"
-log = get_logger(PROGRAM)
 EXIT_OK, EXIT_WARN, EXIT_FAIL = 0, 1, 2
 
 
@@ -70,59 +66,14 @@ def main(argv=None) -> int:
 
 
 def run(cfg: dict, clock, args, config_error: str | None) -> int:
-    from observer.telemetry.alerts.notifier import ProgramAlerts
-    from observer.telemetry.alerts.table import KEY_PREFLIGHT_FAIL, KEY_PREFLIGHT_WARN
-    from observer.heal.preflight import Preflight, format_table, summary_text
-    from observer.store.store import Store
-    from observer.store.writer import StoreError
+    from observer.heal.preflight import format_table
+    from observer.heal.preflight_run import run_checks
 
-    notify.ready("checking")  # the watchdog runs from here (systemd unit)
-    root = cfg["data_dir"]
     only = {x.strip() for x in args.only.split(",") if x.strip()} if args.only else None
-    if config_error:  # every other check would test the defaults, not the config that is in use
-        only = {"config"}
-    # the event and the alert's outbox go into the tree only when it is there (never created here:
-    # with a broken config, root is the default data_dir)
-    tree_ok = os.path.isdir(root)
-    store = Store(root, clock=clock, program=PROGRAM, provider="system", host=host_id(cfg)) if tree_ok else None
-    try:
-        secrets = load_secrets(cfg)
-    except SecretsError:
-        secrets = None  # the secrets check reports why
-    pf = Preflight(cfg, clock, config_error=config_error, systemd=args.systemd or bool(os.environ.get("INVOCATION_ID")),
-                   run_all=args.all or bool(config_error), only=only, secrets=secrets, store=store)
-    rep = pf.run()
-    day = rep.day.strftime("%Y%m%d")
-    try:
-        if store is None:
-            log.error("preflight event not written: no tree", extra={"data_dir": root})
-        elif rep.skipped_day:
-            nxt = rep.checks[-1].detail.get("next_trading_day", "")
-            store.events("system").emit("trading_day_skipped", "INFO", date=day, reason=rep.skipped_day,
-                                        next_trading_day=nxt)
-        else:
-            sev = {"ok": "INFO", "warn": "WARNING", "fail": "CRITICAL"}[rep.verdict]
-            store.events("system").emit("preflight", sev, verdict=rep.verdict, date=day, counts=rep.counts(),
-                                        duration_s=round(rep.duration_s, 2), checks=[c.as_dict() for c in rep.checks])
-    except (StoreError, OSError) as e:  # a read-only or full tree is in the table (disk_write) already
-        log.error("preflight event not written", extra={"error": str(e)})
-    if tree_ok and not args.no_alert and not rep.skipped_day and rep.verdict != "ok":
-        alerts = ProgramAlerts(store, cfg, PROGRAM, secrets=pf.secrets if pf.secrets is not None else {}, close_s=5)
-        text = summary_text(rep, host_id(cfg))
-        if rep.verdict == "fail":
-            alerts.alert(f"{KEY_PREFLIGHT_FAIL}:{day}", "CRITICAL", text, date=day,
-                         failed=[c.name for c in rep.failed()])
-        else:  # warnings: not paged, they go into the day's summary
-            alerts.alert(f"{KEY_PREFLIGHT_WARN}:{day}", "WARNING", text, date=day, daily_summary=True,
-                         warned=[c.name for c in rep.warned()])
-        alerts.close()
-    if store is not None:
-        try:
-            store.close()
-        except (StoreError, OSError) as e:
-            log.error("preflight event not written", extra={"error": str(e)})
+    rep = run_checks(PROGRAM, cfg, clock, config_error=config_error, only=only, alert=not args.no_alert,
+                     systemd=args.systemd or bool(os.environ.get("INVOCATION_ID")), run_all=args.all)
     if args.json:
-        print(json.dumps({"date": day, "verdict": rep.verdict, "skipped_day": rep.skipped_day,
+        print(json.dumps({"date": rep.day.strftime("%Y%m%d"), "verdict": rep.verdict, "skipped_day": rep.skipped_day,
                           "checks": [c.as_dict() for c in rep.checks]}, indent=1, ensure_ascii=False))
     else:
         try:

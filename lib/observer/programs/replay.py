@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import orjson
 
 from observer import cli
-from observer.core.clock import NS
 from observer.store.reader import ReadIssue
-from observer.store.replay import Replay, exchange_key
+from observer.store.replay import Replay, paced
 
 PROGRAM = "observer-replay"
 
@@ -36,18 +34,9 @@ def main(argv=None) -> int:
     rp = Replay(root, day, kinds=kinds, provider=args.provider, symbols=symbols, window_s=args.reorder_window,
                 on_issue=issues.append, raw=args.raw)
     out = sys.stdout.buffer
-    t0 = None
-    k0 = 0
+    records = rp if args.speed <= 0 or args.raw else paced(rp, args.speed, before_wait=out.flush)
     try:
-        for rec in rp:
-            if args.speed > 0 and not args.raw:
-                k = exchange_key(rec)
-                if t0 is None:
-                    t0, k0 = time.monotonic(), k
-                wait = (k - k0) / NS / args.speed - (time.monotonic() - t0)
-                if wait > 0:
-                    out.flush()
-                    time.sleep(wait)
+        for rec in records:
             out.write(orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE))
         out.flush()
     except BrokenPipeError:

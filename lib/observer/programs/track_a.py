@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from observer import cli
-from observer.telemetry.alerts.notifier import SEND_NOW_S, ProgramAlerts
 from observer.collect.runtime import run_collector
 from observer.collect.track_a import TrackA
 from observer.collect.universe import UniverseError, ensure_universe
 from observer.core.logging import get_logger
+from observer.telemetry.alerts.notifier import SEND_NOW_S, ProgramAlerts
 
 PROGRAM = "observer-track-a"
 log = get_logger(PROGRAM)
@@ -41,4 +41,4 @@ def main(argv=None) -> int:
                 reason=f"{n} sweeps; {'signal' if rt.stop.is_set() else 'window over'}")
         return cli.EXIT_OK
 
-    return run_collector(ctx, provider_name, PROGRAM, day_of_sweeps)
+    return run_collector(ctx.cfg, ctx.clock, provider_name, PROGRAM, day_of_sweeps)

@@ -30,4 +30,4 @@ def main(argv=None) -> int:
                        f"{'signal' if rt.stop.is_set() else 'window over'}")
         return cli.EXIT_OK
 
-    return run_collector(ctx, args.provider, program, day_of_streaming)
+    return run_collector(ctx.cfg, ctx.clock, args.provider, program, day_of_streaming)

@@ -25,20 +25,17 @@ from pathlib import Path
 from observer.core.clock import NS, Clock, yyyymmdd
 from observer.recover.gapfill import load_checkpoint, open_holes
 from observer.recover.gaps import (
-    BOOK,
-    SNAPSHOT,
-    TRADES,
     DayData,
     Hole,
     Marker,
     clipped_length,
-    hhmmss,
     merge_intervals,
     overlaps,
     track_a_slots,
     universe_symbols,
 )
 from observer.store import paths
+from observer.store.markers import BOOK, SNAPSHOT, TRADES, hhmmss
 from observer.store.reader import read_file
 
 ANOMALY_DEFAULTS = {"reconnects": 20, "disconnected_s": 600, "silence_s": 60, "silences": 2, "scalp_rate_pct": 97,

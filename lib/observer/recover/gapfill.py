@@ -40,13 +40,13 @@ from observer.recover.gaps import (
     Trade,
     detect_track_a,
     detect_track_b,
-    hhmmss,
     sec_floor,
     short_hash,
     track_a_slots,
     universe_symbols,
 )
 from observer.store import paths
+from observer.store.markers import hhmmss
 from observer.store.reader import day_files
 from observer.store.state import read_json, write_json_atomic
 from observer.store.store import Store

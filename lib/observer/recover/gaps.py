@@ -31,31 +31,18 @@ import orjson
 
 from observer.core.clock import KST, NS
 from observer.store import paths
+from observer.store.markers import BOOK, COLLECTOR_DOWN, EDGE_CAUSES, SNAPSHOT, TRADES, UNSUBSCRIBING
 from observer.store.reader import day_files, read_chunks, read_file
 
-TRADES, BOOK, SNAPSHOT = "trades", "book", "snapshot"
-# a Track B that was not recording when it should have (the watchdog marks its expected symbols,
-# observer.heal.expected): the marked interval counts as a holding, so its trades are backfilled
-COLLECTOR_DOWN = "collector_down"
-# a slot from its allocation until its subscription is effective (Track B marks it live): the trades
-# of that stretch never reach the stream, so the leading edge is always a hole to page, however short
-SUBSCRIBING = "subscribing"
-# ... and from the newest trade written to its release (or the streamer's stop): trades not yet sent when
-# the subscription ended never arrive; the trailing edge is paged, however short
-UNSUBSCRIBING = "unsubscribing"
+# the marker vocabulary (channels, causes) is observer.store.markers
 # the restarted streamer's first allocation round, however slow under load: a holding of the symbol
 # that starts this soon after a collector_down interval continues it
 JOIN_NS = 60 * NS
-EDGE_CAUSES = (SUBSCRIBING, UNSUBSCRIBING)
 _RECV = re.compile(rb'"recv_ns":(\d+)')
 
 
 def sec_floor(ns: int) -> int:
     return ns - ns % NS
-
-
-def hhmmss(ns: int) -> str:
-    return datetime.fromtimestamp(ns / NS, KST).strftime("%H%M%S")
 
 
 def short_hash(*parts) -> str:

@@ -8,7 +8,7 @@ import math
 from html import escape
 
 from observer.core.clock import NS
-from observer.recover.gaps import hhmmss
+from observer.store.markers import hhmmss
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'Noto Sans KR',sans-serif;margin:24px;color:#1d2430;background:#f6f7f9}

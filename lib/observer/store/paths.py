@@ -108,6 +108,12 @@ def state_dir(root: Path) -> Path:
     return Path(root, "state")
 
 
+def unitctl_dir(root: Path) -> Path:
+    """state/unitctl/ — restart requests (empty files named VERB:UNIT) from the watchdog to the root broker
+    (observer.heal.unitctl; the broker is deploy/unitctl.sh, run by systemd/observer-unitctl.service on it)."""
+    return Path(root, "state", "unitctl")
+
+
 def gapfill_checkpoint_file(root: Path, provider: str, day: date) -> Path:
     """state/gapfill/<provider>_YYYYMMDD.json — the gap-filler's progress on one day (recover/gapfill.py)."""
     return Path(root, "state", "gapfill", f"{provider}_{yyyymmdd(day)}.json")

@@ -15,7 +15,8 @@ lands exactly where it happened. A trade print is emitted once: the dedupe key i
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from pathlib import Path
 
@@ -25,6 +26,26 @@ from observer.store.reader import IssueSink, day_files, iter_day, read_file
 
 def exchange_key(rec: dict) -> int:
     return rec.get("exch_ns") or rec.get("sweep_ns") or rec.get("recv_ns") or rec.get("ts_ns") or 0
+
+
+def paced(records: Iterable[dict], speed: float, *, before_wait: Callable[[], None] | None = None,
+          sleep: Callable[[float], None] = time.sleep,
+          monotonic: Callable[[], float] = time.monotonic) -> Iterator[dict]:
+    """`records` no faster than their exchange times allow at `speed` times real time (observer-replay
+    --speed), counted from the first record. `before_wait` runs before each wait (flush the output, so
+    a reader sees what is due)."""
+    t0 = None
+    k0 = 0
+    for rec in records:
+        k = exchange_key(rec)
+        if t0 is None:
+            t0, k0 = monotonic(), k
+        wait = (k - k0) / NS / speed - (monotonic() - t0)
+        if wait > 0:
+            if before_wait is not None:
+                before_wait()
+            sleep(wait)
+        yield rec
 
 
 def trade_key(rec: dict) -> tuple:

@@ -20,11 +20,11 @@ import logging
 import threading
 from collections.abc import Mapping
 
-from observer.telemetry.alerts.outbox import Alerter, alerts_config
-from observer.telemetry.alerts.table import KEY_STORE_ERROR
 from observer.core.clock import Clock
 from observer.core.logging import get_logger
 from observer.store import paths
+from observer.telemetry.alerts.outbox import Alerter, alerts_config
+from observer.telemetry.alerts.table import KEY_STORE_ERROR
 
 log = get_logger("observer.telemetry.alerts")
 SEND_NOW_S = 10.0   # send_s of a rare alert: it goes out now, the caller waits at most this long

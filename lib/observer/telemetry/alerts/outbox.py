@@ -47,13 +47,13 @@ from pathlib import Path
 
 import orjson
 
-from observer.telemetry.alerts.table import KEY_DAILY_SUMMARY, TABLE, known, routed_warning_keys
-from observer.telemetry.alerts.transport import TelegramTransport
 from observer.core.clock import KST, NS, Clock, kst, parse_yyyymmdd
 from observer.core.logging import get_logger
 from observer.core.redact import MASK, redact, register_secret
 from observer.store import paths
 from observer.store.writer import StoreError, ensure_dir
+from observer.telemetry.alerts.table import KEY_DAILY_SUMMARY, TABLE, known, routed_warning_keys
+from observer.telemetry.alerts.transport import TelegramTransport
 
 log = get_logger("observer.telemetry.alerts")  # one logger name for the package
 

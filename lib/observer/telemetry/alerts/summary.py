@@ -9,6 +9,9 @@ from collections.abc import Mapping
 from datetime import date, timedelta
 from pathlib import Path
 
+from observer.core.clock import Clock, yyyymmdd
+from observer.core.redact import redact
+from observer.store import paths
 from observer.telemetry.alerts.outbox import (
     EXPIRED,
     NOT_ROUTED,
@@ -23,9 +26,6 @@ from observer.telemetry.alerts.outbox import (
     key_name,
 )
 from observer.telemetry.alerts.table import KEY_DAILY_SUMMARY
-from observer.core.clock import Clock, yyyymmdd
-from observer.core.redact import redact
-from observer.store import paths
 
 
 def _day_lines(root: Path, day: date) -> list[dict]:

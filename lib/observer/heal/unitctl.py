@@ -1,12 +1,12 @@
 """Client side of the restart broker: how the watchdog restarts a collector without any privilege.
 
 The watchdog runs as the unprivileged `observer` user with an empty capability set, so it cannot
-call `systemctl restart` itself. It creates an empty file named ``VERB:UNIT`` in
-``<data_dir>/state/unitctl/``; ``observer-unitctl.path`` notices it and ``observer-unitctl.service``
-(root, no capabilities, no network) carries the request out if it is one of ALLOWED, and deletes
-it either way. docs/deployment.md ("The watchdog's restart exception") has the reasoning.
+call `systemctl restart` itself. It creates an empty file named ``VERB:UNIT`` in the request
+directory (``paths.unitctl_dir``: ``<data_dir>/state/unitctl/``); ``observer-unitctl.path`` notices it
+and ``observer-unitctl.service`` (root, no capabilities, no network) carries the request out if it is
+one of ALLOWED, and deletes it either way. docs/deployment.md ("The watchdog's restart exception") has the reasoning.
 
-    from observer.deploy.unitctl import request
+    from observer.heal.unitctl import request
     request("restart", "observer-track-b@kis.service")
 """
 
@@ -16,9 +16,10 @@ import os
 import re
 from pathlib import Path
 
-REQUEST_SUBDIR = Path("state") / "unitctl"
+from observer.store import paths
 
-# Mirrors lib/observer/deploy/unitctl.sh, which is the authority (it re-checks every request).
+# Mirrors lib/observer/deploy/unitctl.sh (installed by install_vm.sh), which is the authority: it
+# re-checks every request. This copy only refuses early, with a clear error, what the broker would ignore.
 ALLOWED = re.compile(
     r"^(restart:observer-track-a\.service"
     r"|restart:observer-track-b@[a-z0-9]{1,32}\.service"
@@ -35,7 +36,7 @@ def request_path(verb: str, unit: str, data_dir: str | os.PathLike = "/var/lib/o
     name = f"{verb}:{unit}"
     if not ALLOWED.match(name):
         raise UnitctlError(f"{name!r} is not a request the restart broker carries out")
-    return Path(data_dir) / REQUEST_SUBDIR / name
+    return paths.unitctl_dir(Path(data_dir)) / name
 
 
 def request(verb: str, unit: str, data_dir: str | os.PathLike = "/var/lib/observer") -> Path:
