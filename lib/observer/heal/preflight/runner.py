@@ -68,7 +68,7 @@ class Report:
 
 
 def wanted(name: str, only: set[str] | None) -> bool:
-    """--only NAMES: a check runs when a name is its own, or its family (`token` picks `token:kis`,
+    """--only NAMES: a check runs when a name is its own, or its family (`token` picks `token:<provider>`,
     `self-test` picks `self-test observer-verify`)."""
     if not only:
         return True
