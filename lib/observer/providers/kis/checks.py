@@ -51,10 +51,6 @@ class KisChecks:
             self._rest = self.provider.new_rest(self.provider.accounts()[0], auth_attempts=1)
         return self._rest
 
-    def close(self) -> None:
-        if self._rest is not None:
-            self._rest.close()
-
     def _need_ns(self) -> int:
         return int(kst_datetime(self.ctx.day, self.s.get("token_valid_until", "15:40")).timestamp()) * NS
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from observer.core.checks import CheckContext, NamedCheck
 from observer.core.config import data_dir
 from observer.providers.base import AuthError, FrameSink, Provider, register_provider
 from observer.providers.kis.auth import KisAuth, rest_timeouts
@@ -69,7 +70,8 @@ class KisProvider(Provider):
         return KisRest(self.pcfg, app_key=key, app_secret=secret, state_dir=self.state_dir, clock=self.clock,
                        events=self.events, account=account["name"], **kw)
 
-    def preflight_checks(self, ctx) -> list:
+    def preflight_checks(self, ctx: CheckContext) -> list[NamedCheck]:
+        """token, rest, clock, websocket (providers/kis/checks.py); imported when preflight asks."""
         from observer.providers.kis.checks import KisChecks
 
         return KisChecks(self, ctx).named()
