@@ -275,3 +275,23 @@ def test_disk_thresholds_from_the_config():
     assert disk_verdict(Path("/d"), 49, 51, 100, s).verdict == "ok"
     assert disk_verdict(Path("/d"), 50, 50, 100, s).verdict == "warn"
     assert disk_verdict(Path("/d"), 60, 40, 100, s).verdict == "fail"
+
+
+# -- the program's start ------------------------------------------------------------------------------
+def test_a_broken_config_is_preflights_row_not_an_exit(tmp_path):
+    from observer import cli
+
+    bad = tmp_path / "o.toml"
+    bad.write_text("bogus_key = 1\n")
+    args = cli.make_parser("observer-x", "x").parse_args(["--config", str(bad)])
+    # the tree is not checked: with the config unknown, so is data_dir
+    ctx = cli.start("observer-x", args, config_as_check=True, tree=cli.TREE_EXISTS)
+    assert "bogus_key" in ctx.config_error and ctx.root is None
+    assert ctx.cfg["data_dir"] == validate_config({})["data_dir"]
+    with pytest.raises(SystemExit) as e:  # every other program refuses to start
+        cli.start("observer-x", args)
+    assert e.value.code == EXIT_USAGE
+    args = cli.make_parser("observer-x", "x").parse_args(["--config", str(bad), "--check-config"])
+    with pytest.raises(SystemExit) as e:  # --check-config lists the problems and exits 2, preflight's too
+        cli.start("observer-x", args, config_as_check=True)
+    assert e.value.code == EXIT_USAGE
