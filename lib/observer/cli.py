@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 
 from observer.core.clock import Clock, clock_from_env
-from observer.core.config import ConfigError, load_config
+from observer.core.config import ConfigError, load_config, validate_config
 
 # exit codes, the same for every program (each program's --help says which it uses): re-exported here
 from observer.core.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE  # noqa: F401
@@ -44,6 +44,7 @@ class Context:
     clock: Clock
     args: argparse.Namespace
     root: Path | None = None  # the checked data tree (start(tree=...)), else None
+    config_error: str | None = None  # start(config_as_check=True): why the config did not load (cfg = defaults)
 
 
 class ObserverParser(argparse.ArgumentParser):
@@ -114,28 +115,34 @@ def make_parser(program: str, description: str, *, dry_run: bool = False, epilog
     return p
 
 
-def start(program: str, args: argparse.Namespace, *, need_config: bool = True, tree: str | None = None) -> Context:
+def start(program: str, args: argparse.Namespace, *, need_config: bool = True, tree: str | None = None,
+          config_as_check: bool = False) -> Context:
     """Set up logging and config; handle --check-config and --self-test (these exit). With `tree`
     (TREE_READ/WRITE/OWN/EXISTS) also check the data tree (args.data_dir, else data_dir from the
-    config) and exit with one line when the program cannot use it."""
+    config) and exit with one line when the program cannot use it. With `config_as_check` (preflight,
+    whose table has a `config` row) a config that does not load is not an exit: Context.config_error
+    says why, cfg holds the defaults, and the tree is not checked (its path is unknown)."""
     setup_logging(program, args.log_level or "INFO")
     log = get_logger(program)
     if args.self_test:
         run_self_test(program)
+    config_error = None
     try:
         cfg = load_config(args.config) if need_config or args.config or args.check_config else {}
     except ConfigError as e:
-        # --check-config lists every problem; a program's start says it on one line
-        msg = str(e) if args.check_config else f"{e.path}: {'; '.join(one_line(p) for p in e.problems)}"
-        print(f"{program}: config error: {msg}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        if not (config_as_check and not args.check_config):
+            # --check-config lists every problem; a program's start says it on one line
+            msg = str(e) if args.check_config else f"{e.path}: {'; '.join(one_line(p) for p in e.problems)}"
+            print(f"{program}: config error: {msg}", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
+        config_error, cfg = str(e), validate_config({})
     if args.check_config:
         print(f"{program}: config {cfg.get('_source')} is valid")
         sys.exit(EXIT_OK)
-    if cfg and not args.log_level:
+    if cfg and not args.log_level and config_error is None:
         setup_logging(program, cfg["log"]["level"])
     root = None
-    if tree is not None:
+    if tree is not None and config_error is None:
         given = getattr(args, "data_dir", None) if tree != TREE_OWN else None
         root = Path(given or cfg["data_dir"])
         problem = check_tree(root, tree, flag="--data-dir" if given else "data_dir")
@@ -144,7 +151,7 @@ def start(program: str, args: argparse.Namespace, *, need_config: bool = True, t
             print(f"{program}: {msg}", file=sys.stderr)
             sys.exit(code)
     log.debug("started", extra={"config": cfg.get("_source")})
-    return Context(program, cfg, clock_from_env(), args, root)
+    return Context(program, cfg, clock_from_env(), args, root, config_error)
 
 
 def check_tree(root: Path, mode: str, *, flag: str = "data_dir") -> tuple[int, str] | None:

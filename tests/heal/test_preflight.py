@@ -69,7 +69,7 @@ def test_program_with_an_import_error_fails(env: Env, tmp_path):
     env.write_config()
     r = env.preflight("--only", "config,self-test")
     c = checks(report(r))
-    assert r.returncode == 2
+    assert r.returncode == 3
     tb = c["self-test observer-track-b"]
     assert tb["verdict"] == "fail"
     # the program dies at import, as the incident's collector did: the reason names the error and where
@@ -88,7 +88,7 @@ def test_missing_dependency_fails(env: Env, tmp_path):
     env.write_config()
     r = env.preflight("--only", "self-test")
     c = checks(report(r))
-    assert r.returncode == 2
+    assert r.returncode == 3
     tb = c["self-test observer-track-b"]
     assert tb["verdict"] == "fail"
     # the distribution to install comes first, then the import that fails for lack of it
@@ -109,7 +109,7 @@ def test_token_the_broker_rejects_fails_when_no_new_one_may_be_issued(env: Env):
     env.sim.apply_fault({"kind": "token_invalidate"})
     r = env.preflight("--only", "token,rest")
     c = checks(report(r))
-    assert r.returncode == 2
+    assert r.returncode == 3
     t = c["token:kis"]
     assert t["verdict"] == "fail"
     assert "the broker refuses the token (EGW00121" in t["reason"]
@@ -138,7 +138,7 @@ def test_websocket_that_never_answers_fails(env: Env):
     t0 = time.monotonic()
     r = env.preflight("--only", "websocket")
     c = checks(report(r))
-    assert r.returncode == 2
+    assert r.returncode == 3
     w = c["websocket:kis"]
     assert w["verdict"] == "fail"
     assert "got no answer within 3 s" in w["reason"] and "silent" in w["reason"]
@@ -149,7 +149,7 @@ def test_refused_websocket_fails(env: Env):
     env.sim.apply_fault({"kind": "ws_refuse", "duration_real": 120})
     r = env.preflight("--only", "websocket")
     w = checks(report(r))["websocket:kis"]
-    assert r.returncode == 2 and w["verdict"] == "fail"
+    assert r.returncode == 3 and w["verdict"] == "fail"
     assert "connect failed" in w["reason"] or "handshake" in w["reason"]
 
 
@@ -178,7 +178,7 @@ def test_full_disk_fails(env: Env, tmp_path):
         env.write_config()
         r = env.preflight("--only", "disk,disk_write")
         c = checks(report(r))
-        assert r.returncode == 2
+        assert r.returncode == 3
         assert c["disk"]["verdict"] == "fail" and "100 % used" in c["disk"]["reason"]
         assert c["disk_write"]["verdict"] == "fail"
         assert "No space left on device" in c["disk_write"]["reason"]
@@ -192,7 +192,7 @@ def test_clock_skew_against_the_broker(env: Env, skew, verdict):
     assert c["verdict"] == verdict, c
     assert f"local clock {skew:.2f}"[:16] in c["reason"] or abs(c["detail"]["skew_s"] - skew) < 0.6
     assert abs(c["detail"]["skew_s"] - skew) < 0.6 and "behind the broker's Date header" in c["reason"]
-    assert r.returncode == {"fail": 2, "warn": 1}[verdict]
+    assert r.returncode == {"fail": 3, "warn": 1}[verdict]
 
 
 def test_krx_holiday_is_skipped_cleanly(tmp_path):

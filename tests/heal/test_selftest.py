@@ -153,7 +153,7 @@ def test_preflight_fails_naming_httpx_and_the_package_that_needs_it(venv_without
     env.write_config()
     r = env.preflight("--only", "self-test")
     c = checks(report(r))
-    assert r.returncode == 2, r.stdout
+    assert r.returncode == 3, r.stdout
     for prog in ("observer-track-b", "observer-track-a", "observer-verify"):
         t = c[f"self-test {prog}"]
         assert t["verdict"] == "fail", t
@@ -171,7 +171,7 @@ def test_a_missing_module_of_our_own_is_not_answered_with_install_a_package(env:
     env.write_config()
     r = env.preflight("--only", "self-test")
     c = checks(report(r))
-    assert r.returncode == 2, r.stdout
+    assert r.returncode == 3, r.stdout
     t = c["self-test observer-verify"]
     assert t["verdict"] == "fail"
     assert t["reason"].startswith("our code observer.collect.late_start: ModuleNotFoundError: "

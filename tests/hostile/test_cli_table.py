@@ -104,8 +104,8 @@ def _rows() -> list[Row]:
             else:
                 target, wrap = "{data}", "ro"
                 code, words = 3, ["data", "not writable", "read-only file system"]
-                if prog == "observer-preflight":  # a failed check: preflight's exit 2, the check named
-                    code, words = 2, ["FAIL", "disk_write", "Read-only file system"]
+                if prog == "observer-preflight":  # the tree is one of its checks: that check fails, named
+                    words = ["FAIL", "disk_write", "Read-only file system"]
             args = list(BASE.get(prog, []))
             if by == "positional":
                 args = [target if a == "{data}" else a for a in args] or [target]

@@ -116,7 +116,7 @@ def test_preflight_pings_per_check_finished(tmp_path):
     root.mkdir()
     r, msgs = run_under_notify(tmp_path, "observer-preflight", "--config", str(_config(tmp_path, root)), "--all",
                                "--only", "config,disk,memory,cpu", "--no-alert", "--json")
-    assert r.returncode in (0, 1, 2), r.stderr[-2000:]
+    assert r.returncode in (0, 1, 3), r.stderr[-2000:]  # a verdict (3: a check failed), not a crash
     assert _protocol(msgs, "checking") >= 4  # config, disk, memory, cpu
 
 

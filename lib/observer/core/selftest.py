@@ -26,15 +26,12 @@ OUR_DIST = "stock-trading-observer"
 # tests/heal/test_selftest.py scans lib for function-level imports and fails when one is missing
 # here (or when an entry here is no longer imported anywhere).
 LAZY_IMPORTS = (
-    "holidays",          # heal/preflight.py: calendar check
+    "holidays",          # heal/preflight/guard.py: NYSE holidays (only with deploy_guard.us_market)
     "jsonschema",        # core/config.py: only when a config is loaded (a refused flag starts faster)
-    "orjson",            # heal/preflight.py
     "packaging.requirements",  # core/selftest.py itself: so a missing `packaging` is reported, not a crash
     "packaging.version",  # core/selftest.py
-    "requests",          # heal/preflight.py: REST and Telegram reachability
     "telegram",          # alerts/transport.py: the Telegram sender (needs httpx)
     "telegram.request",  # alerts/transport.py
-    "websocket",         # heal/preflight.py: WebSocket check
 )
 
 # the first word(s) of every failure line, and what to do about it

@@ -418,6 +418,7 @@ SECRETS
       case $rc in
         0) log "preflight: ok" ;;
         1) log "preflight: warnings (see the table)" ;;
+        2) log "preflight: FAILED (exit 2: the config or the secrets are wrong): the host is installed but not ready; fix the items above" ;;
         *) log "preflight: FAILED (exit $rc): the host is installed but not ready; fix the items above" ;;
       esac
     else

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from observer.core.checks import CheckContext, NamedCheck
+
 # what a listing record's `type` may be (universe.include_types chooses among them)
 INSTRUMENT_TYPES = ("stock", "preferred", "etf", "etn", "spac", "reit", "fund", "foreign", "depositary", "other")
 
@@ -259,6 +261,15 @@ class Provider(abc.ABC):
         """Records of the listing files kept in `keep_dir` by an earlier fetch_listings(). Raises
         ProviderError when none are there or they do not parse."""
         raise NotImplementedError(f"{self.name} publishes no listing files")
+
+    # -- preflight: what this provider needs checked before the open -------------------------------------
+    def preflight_checks(self, ctx: CheckContext) -> list[NamedCheck]:
+        """The checks observer-preflight runs for this provider, in order: (name, callable returning a
+        Check or a list of them). Names are `<what>:<provider>` (`token:kis`), so `--only token` picks
+        them. A check bounds its own waits and returns a `fail` with a reason rather than raising (a
+        raised exception still becomes that check's `fail`). Clock skew: build the row with
+        observer.core.checks.skew_check from the server's Date headers. Default: no checks."""
+        return []
 
     def slot_channels(self) -> tuple[str, ...]:
         """What one Track B slot subscribes (config)."""

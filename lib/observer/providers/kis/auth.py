@@ -111,6 +111,16 @@ class CachedCredential:
             register_secret(c["value"])
         return c
 
+    def peek(self) -> dict | None:
+        """What the cache holds now ({value, expires_ns, requested_ns, ...}), issuing nothing; None when
+        there is no readable cache. For a caller that decides itself whether to ask (preflight)."""
+        return self._read()
+
+    def next_request_in_s(self) -> float:
+        """Seconds until the issuance limit lets any process ask again for this key (<= 0: now)."""
+        c = self._read() or {}
+        return (c.get("requested_ns", 0) + self.min_interval_s * NS - self.clock.now_ns()) / NS
+
     def _usable(self, c: dict | None, now: int, invalid: str | None) -> bool:
         return bool(c and c.get("value") and c["value"] != invalid
                     and c.get("expires_ns", 0) - self.safety_s * NS > now)

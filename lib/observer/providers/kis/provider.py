@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from observer.core.checks import CheckContext, NamedCheck
 from observer.core.config import data_dir
 from observer.providers.base import AuthError, FrameSink, Provider, register_provider
 from observer.providers.kis.auth import KisAuth, rest_timeouts
@@ -60,10 +61,20 @@ class KisProvider(Provider):
             raise ValueError(f"no KIS account named {account!r}")
         r = self._rest.get(acc["name"])
         if r is None:
-            key, secret = self.credentials(acc)
-            r = self._rest[acc["name"]] = KisRest(self.pcfg, app_key=key, app_secret=secret, state_dir=self.state_dir,
-                                                  clock=self.clock, events=self.events, account=acc["name"])
+            r = self._rest[acc["name"]] = self.new_rest(acc)
         return r
+
+    def new_rest(self, account: dict, **kw) -> KisRest:
+        """A REST client of its own for `account` (kw: KisRest's, e.g. auth_attempts=1 for no blocking retries)."""
+        key, secret = self.credentials(account)
+        return KisRest(self.pcfg, app_key=key, app_secret=secret, state_dir=self.state_dir, clock=self.clock,
+                       events=self.events, account=account["name"], **kw)
+
+    def preflight_checks(self, ctx: CheckContext) -> list[NamedCheck]:
+        """token, rest, clock, websocket (providers/kis/checks.py); imported when preflight asks."""
+        from observer.providers.kis.checks import KisChecks
+
+        return KisChecks(self, ctx).named()
 
     def stream(self, sink: FrameSink, *, trading_date=None) -> KisStream:
         rest_url, ws_url = urls(self.pcfg)

@@ -13,6 +13,7 @@ Every wait (limiter, backoff, token issuance) goes through the Clock, so a progr
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -182,7 +183,7 @@ def snapshot_from_rank(row: dict, recv_ns: int) -> dict:
 
 class KisRest(MarketRest):
     def __init__(self, pcfg: dict, *, app_key: str, app_secret: str, state_dir: Path, clock: Clock | None = None,
-                 events=None, account: str = "main"):
+                 events=None, account: str = "main", auth_attempts: int | None = None):
         self.pcfg = pcfg
         self.clock = clock or Clock()
         self.events = events  # store.events("kis") or None
@@ -202,7 +203,8 @@ class KisRest(MarketRest):
         self.session.mount("https://", adapter)
         self.auth = KisAuth.from_config(pcfg, base_url=self.base_url, app_key=app_key, app_secret=app_secret,
                                         state_dir=state_dir, clock=self.clock, session=self.session,
-                                        timeouts=self.timeouts, on_issue=self._on_issue)
+                                        timeouts=self.timeouts, on_issue=self._on_issue,
+                                        **({"max_attempts": auth_attempts} if auth_attempts else {}))
         self.bucket = TokenBucket(Path(state_dir, bucket_name("kis", self.auth.app_key + "\n" + self.base_url)),
                                   rate_per_s(pcfg), float(pcfg.get("rate_limit_burst", 1)), self.clock)
         self.stats = {"calls": 0, "http_requests": 0, "rate_limited": 0, "retries": 0, "token_refreshes": 0,
@@ -226,6 +228,26 @@ class KisRest(MarketRest):
         self.session.close()
         self.bucket.close()
 
+    def _headers(self, token: str, tr_id: str) -> dict:
+        return {"content-type": "application/json; charset=utf-8", "authorization": f"Bearer {token}",
+                "appkey": self.auth.app_key, "appsecret": self.auth.app_secret, "tr_id": tr_id,
+                "tr_cont": "", "custtype": self.pcfg.get("custtype", "P")}
+
+    def request_once(self, path: str, tr_id: str, params: dict, *, token: str) -> tuple[int, dict, Mapping]:
+        """One GET with exactly this token: no retry, no token refresh, so the broker's answer to this
+        token is seen as it is (preflight's probe). Returns (HTTP status, body or {}, response headers);
+        a network error raises requests.RequestException."""
+        self.bucket.acquire()
+        self.stats["calls"] += 1
+        self.stats["http_requests"] += 1
+        r = self.session.get(self.base_url + path, params=params, headers=self._headers(token, tr_id),
+                             timeout=self.timeouts)
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        return r.status_code, body if isinstance(body, dict) else {}, r.headers  # case-insensitive
+
     def request(self, path: str, tr_id: str, params: dict) -> tuple[dict, dict]:
         """GET a quotation; returns (body, response headers). Raises ProviderError subclasses (an
         AuthError carries the account name in `account`)."""
@@ -244,12 +266,9 @@ class KisRest(MarketRest):
         while True:
             self.bucket.acquire()
             token = self.auth.token()
-            headers = {"content-type": "application/json; charset=utf-8", "authorization": f"Bearer {token}",
-                       "appkey": self.auth.app_key, "appsecret": self.auth.app_secret, "tr_id": tr_id,
-                       "tr_cont": "", "custtype": self.pcfg.get("custtype", "P")}
             self.stats["http_requests"] += 1
             try:
-                r = self.session.get(url, params=params, headers=headers, timeout=self.timeouts)
+                r = self.session.get(url, params=params, headers=self._headers(token, tr_id), timeout=self.timeouts)
             except (requests.ConnectionError, requests.Timeout) as e:
                 attempt += 1
                 if attempt >= self.max_attempts:

@@ -75,6 +75,18 @@ def session_phase(hour: int, minute: int) -> str:
     return "after"
 
 
+def open_socket(url: str, connect_timeout_s: float, tcp_user_timeout_ms: int = 30000) -> websocket.WebSocket:
+    """Connect and handshake, with TCP keepalive and TCP_USER_TIMEOUT so a half-open socket fails instead
+    of hanging. Raises websocket/OS errors as websocket-client does (the caller names them)."""
+    opts = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+    for name, val in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3),
+                      ("TCP_USER_TIMEOUT", tcp_user_timeout_ms)):
+        if hasattr(socket, name) and val:
+            opts.append((socket.IPPROTO_TCP, getattr(socket, name), val))
+    return websocket.create_connection(url, timeout=connect_timeout_s, skip_utf8_validation=True,
+                                       enable_multithread=True, sockopt=opts)
+
+
 @dataclass
 class _Reg:
     sub: Subscription
@@ -229,13 +241,7 @@ class KisConnection:
 
     def _connect(self) -> websocket.WebSocket:
         self._approval = self.auth.approval_key(invalid=self._refused)
-        opts = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-        for name, val in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3),
-                          ("TCP_USER_TIMEOUT", self.tcp_user_timeout_ms)):
-            if hasattr(socket, name) and val:
-                opts.append((socket.IPPROTO_TCP, getattr(socket, name), val))
-        ws = websocket.create_connection(self.ws_url, timeout=self.connect_timeout_s, skip_utf8_validation=True,
-                                         enable_multithread=True, sockopt=opts)
+        ws = open_socket(self.ws_url, self.connect_timeout_s, self.tcp_user_timeout_ms)
         ws.settimeout(self.poll_s)
         return ws
 
