@@ -4,7 +4,6 @@ the watchdog when the disk is > 80 % full). See docs/backup.md."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -90,13 +89,13 @@ def _sweep_build_leftovers(root: Path) -> list[str]:
     if not layout.backup_root(root).is_dir():
         return []
     try:
-        fd = bk.lock_backup_root(root)
+        lock = bk.lock_backup_root(root)
     except bk.BackupBusy:
         return []
     try:
         return bk.sweep_leftovers(root)
     finally:
-        os.close(fd)
+        lock.close()
 
 
 def main(argv=None) -> int:

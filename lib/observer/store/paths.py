@@ -117,6 +117,15 @@ def reports_dir(root: Path, day: date) -> Path:
     return Path(root, "reports", yyyymmdd(day))
 
 
+def quality_json_file(root: Path, day: date) -> Path:
+    """reports/YYYYMMDD/quality.json — the day's audit (recover/audit.py); retention reads its anomaly flag."""
+    return Path(reports_dir(root, day), "quality.json")
+
+
+def quality_html_file(root: Path, day: date) -> Path:
+    return Path(reports_dir(root, day), "quality.html")
+
+
 def backup_dir(root: Path, day: date) -> Path:
     return Path(root, "backup", yyyymmdd(day))
 

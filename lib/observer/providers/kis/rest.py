@@ -31,6 +31,7 @@ from observer.providers.base import (
     TickRecovery,
 )
 from observer.providers.kis.auth import KisAuth, rest_timeouts
+from observer.store.fs import SharedRecord
 
 log = get_logger(__name__)
 
@@ -203,7 +204,8 @@ class KisRest(MarketRest):
         self.auth = KisAuth.from_config(pcfg, base_url=self.base_url, app_key=app_key, app_secret=app_secret,
                                         state_dir=state_dir, clock=self.clock, session=self.session,
                                         timeouts=self.timeouts, on_issue=self._on_issue)
-        self.bucket = TokenBucket(Path(state_dir, bucket_name("kis", self.auth.app_key + "\n" + self.base_url)),
+        self.bucket = TokenBucket(SharedRecord(Path(state_dir, bucket_name("kis", self.auth.app_key + "\n"
+                                                                          + self.base_url))),
                                   rate_per_s(pcfg), float(pcfg.get("rate_limit_burst", 1)), self.clock)
         self.stats = {"calls": 0, "http_requests": 0, "rate_limited": 0, "retries": 0, "token_refreshes": 0,
                       "rejected_rows": 0}
