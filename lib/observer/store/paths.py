@@ -108,6 +108,11 @@ def state_dir(root: Path) -> Path:
     return Path(root, "state")
 
 
+def watchdog_state_file(root: Path) -> Path:
+    """state/watchdog.json — what the watchdog already restarted and reported (heal/watchdog.py)."""
+    return Path(root, "state", "watchdog.json")
+
+
 def gapfill_checkpoint_file(root: Path, provider: str, day: date) -> Path:
     """state/gapfill/<provider>_YYYYMMDD.json — the gap-filler's progress on one day (recover/gapfill.py)."""
     return Path(root, "state", "gapfill", f"{provider}_{yyyymmdd(day)}.json")
