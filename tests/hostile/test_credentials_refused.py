@@ -18,9 +18,9 @@ import pytest
 
 from observer.core.clock import NS, ManualClock, ScaledClock, Stopped
 from observer.core.ratelimit import TokenBucket
-from observer.store.fs import SharedRecord
 from observer.providers.base import AuthError
 from observer.providers.kis.auth import KisAuth, key_hash
+from observer.store.fs import SharedRecord
 from tests.alerts.fake_telegram import FakeTelegram
 from tests.heal.conftest import BIN, PY, Env
 
