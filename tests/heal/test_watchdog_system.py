@@ -27,6 +27,7 @@ pytestmark = pytest.mark.system
 PY = str(REPO / ".venv" / "bin" / "python")
 UNIT = "observer-track-b@kis.service"
 DATA = "/var/lib/observer"
+FAULTS = "/run/observer-test-faults"  # trigger files of observer.sim.testfaults: outside the data tree
 
 
 @pytest.fixture
@@ -214,12 +215,12 @@ def test_streamer_past_memory_max_is_killed_and_restarted(ns, tmp_path):
     env = Env(tmp_path, start="09:40:00")
     try:
         active = [u["symbol"] for u in env.universe if u["active"]][:3]
-        install(ns, env, active, "Environment=OBSERVER_TEST_FAULTS=1\nMemoryHigh=infinity\nMemoryMax=200M\n"
+        install(ns, env, active, f"Environment=OBSERVER_TEST_FAULTS={FAULTS}\nMemoryHigh=infinity\nMemoryMax=200M\n"
                                  "MemorySwapMax=0\nRestartSec=200ms\n")
         ns.run("systemctl", "start", UNIT, check=True)
         harness.wait_for(lambda: (heartbeat(ns) or {}).get("trades", 0) > 0, 60, "track-b to record trades")
         pid = ns.show(UNIT, "MainPID")["MainPID"]
-        write(ns, f"{DATA}/state/test_faults/leak_mb_per_s", "40\n")
+        write(ns, f"{FAULTS}/leak_mb_per_s", "40\n")
         harness.wait_for(lambda: (lambda s: s["ActiveState"] == "active" and s["MainPID"] not in ("0", pid)
                                   and int(s["NRestarts"]) >= 1)(ns.show(UNIT, "ActiveState", "MainPID", "NRestarts")),
                          90, "the OOM-killed streamer to be restarted")

@@ -20,6 +20,7 @@ from observer.core.clock import NS, ManualClock, ScaledClock, Stopped
 from observer.core.ratelimit import TokenBucket
 from observer.providers.base import AuthError
 from observer.providers.kis.auth import KisAuth, key_hash
+from observer.store.fs import SharedRecord
 from tests.alerts.fake_telegram import FakeTelegram
 from tests.heal.conftest import BIN, PY, Env
 
@@ -118,7 +119,7 @@ def test_rate_limiter_wait_ends_on_stop(tmp_path):
     clock = ScaledClock(time.time_ns(), 1.0)
     stop = threading.Event()
     clock.stop_on(stop)
-    b = TokenBucket(tmp_path / "b.bucket", rate=1.0, clock=clock)
+    b = TokenBucket(SharedRecord(tmp_path / "b.bucket"), rate=1.0, clock=clock)
     b.penalize(60)  # the broker said "too fast": nobody gets a token for a minute
     _stop_after(stop, 0.3)
     t0 = time.monotonic()
@@ -191,8 +192,8 @@ def test_bucket_written_by_a_process_on_another_clock_does_not_block_for_days(tm
     a collector on the real clock): a refill time days ahead is no penalty and must not be waited out."""
     real = ManualClock(time.time_ns())
     market = ManualClock(time.time_ns() - 9 * 86400 * NS)  # nine days behind
-    a = TokenBucket(tmp_path / "b.bucket", rate=5.0, clock=real)
-    b = TokenBucket(tmp_path / "b.bucket", rate=5.0, clock=market)
+    a = TokenBucket(SharedRecord(tmp_path / "b.bucket"), rate=5.0, clock=real)
+    b = TokenBucket(SharedRecord(tmp_path / "b.bucket"), rate=5.0, clock=market)
     a.acquire()
     a.penalize(3)  # a penalty (seconds ahead) is still honoured on its own clock
     assert 2.5 < a.try_acquire() < 3.5

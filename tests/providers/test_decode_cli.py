@@ -9,6 +9,7 @@ import orjson
 
 from observer.core.contracts import check
 from observer.core.ratelimit import TokenBucket
+from observer.store.fs import SharedRecord
 
 from .conftest import SAMPLES
 
@@ -54,8 +55,8 @@ def test_bucket_penalty_is_shared(tmp_path):
     from observer.core.clock import ManualClock
 
     clock = ManualClock(1_790_000_000_000_000_000)
-    a = TokenBucket(tmp_path / "b", rate=10, burst=1, clock=clock)
-    b = TokenBucket(tmp_path / "b", rate=10, burst=1, clock=clock)
+    a = TokenBucket(SharedRecord(tmp_path / "b"), rate=10, burst=1, clock=clock)
+    b = TokenBucket(SharedRecord(tmp_path / "b"), rate=10, burst=1, clock=clock)
     assert a.try_acquire() == 0.0
     assert b.try_acquire() > 0  # the same file: b sees a's spend
     clock.advance(0.1)

@@ -121,10 +121,12 @@ class TrackB:
         self._rate_frames0 = 0
         self.msgs_per_s = 0.0
         self.last_reconnect = ""
-        # test-only faults (a memory leak for the MemoryMax test), honoured only with OBSERVER_TEST_FAULTS=1
-        self._test_faults = os.environ.get("OBSERVER_TEST_FAULTS") == "1"
-        self._leak: list[bytes] = []
-        self._leak_mb = 0
+        # test-only faults (a memory leak for the MemoryMax test): the hooks are imported only when
+        # OBSERVER_TEST_FAULTS names their trigger directory (outside the tree)
+        self._test_faults = None
+        if os.environ.get("OBSERVER_TEST_FAULTS"):
+            from observer.sim.testfaults import FaultHooks
+            self._test_faults = FaultHooks.from_env()
 
     # -- the socket side: never blocks ------------------------------------------------------
     def sink(self, frame: str, recv_ns: int, records: list[dict]) -> None:
@@ -439,19 +441,6 @@ class TrackB:
             self.events.emit("mitigation", "WARNING" if new > old else "INFO", level=new, previous=old, reason=reason)
             self.notifier.status(self.status_text())
 
-    def _test_fault_tick(self) -> None:
-        """state/test_faults/leak_mb_per_s (a number) makes this process leak that much memory every
-        second until the kernel's MemoryMax kills it; the file is consumed, so the restart is clean."""
-        trigger = self.store.root / "state" / "test_faults" / "leak_mb_per_s"
-        if trigger.exists():
-            try:
-                self._leak_mb = int(trigger.read_text().strip() or "0")
-            finally:
-                trigger.unlink(missing_ok=True)
-            log.warning("test fault: leaking memory", extra={"mb_per_s": self._leak_mb})
-        if self._leak_mb:
-            self._leak.append(b"x" * (self._leak_mb << 20))
-
     def _metrics(self) -> None:
         m = self.metrics
         st = self.stream.stats() if self.stream is not None else {}
@@ -540,8 +529,8 @@ class TrackB:
                     self.notifier.status(self.status_text())
                     self.notifier.progress()
                     self._metrics()
-                    if self._test_faults:
-                        self._test_fault_tick()
+                    if self._test_faults is not None:
+                        self._test_faults.tick()
                 if now >= next_mitigate:
                     next_mitigate = now + mitigate_every / self.clock.speed
                     self._mitigate()

@@ -1,9 +1,10 @@
 """A token bucket shared by every process that uses one API key.
 
 Track A, the gap-filler and preflight call the same broker account; the broker counts requests per
-app key, not per process. The bucket's state lives in a small file under state/ and every read-
-modify-write happens under flock(LOCK_EX) on that file, so the processes together never exceed
-`rate` requests per second (plus the `burst` they may save up).
+app key, not per process. The bucket's state lives in a small file under state/ (a
+store.fs.SharedRecord, opened by the caller: core does not touch the tree) and every read-modify-write
+happens under its flock, so the processes together never exceed `rate` requests per second (plus the
+`burst` they may save up).
 
 Time is the Clock's wall time (now_ns) so that processes share one time base; waiting goes
 through Clock.sleep. A broker's "too many requests" reply calls penalize(), which pushes every
@@ -12,11 +13,11 @@ process sharing the bucket back, not just the one that was refused.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 import struct
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Protocol
 
 from observer.core.clock import NS, Clock
 
@@ -31,6 +32,17 @@ class RateLimitTimeout(Exception):
     pass
 
 
+class SharedState(Protocol):
+    """What the bucket needs of its file (store.fs.SharedRecord): an exclusive lock across processes
+    and the record read and rewritten in place."""
+    path: Path
+
+    def locked(self) -> AbstractContextManager[None]: ...
+    def read(self, size: int) -> bytes: ...
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
 def bucket_name(provider: str, key: str) -> str:
     """File name for one provider + API key; the key itself never appears (a hash of it does)."""
     h = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -38,26 +50,21 @@ def bucket_name(provider: str, key: str) -> str:
 
 
 class TokenBucket:
-    def __init__(self, path: str | os.PathLike, rate: float, burst: float = 1.0, clock: Clock | None = None):
+    def __init__(self, state: SharedState, rate: float, burst: float = 1.0, clock: Clock | None = None):
         if rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
         if burst < 1:
             raise ValueError(f"burst must be >= 1, got {burst}")
-        self.path = Path(path)
+        self.state = state
+        self.path = state.path
         self.rate = float(rate)
         self.burst = float(burst)
         self.clock = clock or Clock()
         self.acquired = 0
         self.waited_s = 0.0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # the file is never replaced (a rename would split the lock); it is rewritten in place
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self._fd = fd
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self.state.close()
 
     def __del__(self):
         try:
@@ -66,7 +73,7 @@ class TokenBucket:
             pass
 
     def _read(self, now: int) -> tuple[float, int]:
-        data = os.pread(self._fd, _SIZE, 0)
+        data = self.state.read(_SIZE)
         if len(data) != _SIZE:
             return self.burst, now
         tokens, last = struct.unpack(_FMT, data)
@@ -79,12 +86,11 @@ class TokenBucket:
         return min(self.burst, tokens + (now - last) / NS * self.rate), now
 
     def _write(self, tokens: float, last: int) -> None:
-        os.pwrite(self._fd, struct.pack(_FMT, tokens, last), 0)
+        self.state.write(struct.pack(_FMT, tokens, last))
 
     def try_acquire(self, n: float = 1.0) -> float:
         """Take n tokens if available: returns 0.0; else returns the seconds to wait (nothing taken)."""
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
+        with self.state.locked():
             now = self.clock.now_ns()
             tokens, last = self._read(now)
             if tokens >= n and last <= now:
@@ -93,8 +99,6 @@ class TokenBucket:
             wait = (n - tokens) / self.rate + max(0, last - now) / NS
             self._write(tokens, last)
             return max(wait, 1e-4)
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def acquire(self, n: float = 1.0, timeout: float | None = None) -> float:
         """Block (through the Clock) until n tokens are taken. Returns the seconds waited."""
@@ -112,10 +116,7 @@ class TokenBucket:
 
     def penalize(self, seconds: float) -> None:
         """Nobody sharing this bucket gets a token for `seconds` (the broker said we were too fast)."""
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
+        with self.state.locked():
             now = self.clock.now_ns()
             _, last = self._read(now)
             self._write(0.0, max(last, now + int(seconds * NS)))
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)

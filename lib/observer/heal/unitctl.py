@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from observer.store import paths
+from observer.store import fs, paths
 
 # Mirrors lib/observer/deploy/unitctl.sh (installed by install_vm.sh), which is the authority: it
 # re-checks every request. This copy only refuses early, with a clear error, what the broker would ignore.
@@ -44,10 +44,9 @@ def request(verb: str, unit: str, data_dir: str | os.PathLike = "/var/lib/observ
     broker ran is one request. The broker queues the job with --no-block and logs to the journal
     (SyslogIdentifier=observer-unitctl); check the unit's state to see the outcome."""
     path = request_path(verb, unit, data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fs.ensure_dir(path.parent)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o660)
+        fs.write_new(path, b"", mode=0o660)  # the broker (root) deletes it; group-writable for the watchdog
     except FileExistsError:
-        return path
-    os.close(fd)
+        pass
     return path

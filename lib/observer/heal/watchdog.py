@@ -40,6 +40,7 @@ from observer.core.clock import NS, Clock, kst_datetime, yyyymmdd
 from observer.core.logging import get_logger
 from observer.heal.expected import ExpectedCoverage
 from observer.heal.preflight import last_error_line
+from observer.lifecycle import layout
 from observer.store import paths
 from observer.store.reader import read_new
 from observer.store.state import read_json, write_json_atomic
@@ -243,7 +244,7 @@ class Watchdog:
         self.program_path = program_path or sys.argv[0]
         self.collectors = collectors_from_config(cfg)
         self.out = out
-        self.state_path = paths.state_dir(self.root) / "watchdog.json"
+        self.state_path = paths.watchdog_state_file(self.root)
         self.state = self._load_state()
         self._ev_offsets: dict[str, int] = {}
         self._reconnects: dict[str, list[int]] = {}
@@ -615,7 +616,7 @@ class Watchdog:
         if now_kst < deadline:
             return []
         day = yyyymmdd(now_kst.date())
-        manifest = paths.backup_dir(self.root, now_kst.date()) / "manifest.json"
+        manifest = paths.backup_dir(self.root, now_kst.date()) / layout.MANIFEST
         if manifest.exists() or not self._once_per_day("backup_missing", day):
             return []
         text = (f"backup of {day} missing at {deadline:%H:%M} KST: {manifest.relative_to(self.root)} does not exist "

@@ -15,12 +15,10 @@ How a package comes to exist (and why a crash never leaves half of one in place)
 from __future__ import annotations
 
 import errno
-import fcntl
 import gzip
 import hashlib
 import io
 import os
-import shutil
 import socket
 import stat
 import tarfile
@@ -39,9 +37,8 @@ from observer.core import notify
 from observer.core.clock import NS, Clock, yyyymmdd
 from observer.core.logging import get_logger
 from observer.lifecycle import layout
-from observer.store import paths
+from observer.store import fs, paths
 from observer.store.reader import read_file
-from observer.store.writer import ensure_dir
 
 log = get_logger(__name__)
 
@@ -95,22 +92,6 @@ def manifest_hash_line(digest: str) -> str:
 parse_manifest_hash = layout.parse_manifest_hash
 
 
-def _fsync_path(p: Path, directory: bool = False) -> None:
-    fd = os.open(p, (os.O_RDONLY | os.O_DIRECTORY) if directory else os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(path, PACKAGE_FILE_MODE)
-
-
 class _Throttle:
     def __init__(self, mb_s: float):
         self.rate = mb_s * 1e6
@@ -132,7 +113,7 @@ class ParallelGzipWriter:
     gzip member; members are written in order. The output's size and SHA-256 are kept as it goes."""
 
     def __init__(self, path: Path, pool: ThreadPoolExecutor, level: int, block: int, inflight: int):
-        self.f = open(path, "wb")
+        self.f = fs.open_new(path, PACKAGE_FILE_MODE)
         self.pool = pool
         self.level = level
         self.block = block
@@ -169,9 +150,7 @@ class ParallelGzipWriter:
         self._submit()
         while self.q:
             self._drain_one()
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
+        fs.close_durable(self.f)
 
     def abort(self) -> None:
         for fut in self.q:
@@ -351,7 +330,7 @@ def day_facts(root: Path, day: date, inv: layout.DayFiles) -> dict:
                 gaps["recoverable" if rec.get("recoverable") else "unrecoverable"] += 1
             if rec.get("anomaly_day") is True and rel not in sources:
                 sources.append(rel)
-    q = paths.reports_dir(root, day) / "quality.json"
+    q = paths.quality_json_file(root, day)
     try:
         if orjson.loads(layout.read_small(q, layout.MANIFEST_MAX_BYTES)).get("anomaly_day") is True:
             sources.append(str(q.relative_to(root)))
@@ -376,16 +355,15 @@ def changed_since(manifest: dict, inv: layout.DayFiles) -> list[str]:
     return sorted(out)
 
 
-def lock_backup_root(root: Path) -> int:
+def lock_backup_root(root: Path) -> fs.Lock:
+    """The lock of backup/ (held by the caller until it calls close()); BackupBusy if another holds it."""
     broot = layout.backup_root(root)
-    ensure_dir(broot)  # 0750 like the rest of the tree
-    fd = os.open(broot, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise BackupBusy(f"{broot}: another observer-backup is running") from None
-    return fd
+    fs.ensure_dir(broot)  # 0750 like the rest of the tree
+    lock = fs.Lock(broot)
+    if not lock.acquire(wait_s=0):
+        lock.close()
+        raise BackupBusy(f"{broot}: another observer-backup is running")
+    return lock
 
 
 def sweep_leftovers(root: Path, day: date | None = None) -> list[str]:
@@ -394,10 +372,10 @@ def sweep_leftovers(root: Path, day: date | None = None) -> list[str]:
     for what, p in layout.leftover_dirs(root, day):
         final = p.parent / p.name[1:9]
         if what == "old" and not final.exists():
-            os.rename(p, final)
+            fs.rename_dir(p, final)
             done.append(f"restored {final.name} from an interrupted rebuild")
         else:
-            shutil.rmtree(p)
+            fs.remove_tree(p)
             done.append(f"removed leftover {p.name}")
     return done
 
@@ -444,26 +422,24 @@ def package_day(root: Path, day: date, *, opts: BackupOptions = BackupOptions(),
             return Result(day, "empty", None, None, time.monotonic() - t0, "no files for this day", problems)
 
         tmp = layout.temp_package_dir(root, day)
-        os.mkdir(tmp)
-        os.chmod(tmp, PACKAGE_DIR_MODE)
+        fs.create_dir(tmp, PACKAGE_DIR_MODE)
         try:
             manifest = _build(root, day, inv, tmp, opts, host or socket.gethostname(), clock)
             bad = verify_package(tmp, opts.threads, manifest)
             if bad:
                 raise BackupError(f"verification of the new package failed: {'; '.join(bad[:5])}")
             for f in os.listdir(tmp):
-                _fsync_path(tmp / f)
-            _fsync_path(tmp, directory=True)
+                fs.fsync_file(tmp / f)
+            fs.fsync_dir(tmp)
             old_dir = None
             if final.exists():
                 old_dir = layout.temp_package_dir(root, day, "old")
-                os.rename(final, old_dir)
-            os.rename(tmp, final)
-            _fsync_path(final.parent, directory=True)
+                fs.rename_dir(final, old_dir)
+            fs.rename_dir(tmp, final)
             if old_dir is not None:
-                shutil.rmtree(old_dir)
+                fs.remove_tree(old_dir)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            fs.remove_tree(tmp, ignore_errors=True)
             raise
         return Result(day, action, final, manifest, time.monotonic() - t0, reason, problems)
     except OSError as e:
@@ -471,7 +447,7 @@ def package_day(root: Path, day: date, *, opts: BackupOptions = BackupOptions(),
             raise BackupError(f"disk full while packaging {yyyymmdd(day)}: {e}") from e
         raise BackupError(f"packaging {yyyymmdd(day)} failed: {e}") from e
     finally:
-        os.close(lock)
+        lock.close()
 
 
 def _build(root: Path, day: date, inv: layout.DayFiles, tmp: Path, opts: BackupOptions, host: str,
@@ -487,7 +463,6 @@ def _build(root: Path, day: date, inv: layout.DayFiles, tmp: Path, opts: BackupO
                 continue
             name = layout.archive_name(part)
             arch, entries = write_archive(root, rels, tmp / name, pool, opts, throttle)
-            os.chmod(tmp / name, PACKAGE_FILE_MODE)
             archives[name] = {"partition": part, **arch}
             for e in entries:
                 files.append({"archive": name, "partition": part, **e})
@@ -514,6 +489,7 @@ def _build(root: Path, day: date, inv: layout.DayFiles, tmp: Path, opts: BackupO
         "files": files,
     }
     data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-    _write_file(tmp / layout.MANIFEST, data)
-    _write_file(tmp / layout.MANIFEST_SHA, manifest_hash_line(hashlib.sha256(data).hexdigest()).encode())
+    fs.write_new(tmp / layout.MANIFEST, data, PACKAGE_FILE_MODE)
+    fs.write_new(tmp / layout.MANIFEST_SHA, manifest_hash_line(hashlib.sha256(data).hexdigest()).encode(),
+                 PACKAGE_FILE_MODE)
     return manifest

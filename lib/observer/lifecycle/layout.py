@@ -45,6 +45,7 @@ import orjson
 
 from observer.core.clock import parse_yyyymmdd, yyyymmdd
 from observer.store import paths
+from observer.store.reader import file_kind, walk
 
 MANIFEST = "manifest.json"
 MANIFEST_SHA = "manifest.json.sha256"
@@ -182,15 +183,6 @@ def read_small(path: Path, max_bytes: int) -> bytes:
         os.close(fd)
 
 
-def file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
-                       (stat.S_ISDIR, "directory"), (stat.S_ISREG, "regular file")):
-        if test(mode):
-            return name
-    return "special file"
-
-
 @cache
 def _schema(name: str):
     s = json.loads((resources.files("observer") / "schemas" / "backup" / f"{name}.json").read_text())
@@ -283,44 +275,22 @@ def _add(inv: dict[date, DayFiles], rel: str, st: os.stat_result, day: date) -> 
 
 
 def _scan(root: Path, top: str, problems: list[str] | None, want: str | None) -> Iterator[tuple[str, os.stat_result]]:
-    """(relative path, lstat) of every regular file below root/top, sorted. Symlinks and special files
-    are reported to `problems`, never followed or returned; with `want` (YYYYMMDD), directories named
-    after another day are not entered."""
-    try:
-        st = os.lstat(root / top)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        if stat.S_ISREG(st.st_mode):
-            yield top, st
-        elif problems is not None and (want is None or want in top):
-            problems.append(f"{top}: {file_kind(st.st_mode)}, not a regular file; not packaged, not deleted")
-        return
-    stack = [top]
-    while stack:
-        d = stack.pop()
-        try:
-            with os.scandir(root / d) as it:
-                entries = sorted(it, key=lambda e: e.name, reverse=True)
-        except OSError as e:
-            if problems is not None:
-                problems.append(f"{d}: cannot list: {e.strerror}")
-            continue
-        files = []
-        for e in entries:
-            rel = f"{d}/{e.name}"
-            try:
-                est = e.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISDIR(est.st_mode):
-                if want is None or not _DAY_RE.match(e.name) or e.name == want:
-                    stack.append(rel)
-            elif stat.S_ISREG(est.st_mode):
-                files.append((rel, est))
-            elif problems is not None and (want is None or want in rel):
-                problems.append(f"{rel}: {file_kind(est.st_mode)}, not a regular file; not packaged, not deleted")
-        yield from reversed(files)
+    """(relative path, lstat) of every regular file below root/top (store.reader.walk). Symlinks and
+    special files are reported to `problems`, never followed or returned; with `want` (YYYYMMDD),
+    directories named after another day are not entered."""
+
+    def odd(rel: str, mode: int | None, error: str | None) -> None:
+        if problems is None:
+            return
+        if mode is None:
+            problems.append(f"{rel}: cannot list: {error}")
+        elif want is None or want in rel:
+            problems.append(f"{rel}: {file_kind(mode)}, not a regular file; not packaged, not deleted")
+
+    def enter(name: str) -> bool:
+        return want is None or not _DAY_RE.match(name) or name == want
+
+    return walk(root, top, odd=odd, enter=enter, lstat=True)
 
 
 def _listdir_real(root: Path, rel: str, problems: list[str] | None) -> list[str]:
@@ -441,7 +411,7 @@ def stale_temp_files(root: Path, now_ns: int, max_age_s: float) -> list[TempFile
     crash between write and rename leaves behind. The build directories of backup/ are not files
     (backup's sweep_leftovers owns them)."""
     out = []
-    for rel, st in _scan(Path(root), ".", None, None):
+    for rel, st in walk(Path(root), lstat=True):
         if TEMP_FILE_RE.match(rel.rsplit("/", 1)[-1]) and now_ns - st.st_mtime_ns > max_age_s * 1e9:
-            out.append(TempFile(rel[2:], st.st_size, st.st_mtime_ns))
+            out.append(TempFile(rel, st.st_size, st.st_mtime_ns))
     return out

@@ -47,7 +47,7 @@ from observer.core.clock import yyyymmdd
 from observer.core.logging import get_logger
 from observer.lifecycle import backup as bk
 from observer.lifecycle import layout
-from observer.store import paths
+from observer.store import fs, paths
 
 log = get_logger(__name__)
 
@@ -348,7 +348,7 @@ def _remove_empty_day_dirs(root: Path, rels: list[str], ymd: str) -> None:
             parent = parent.parent
     for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
         try:
-            os.rmdir(d)
+            fs.remove_empty_dir(d)
         except OSError:
             pass  # not empty (a kept file) or already gone
 
@@ -374,7 +374,7 @@ def remove_temp(root: Path, temp: list[layout.TempFile], today: date, emit) -> i
         if (now.st_size, now.st_mtime_ns) != (t.bytes, t.mtime_ns):
             kept.append(t.rel)  # a writer is at it again
             continue
-        os.unlink(root / t.rel)
+        fs.remove_file(root / t.rel)
         freed += now.st_size
         removed.append(t.rel)
     if removed or kept:
@@ -407,7 +407,7 @@ def execute(root: Path, p: Plan, inv: dict[date, layout.DayFiles], manifests: di
                     continue
                 rst = _regular(pkg / name)
                 if rst is not None:
-                    os.unlink(pkg / name)
+                    fs.remove_file(pkg / name)
                     freed += rst.st_size
                     names.append(name)
             out.deleted_bytes += freed
@@ -430,7 +430,7 @@ def execute(root: Path, p: Plan, inv: dict[date, layout.DayFiles], manifests: di
                 if (now.st_size, now.st_mtime_ns) != (then.st_size, then.st_mtime_ns):
                     kept.append(rel)
                     continue
-                os.unlink(root / rel)
+                fs.remove_file(root / rel)
                 freed += now.st_size
                 removed.append(rel)
         else:
@@ -443,7 +443,7 @@ def execute(root: Path, p: Plan, inv: dict[date, layout.DayFiles], manifests: di
                 if e is None or e["bytes"] != now.st_size or e["mtime_ns"] != now.st_mtime_ns:
                     kept.append(rel)
                     continue
-                os.unlink(root / rel)
+                fs.remove_file(root / rel)
                 freed += now.st_size
                 removed.append(rel)
             if kept:
@@ -453,7 +453,7 @@ def execute(root: Path, p: Plan, inv: dict[date, layout.DayFiles], manifests: di
                 if layout.is_real_dir(rep):  # empty subdirectories only (rmdir), never through a symlink
                     for dirpath, _, _ in os.walk(rep, topdown=False):
                         try:
-                            os.rmdir(dirpath)
+                            fs.remove_empty_dir(dirpath)
                         except OSError:
                             pass  # not empty: a kept file
             _remove_empty_day_dirs(root, removed, ymd)

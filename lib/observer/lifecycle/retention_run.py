@@ -4,7 +4,6 @@ See docs/backup.md; the policy and the plan are observer.lifecycle.retention."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -91,10 +90,10 @@ def _sweep_build_leftovers(root: Path) -> list[str]:
     if not layout.backup_root(root).is_dir():
         return []
     try:
-        fd = bk.lock_backup_root(root)
+        lock = bk.lock_backup_root(root)
     except bk.BackupBusy:
         return []
     try:
         return bk.sweep_leftovers(root)
     finally:
-        os.close(fd)
+        lock.close()

@@ -17,7 +17,6 @@ What it measures (docs/recovery.md has every definition):
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from datetime import date
 from pathlib import Path
@@ -384,17 +383,9 @@ def compare_truth(data: DayData, holdings, comp: list[dict], gt_dir: Path) -> di
 
 def write_quality(root: Path, day: date, q: dict) -> tuple[Path, Path]:
     from observer.recover.report import render_html
-    from observer.store.state import write_json_atomic
+    from observer.store.state import write_bytes_atomic, write_json_atomic
 
-    d = paths.reports_dir(root, day)
-    jp, hp = d / "quality.json", d / "quality.html"
+    jp, hp = paths.quality_json_file(root, day), paths.quality_html_file(root, day)
     write_json_atomic(jp, q, indent=True)
-    html = render_html(q).encode()
-    tmp = d / ".quality.html.tmp"
-    with open(tmp, "wb") as f:
-        f.write(html)
-        f.flush()
-        os.fchmod(f.fileno(), 0o640)
-        os.fsync(f.fileno())
-    os.replace(tmp, hp)
+    write_bytes_atomic(hp, render_html(q).encode())
     return jp, hp

@@ -114,6 +114,11 @@ def unitctl_dir(root: Path) -> Path:
     return Path(root, "state", "unitctl")
 
 
+def watchdog_state_file(root: Path) -> Path:
+    """state/watchdog.json — what the watchdog already restarted and reported (heal/watchdog.py)."""
+    return Path(root, "state", "watchdog.json")
+
+
 def gapfill_checkpoint_file(root: Path, provider: str, day: date) -> Path:
     """state/gapfill/<provider>_YYYYMMDD.json — the gap-filler's progress on one day (recover/gapfill.py)."""
     return Path(root, "state", "gapfill", f"{provider}_{yyyymmdd(day)}.json")
@@ -121,6 +126,15 @@ def gapfill_checkpoint_file(root: Path, provider: str, day: date) -> Path:
 
 def reports_dir(root: Path, day: date) -> Path:
     return Path(root, "reports", yyyymmdd(day))
+
+
+def quality_json_file(root: Path, day: date) -> Path:
+    """reports/YYYYMMDD/quality.json — the day's audit (recover/audit.py); retention reads its anomaly flag."""
+    return Path(reports_dir(root, day), "quality.json")
+
+
+def quality_html_file(root: Path, day: date) -> Path:
+    return Path(reports_dir(root, day), "quality.html")
 
 
 def backup_dir(root: Path, day: date) -> Path:

@@ -77,48 +77,96 @@ def day_files(root: Path, day: date, kinds: Iterable[str] = ("swing", "scalp", "
     return sorted(out, key=lambda kp: str(kp[1]))
 
 
-def iter_jsonl(root: Path, on_issue: IssueSink | None = None) -> Iterator[str]:
-    """Relative paths of all regular *.jsonl files below root (sorted per directory).
+# odd(rel, mode, error): something the walk does not take. mode: the lstat mode of an entry that is not
+# a directory nor a regular file (a symlink, FIFO, socket, device), error None; or mode None and error
+# the strerror of a directory that cannot be listed
+OddSink = Callable[[str, int | None, str | None], None]
 
-    The walk never follows a symlink (file or directory) and yields regular files only; a symlink
-    anywhere in the tree, or a *.jsonl that is not a regular file (FIFO, socket, device, directory),
-    goes to on_issue (line 0) and is skipped."""
+
+def walk(root: Path, top: str = "", *, odd: OddSink | None = None, enter: Callable[[str], bool] | None = None,
+         lstat: bool = False) -> Iterator[tuple[str, os.stat_result | None]]:
+    """(path relative to root, its lstat if asked else None) of every regular file below root/top (top
+    itself if it is a regular file), depth first in name order: the files of a directory, then its
+    subdirectories. The one tree walker of the project (readers, verify, backup's and retention's
+    inventories).
+
+    Never follows a symlink below root (root itself may be one: the tree may live elsewhere) and yields
+    regular files only; everything else goes to `odd` and is skipped. enter(name): whether to walk into a
+    subdirectory of that name (default: every one). A file that vanishes during the walk (retention,
+    rotation) is skipped silently."""
     root = Path(root)
-    stack = [str(root)]
+    if top:
+        try:
+            st = os.lstat(root / top)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            if stat.S_ISREG(st.st_mode):
+                yield top, st if lstat else None
+            elif odd:
+                odd(top, st.st_mode, None)
+            return
+    stack = [top]
     while stack:
         d = stack.pop()
         try:
-            with os.scandir(d) as it:
+            with os.scandir(root / d) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as e:
-            if on_issue and d != str(root):
-                on_issue(ReadIssue(os.path.relpath(d, root), 0, f"directory not readable: {e.strerror}"))
+            if odd:
+                odd(d, None, e.strerror)
             continue
         subdirs = []
         for e in entries:
+            rel = f"{d}/{e.name}" if d else e.name
             try:
-                if e.is_symlink():
-                    if on_issue:
-                        on_issue(ReadIssue(os.path.relpath(e.path, root), 0, "symlink in the tree (not followed)"))
-                    continue
-                if e.is_dir(follow_symlinks=False):
-                    subdirs.append(e.path)
-                    continue
-                if not e.name.endswith(".jsonl"):
-                    continue
-                if e.is_file(follow_symlinks=False):
-                    yield os.path.relpath(e.path, root)
-                elif on_issue:
-                    on_issue(ReadIssue(os.path.relpath(e.path, root), 0,
-                                       f"not a regular file ({_ftype(e.stat(follow_symlinks=False).st_mode)}); not read"))
-            except OSError:  # vanished during the walk (retention, rotation)
+                if lstat:
+                    est = e.stat(follow_symlinks=False)
+                    mode = est.st_mode
+                else:  # the entry's d_type: no stat(2) per file
+                    est = None
+                    mode = (stat.S_IFLNK if e.is_symlink() else stat.S_IFDIR if e.is_dir(follow_symlinks=False)
+                            else stat.S_IFREG if e.is_file(follow_symlinks=False)
+                            else e.stat(follow_symlinks=False).st_mode)
+            except OSError:  # vanished during the walk
                 continue
-        stack.extend(reversed(subdirs))  # depth first, in name order (as os.walk with sorted dirnames)
+            if stat.S_ISDIR(mode):
+                if enter is None or enter(e.name):
+                    subdirs.append(rel)
+            elif stat.S_ISREG(mode):
+                yield rel, est
+            elif odd:
+                odd(rel, mode, None)
+        stack.extend(reversed(subdirs))
 
 
-def _ftype(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symlink")):
+def iter_jsonl(root: Path, on_issue: IssueSink | None = None) -> Iterator[str]:
+    """Relative paths of all regular *.jsonl files below root (walk's order).
+
+    A symlink anywhere in the tree, or a *.jsonl that is not a regular file (FIFO, socket, device),
+    goes to on_issue (line 0) and is skipped; so does a directory below root that cannot be listed."""
+
+    def odd(rel: str, mode: int | None, error: str | None) -> None:
+        if on_issue is None:
+            return
+        if mode is None:
+            if rel:
+                on_issue(ReadIssue(rel, 0, f"directory not readable: {error}"))
+        elif stat.S_ISLNK(mode):
+            on_issue(ReadIssue(rel, 0, "symlink in the tree (not followed)"))
+        elif rel.endswith(".jsonl"):
+            on_issue(ReadIssue(rel, 0, f"not a regular file ({file_kind(mode)}); not read"))
+
+    for rel, _ in walk(root, odd=odd):
+        if rel.endswith(".jsonl"):
+            yield rel
+
+
+def file_kind(mode: int) -> str:
+    """What an lstat mode is, in words (for problem reports)."""
+    for test, name in ((stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISDIR, "directory"), (stat.S_ISREG, "regular file")):
         if test(mode):
             return name
     return "special file"
@@ -139,7 +187,7 @@ def open_regular(path: Path, on_issue: IssueSink | None = None) -> int | None:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        (on_issue or _LogSink())(ReadIssue(str(path), 0, f"not a regular file ({_ftype(mode)}); not read"))
+        (on_issue or _LogSink())(ReadIssue(str(path), 0, f"not a regular file ({file_kind(mode)}); not read"))
         return None
     return fd
 

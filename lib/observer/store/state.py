@@ -9,16 +9,17 @@ from pathlib import Path
 
 import orjson
 
-from observer.store.writer import FILE_MODE, _fsync_dir, ensure_dir
+from observer.store.fs import FILE_MODE, ensure_dir, fsync_dir
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Replace `path` with `data` all at once: temp file in the same dir, (fsync,) rename (, fsync dir)."""
+def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True, mode: int = FILE_MODE) -> None:
+    """Replace `path` with `data` all at once: temp file in the same dir, (fsync,) rename (, fsync dir).
+    mode: fs.PRIVATE_MODE for a file that holds a secret (set before a byte is written)."""
     path = Path(path)
     ensure_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
@@ -28,7 +29,7 @@ def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None
         fd = -1
         os.replace(tmp, path)
         if durable:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     except BaseException:
         if fd >= 0:
             os.close(fd)
@@ -67,7 +68,7 @@ def create_json_once(path: Path, obj, *, indent: bool = False) -> bool:
             os.link(tmp, path)
         except FileExistsError:
             return False
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
     finally:
         os.unlink(tmp)

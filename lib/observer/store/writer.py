@@ -32,11 +32,11 @@ import orjson
 
 from observer.core.contracts import check
 from observer.core.logging import get_logger
+from observer.store.fs import FILE_MODE, ensure_dir
+from observer.store.fs import fsync_dir as _fsync_dir
 
 log = get_logger(__name__)
 
-FILE_MODE = 0o640
-DIR_MODE = 0o750
 _DUMPS_OPTS = orjson.OPT_APPEND_NEWLINE
 WRITE_CHUNK = 1 << 20  # bytes buffered before they are written (not fsync'd) between fsync windows
 
@@ -75,26 +75,6 @@ class Durability:
 
 
 DEFAULT_DURABILITY = Durability()
-
-
-def ensure_dir(path: Path) -> None:
-    """mkdir -p with 0750 dirs; fsync the parent of each new dir so the entry survives a crash."""
-    if path.is_dir():
-        return
-    ensure_dir(path.parent)
-    try:
-        os.mkdir(path, DIR_MODE)
-    except FileExistsError:
-        return
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _open_append(path: Path) -> int:

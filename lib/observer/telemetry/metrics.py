@@ -23,7 +23,6 @@ Writing never raises into the caller (a full disk is logged once per outage).
 
 from __future__ import annotations
 
-import fcntl
 import math
 import os
 import re
@@ -37,6 +36,7 @@ import psutil
 from observer.core.clock import NS, Clock
 from observer.core.logging import get_logger
 from observer.store import paths
+from observer.store.fs import locked
 from observer.store.state import read_json, write_bytes_atomic, write_json_atomic
 from observer.store.writer import StoreError, ensure_dir
 
@@ -203,29 +203,15 @@ def render_prom(samples: list[tuple[str, dict, float]]) -> str:
     return "\n".join(out) + "\n" if out else ""
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
-
-
 def merge_prom(root, now_ns: int | None = None) -> str:
     """Merge every program's part into metrics/observer.prom (atomically); returns the text written."""
     root = Path(root)
     now_ns = time.time_ns() if now_ns is None else now_ns
     pdir = parts_dir(root)
     ensure_dir(pdir)
-    fd = os.open(pdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        deadline = time.monotonic() + LOCK_WAIT_S
-        locked = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                locked = True
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    break
-                time.sleep(0.005)
+    # a lock not had within LOCK_WAIT_S is gone without: the merge is atomic either way, the lock only
+    # keeps two merges from racing, and a metrics write never stalls a collector
+    with locked(pdir, wait_s=LOCK_WAIT_S):
         samples: list[tuple[str, dict, float]] = []
         for p in sorted(pdir.glob("*.json")):
             try:
@@ -241,12 +227,8 @@ def merge_prom(root, now_ns: int | None = None) -> str:
                     continue
                 samples.append((name, labels, value))
         text = render_prom(samples)
-        _write_text_atomic(paths.prom_file(root), text)
-        if locked:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        write_bytes_atomic(paths.prom_file(root), text.encode())
         return text
-    finally:
-        os.close(fd)
 
 
 # -- the writer ------------------------------------------------------------------------------

@@ -11,22 +11,21 @@ and a paper token is never offered to the real server.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 import random
 from collections.abc import Callable
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import orjson
 import requests
 
-from observer.core.clock import KST, NS, Clock, Stopped, to_ns
+from observer.core.clock import KST, NS, Clock, to_ns
 from observer.core.logging import get_logger
 from observer.core.redact import register_secret
 from observer.providers.base import AuthError, ProviderError
+from observer.store.fs import PRIVATE_MODE, ensure_dir, locked
+from observer.store.state import write_bytes_atomic
 
 log = get_logger(__name__)
 
@@ -39,39 +38,6 @@ def rest_timeouts(pcfg: dict) -> tuple[float, float]:
     """(connect, read) seconds of a REST request, from providers.kis.timeouts."""
     t = pcfg.get("timeouts") or {}
     return float(t.get("connect_s", 3.05)), float(t.get("read_s", 10.0))
-
-
-@contextmanager
-def _flock(path: Path, clock: Clock):
-    """Exclusive flock. Another process may hold it through a 61 s issuance wait, so with a stop event
-    on the clock the lock is polled and the wait ends (Stopped) as soon as the program is told to stop."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        if clock.stop_event is None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        else:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if clock.stop_event.wait(0.05):
-                        raise Stopped("stop requested while waiting for the credential lock") from None
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-def _write_private(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, orjson.dumps(data))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 class CachedCredential:
@@ -98,7 +64,7 @@ class CachedCredential:
         self.on_issue = on_issue
         self._mem: dict | None = None
         self.issued = 0  # issuances by this process
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(path.parent)
 
     def _read(self) -> dict | None:
         try:
@@ -135,7 +101,9 @@ class CachedCredential:
         m = self._mem
         if self._usable(m, now, invalid) and not self._refresh_due(m, now):
             return m["value"]
-        with _flock(self.lock_path, self.clock):
+        # another process may hold the lock through a 61 s issuance wait: with a stop event on the
+        # clock the wait ends (Stopped) as soon as the program is told to stop
+        with locked(self.lock_path, stop_event=self.clock.stop_event):
             c = self._read()
             now = self.clock.now_ns()
             if self._usable(c, now, invalid) and not self._refresh_due(c, now):
@@ -167,11 +135,11 @@ class CachedCredential:
             value, expires_ns = self._fetch(urgent)
         except BaseException:
             # remember the attempt so no process asks again within the limit
-            _write_private(self.path, record)
+            write_bytes_atomic(self.path, orjson.dumps(record), mode=PRIVATE_MODE)
             raise
         register_secret(value)
         record.update({"value": value, "expires_ns": expires_ns, "issued_ns": now, "requested_ns": now})
-        _write_private(self.path, record)
+        write_bytes_atomic(self.path, orjson.dumps(record), mode=PRIVATE_MODE)
         self.issued += 1
         if self.on_issue:
             self.on_issue(self.what, "invalidated" if invalid else ("refresh" if cached and cached.get("value") else "none cached"))

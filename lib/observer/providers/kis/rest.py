@@ -32,6 +32,7 @@ from observer.providers.base import (
     TickRecovery,
 )
 from observer.providers.kis.auth import KisAuth, rest_timeouts
+from observer.store.fs import SharedRecord
 
 log = get_logger(__name__)
 
@@ -205,7 +206,8 @@ class KisRest(MarketRest):
                                         state_dir=state_dir, clock=self.clock, session=self.session,
                                         timeouts=self.timeouts, on_issue=self._on_issue,
                                         **({"max_attempts": auth_attempts} if auth_attempts else {}))
-        self.bucket = TokenBucket(Path(state_dir, bucket_name("kis", self.auth.app_key + "\n" + self.base_url)),
+        self.bucket = TokenBucket(SharedRecord(Path(state_dir, bucket_name("kis", self.auth.app_key + "\n"
+                                                                          + self.base_url))),
                                   rate_per_s(pcfg), float(pcfg.get("rate_limit_burst", 1)), self.clock)
         self.stats = {"calls": 0, "http_requests": 0, "rate_limited": 0, "retries": 0, "token_refreshes": 0,
                       "rejected_rows": 0}

@@ -31,9 +31,7 @@ values whose names look secret are masked, and the bot token is registered for r
 
 from __future__ import annotations
 
-import fcntl
 import math
-import os
 import re
 import socket
 import threading
@@ -51,7 +49,8 @@ from observer.core.clock import KST, NS, Clock, kst, parse_yyyymmdd
 from observer.core.logging import get_logger
 from observer.core.redact import MASK, redact, register_secret
 from observer.store import paths
-from observer.store.writer import StoreError, ensure_dir
+from observer.store.fs import Lock, ensure_dir
+from observer.store.writer import StoreError
 from observer.telemetry.alerts.table import KEY_DAILY_SUMMARY, TABLE, known, routed_warning_keys
 from observer.telemetry.alerts.transport import TelegramTransport
 
@@ -297,7 +296,7 @@ class Alerter:
         self._outbox = _Outbox(self.root, float(a["max_age_h"]))
         self._mine: dict[str, int] = {}       # id -> ts of the newest line this instance wrote
         self._mu = threading.RLock()
-        self._lock_fd: int | None = None
+        self._lock: Lock | None = None        # flock of the outbox directory (store.fs.Lock)
         self._lock_warned = False
         # sender thread
         self._cv = threading.Condition()
@@ -362,9 +361,9 @@ class Alerter:
                 log.warning("alert sender still busy at close; undelivered alerts stay in the outbox",
                             extra={"program": self.program})
         with self._mu:
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
         if self._own_store and (t is None or not t.is_alive()):
             try:
                 self.store.close()
@@ -463,21 +462,13 @@ class Alerter:
         def __enter__(self):
             self.o._mu.acquire()
             try:
-                fd = self.o._dir_fd()
-                deadline = time.monotonic() + LOCK_WAIT_S
-                while fd is not None:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        self.flocked = True
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() >= deadline:
-                            if not self.o._lock_warned:
-                                log.warning("outbox lock held by another program for too long; deciding without it",
-                                            extra={"program": self.o.program})
-                                self.o._lock_warned = True
-                            break
-                        time.sleep(0.005)
+                lock = self.o._dir_lock()
+                if lock is not None:
+                    self.flocked = lock.acquire(wait_s=LOCK_WAIT_S)
+                    if not self.flocked and not self.o._lock_warned:
+                        log.warning("outbox lock held by another program for too long; deciding without it",
+                                    extra={"program": self.o.program})
+                        self.o._lock_warned = True
             except BaseException:
                 self.o._mu.release()
                 raise
@@ -485,24 +476,24 @@ class Alerter:
 
         def __exit__(self, *exc):
             try:
-                if self.flocked and self.o._lock_fd is not None:
-                    fcntl.flock(self.o._lock_fd, fcntl.LOCK_UN)
+                if self.flocked and self.o._lock is not None:
+                    self.o._lock.release()
             finally:
                 self.o._mu.release()
 
     def _locked(self) -> Alerter._LockCtx:
         return Alerter._LockCtx(self)
 
-    def _dir_fd(self) -> int | None:
-        if self._lock_fd is None:
+    def _dir_lock(self) -> Lock | None:
+        if self._lock is None:
             d = paths.alerts_file(self.root, self.clock.today_kst()).parent
             try:
                 ensure_dir(d)
-                self._lock_fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                self._lock = Lock(d)
             except OSError as e:
                 log.error("alert outbox directory unusable", extra={"dir": str(d), "error": str(e)})
                 return None
-        return self._lock_fd
+        return self._lock
 
     def _undelivered(self) -> dict:
         with self._mu:
