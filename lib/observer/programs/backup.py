@@ -9,7 +9,8 @@ from datetime import date, datetime, timedelta
 from observer import cli
 from observer.core import notify
 from observer.core.clock import kst_datetime, yyyymmdd
-from observer.core.config import host_id
+from observer.core.config import host_id, section
+from observer.core.settings import TradingWindow
 from observer.lifecycle import layout
 from observer.lifecycle.backup import BackupBusy, BackupError, BackupOptions, Result, package_day
 from observer.lifecycle.notify import notify_failure
@@ -20,7 +21,7 @@ PROGRAM = "observer-backup"
 
 def collection_end(cfg: dict, day: date) -> datetime:
     """When the day's last collection window ends (KST), shifted like the session on late-open days."""
-    wins = cfg.get("windows", {})
+    wins = [TradingWindow.from_config(cfg, track) for track in section(cfg, "windows")]
     ends = []
     cal = None
     try:
@@ -31,15 +32,15 @@ def collection_end(cfg: dict, day: date) -> datetime:
             cal = None
     except Exception:  # calendar unavailable or the year unsupported: the config times still apply
         cal = None
-    for w in wins.values():
+    for w in wins:
         if cal is not None:
             try:
-                ends.append(cal.window(day, w["start"], w["end"])[1])
+                ends.append(w.span(cal, day)[1])
                 continue
             except ValueError:
                 pass
-        ends.append(kst_datetime(day, w["end"]))
-    return max(ends) if ends else kst_datetime(day, "15:30")
+        ends.append(kst_datetime(day, w.end))
+    return max(ends)
 
 
 def _event_fields(r: Result) -> dict:

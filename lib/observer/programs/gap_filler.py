@@ -10,6 +10,7 @@ from observer.collect.runtime import open_runtime
 from observer.core import notify
 from observer.core.logging import get_logger
 from observer.core.secrets import SecretsError
+from observer.core.settings import GapfillConfig
 from observer.providers.base import ProviderError
 from observer.recover.audit import build_quality, write_quality
 from observer.recover.gapfill import GapFiller
@@ -31,7 +32,7 @@ def main(argv=None) -> int:
                    help="progress bar on stderr (auto: only on a terminal)")
     args = p.parse_args(argv)
     ctx = cli.start(PROGRAM, args, tree=cli.TREE_WRITE)
-    provider = args.provider or ctx.cfg.get("gapfill", {}).get("provider", "kis")
+    provider = args.provider or GapfillConfig.from_config(ctx.cfg).provider
     day = args.date or ctx.clock.today_kst()
     try:
         rt = open_runtime(ctx, provider, PROGRAM)
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
                   f"{summary['markers_emitted']} new markers; {summary['unrecoverable_holes']} holes unrecoverable; "
                   f"{summary['failed_jobs']} jobs failed")
         q = None
-        if ctx.cfg.get("gapfill", {}).get("run_audit", True) and not args.no_audit:
+        if GapfillConfig.from_config(ctx.cfg).run_audit and not args.no_audit:
             q = build_quality(rt.store.root, day, ctx.cfg, provider=provider, clock=ctx.clock, calendar=rt.calendar)
             write_quality(rt.store.root, day, q)
         ev.emit("collector", "INFO" if not summary["failed_jobs"] else "WARNING", state="stopped", reason=reason)
