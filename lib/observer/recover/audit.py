@@ -42,6 +42,7 @@ from observer.recover.gaps import (
 from observer.store import paths
 from observer.store.reader import read_file
 
+
 def _pct(a: float, b: float) -> float | None:
     """a / b in %, 4 decimals; a loss is never rounded up to 100 % (99.9999 is the most it shows)."""
     if not b:
