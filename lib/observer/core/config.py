@@ -149,15 +149,22 @@ def section(cfg: dict, *path: str) -> dict:
     On a validated config that is the table as it is; a partial dict (a test's, a caller's) gets the
     schema's defaults too, so a default is written once, in the schema, never again in a reader.
     """
-    schema = config_schema()
-    node: dict = schema
     value: Any = cfg
     for key in path:
-        node = node["properties"][key]  # a KeyError names a table the schema does not have
         value = value.get(key) if isinstance(value, dict) else None
-        if value is None:
-            value = copy.deepcopy(node.get("default", {}))
-    return _apply_defaults(node, copy.deepcopy(value), schema)
+    return with_defaults(value, *path)
+
+
+def with_defaults(table: dict | None, *path: str) -> dict:
+    """A copy of `table`, the table the schema has at `path` (e.g. a provider's ws table), with the
+    schema's defaults filled in; None gives the schema's default of that table."""
+    schema = config_schema()
+    node: dict = schema
+    for key in path:
+        node = node["properties"][key]  # a KeyError names a table the schema does not have
+    if table is None:
+        table = node.get("default", {})
+    return _apply_defaults(node, copy.deepcopy(table), schema)
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> dict:
