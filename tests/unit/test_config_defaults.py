@@ -138,12 +138,15 @@ def test_configured_values_reach_the_views():
 
 
 def test_constructor_defaults_of_older_views_are_the_schema_defaults():
-    """Durability, Policy, BackupOptions and PullConfig keep field defaults (tests build them bare);
-    those must be the schema's, as from_config gives them."""
+    """Durability, Policy, BackupOptions, PullConfig and MetricsWriter keep constructor defaults (tests
+    build them bare); those must be the schema's, as from_config gives them."""
+    import inspect
+
     from observer.lifecycle.backup import BackupOptions
     from observer.lifecycle.pull import PullConfig
     from observer.lifecycle.retention import Policy
     from observer.store.writer import Durability
+    from observer.telemetry.metrics import MetricsWriter
 
     assert Durability.from_config(MINIMAL) == Durability()
     assert Policy.from_config(MINIMAL) == Policy()
@@ -152,6 +155,9 @@ def test_constructor_defaults_of_older_views_are_the_schema_defaults():
     for f in dataclasses.fields(PullConfig):
         if f.default is not dataclasses.MISSING:
             assert _same(f.default, pull[f.name]), f.name
+    metrics = _defaults(_fragment("metrics"))
+    params = inspect.signature(MetricsWriter).parameters
+    assert {k: params[k].default for k in metrics} == metrics
 
 
 def test_validated_config_has_every_schema_default():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from observer.core.config import section
 
@@ -21,6 +21,16 @@ def _build(cls: type[T], table: dict) -> T:
     """cls from the table's keys of the same names; arrays become tuples (a view is read-only)."""
     return cls(**{f.name: tuple(table[f.name]) if isinstance(table[f.name], list) else table[f.name]
                   for f in dataclasses.fields(cls)})
+
+
+class _Section:
+    """A view of the config table at PATH, whose fields are that table's keys."""
+
+    PATH: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Self:
+        return _build(cls, section(cfg, *cls.PATH))
 
 
 @dataclass(frozen=True)
@@ -47,22 +57,22 @@ class TradingWindow:
 
 
 @dataclass(frozen=True)
-class TrackAConfig:
+class TrackAConfig(_Section):
     """[track_a]: the REST poller."""
+
+    PATH = ("track_a",)
 
     provider: str
     interval_minutes: int
     workers: int
     max_symbols: int
 
-    @classmethod
-    def from_config(cls, cfg: dict) -> TrackAConfig:
-        return _build(cls, section(cfg, "track_a"))
-
 
 @dataclass(frozen=True)
-class AnomalyConfig:
+class AnomalyConfig(_Section):
     """[track_b.anomaly]: the anomaly-day rules (the streamer judges them live, the audit after the close)."""
+
+    PATH = ("track_b", "anomaly")
 
     reconnects: int
     disconnected_s: float
@@ -73,10 +83,6 @@ class AnomalyConfig:
     cpu_pct: float
     cpu_s: float
     disk_pct: float
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> AnomalyConfig:
-        return _build(cls, section(cfg, "track_b", "anomaly"))
 
 
 @dataclass(frozen=True)
@@ -108,8 +114,10 @@ class TrackBConfig:
 
 
 @dataclass(frozen=True)
-class GapfillConfig:
+class GapfillConfig(_Section):
     """[gapfill]: the after-close gap detection and backfill."""
+
+    PATH = ("gapfill",)
 
     provider: str
     tracks: tuple[str, ...]
@@ -120,27 +128,23 @@ class GapfillConfig:
     minute_bars: bool
     run_audit: bool
 
-    @classmethod
-    def from_config(cls, cfg: dict) -> GapfillConfig:
-        return _build(cls, section(cfg, "gapfill"))
-
 
 @dataclass(frozen=True)
-class AuditConfig:
+class AuditConfig(_Section):
     """[audit]: the daily quality report's targets."""
+
+    PATH = ("audit",)
 
     track_a_target_pct: float
     track_b_target_pct: float
     completeness_target_pct: float
 
-    @classmethod
-    def from_config(cls, cfg: dict) -> AuditConfig:
-        return _build(cls, section(cfg, "audit"))
-
 
 @dataclass(frozen=True)
-class WatchdogConfig:
+class WatchdogConfig(_Section):
     """[watchdog]: what the watchdog watches and when it acts."""
+
+    PATH = ("watchdog",)
 
     interval_s: float
     track_a: bool
@@ -162,9 +166,6 @@ class WatchdogConfig:
     journal_lines: int
     programs_dir: str
 
-    @classmethod
-    def from_config(cls, cfg: dict) -> WatchdogConfig:
-        return _build(cls, section(cfg, "watchdog"))
 
-
-__all__ = ["AnomalyConfig", "AuditConfig", "GapfillConfig", "TrackAConfig", "TrackBConfig", "TradingWindow", "WatchdogConfig"]
+__all__ = ["AnomalyConfig", "AuditConfig", "GapfillConfig", "TrackAConfig", "TrackBConfig", "TradingWindow",
+           "WatchdogConfig"]
