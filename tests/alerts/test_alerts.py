@@ -46,7 +46,7 @@ def assert_tree_clean(root: Path):
 
 
 def test_config_defaults_match_the_schema():
-    assert validate_config({})["alerts"] == alerts.DEFAULTS
+    assert validate_config({})["alerts"] == alerts.alerts_config({})
 
 
 def test_routing_critical_always_listed_warnings_only_info_never(tree, tg):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from observer.core.config import validate_config
-from observer.telemetry.alerts import ALERT_TABLE, DEFAULTS
+from observer.telemetry.alerts import ALERT_TABLE, alerts_config
 from observer.telemetry.metrics import METRICS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def test_rules_mirror_the_alert_table():
             assert r["expr"].rstrip().endswith(thresholds[row.key]), (rule, r["expr"])
         # the same condition raises the programs' own Telegram alert, and it is sent
         if row.rules:
-            assert row.severity != "WARNING" or row.key in DEFAULTS["warning_keys"]
+            assert row.severity != "WARNING" or row.key in alerts_config({})["warning_keys"]
     # every rule either mirrors a row of the table or watches the observer itself
     assert set(by_name) - mirrored == {"ObserverAlertsUndelivered", "ObserverWatchdogMetricsStale"}
 

@@ -5,8 +5,6 @@ from importlib import resources
 
 import pytest
 
-from observer.collect.mitigation import ANOMALY_DEFAULTS, MITIGATION_DEFAULTS
-from observer.collect.triggers import TRIGGER_DEFAULTS
 from observer.core.config import ConfigError, config_schema, validate_config
 
 
@@ -19,17 +17,6 @@ def test_defaults():
     assert tb["manual_override_file"] == "state/manual_slots.txt" and tb["fill_idle_slots"] is True
     assert tb["mitigation"]["window_s"] == 300
     assert tb["recording_rate"]["window_s"] == 60
-
-
-def test_module_fallbacks_equal_schema_defaults():
-    """The modules work on a bare dict too; their fallbacks must be the schema's defaults."""
-    tb = validate_config({})["track_b"]
-    assert {k: tb["triggers"][k] for k in TRIGGER_DEFAULTS} == TRIGGER_DEFAULTS
-    assert {k: tb["mitigation"][k] for k in MITIGATION_DEFAULTS} == MITIGATION_DEFAULTS
-    assert {k: tb["anomaly"][k] for k in ANOMALY_DEFAULTS} == ANOMALY_DEFAULTS
-    assert set(TRIGGER_DEFAULTS) == set(tb["triggers"])
-    assert set(MITIGATION_DEFAULTS) == set(tb["mitigation"])
-    assert set(ANOMALY_DEFAULTS) == set(tb["anomaly"])
 
 
 def test_every_key_has_a_description():

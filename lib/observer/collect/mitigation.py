@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections import deque
 
 from observer.core.clock import NS, Clock
+from observer.core.config import section
+from observer.core.settings import AnomalyConfig
 
 BOOK_INTERVAL_S = {0: 0.5, 1: 1.0, 2: 2.0}
 ROTATION_MINUTES = {0: 10, 1: 30, 2: 60}
@@ -26,27 +28,6 @@ LEVELS = (0, 1, 2)
 METRICS = ("cpu_pct", "mem_pct", "fsync_ms", "lag_s")
 _LABEL = {"cpu_pct": ("cpu", "%"), "mem_pct": ("memory", "%"), "fsync_ms": ("store fsync", " ms"),
           "lag_s": ("event lag", " s")}
-
-MITIGATION_DEFAULTS = {
-    "window_s": 300.0,
-    "sustained_fraction": 0.8,
-    "cpu_pct": [80.0, 90.0],
-    "mem_pct": [85.0, 95.0],
-    "fsync_ms": [500.0, 1000.0],
-    "lag_s": [2.0, 5.0],
-}
-
-ANOMALY_DEFAULTS = {
-    "reconnects": 20,
-    "disconnected_s": 600.0,
-    "silence_s": 60.0,
-    "silences": 2,
-    "scalp_rate_pct": 97.0,
-    "scalp_rate_s": 300.0,
-    "cpu_pct": 85.0,
-    "cpu_s": 600.0,
-    "disk_pct": 80.0,
-}
 
 
 def _level(level: int) -> int:
@@ -69,20 +50,13 @@ def rotation_minutes(level: int) -> int:
     return ROTATION_MINUTES[_level(level)]
 
 
-def _section(cfg: dict, name: str, defaults: dict) -> dict:
-    out = dict(defaults)
-    tb = cfg.get("track_b", {}) if isinstance(cfg, dict) else {}
-    out.update(tb.get(name, {}) or {})
-    return out
-
-
 def _fmt(v: float, unit: str) -> str:
     return f"{v:g}{unit}"
 
 
 class MitigationController:
     def __init__(self, cfg: dict, clock: Clock | None = None):
-        m = _section(cfg, "mitigation", MITIGATION_DEFAULTS)
+        m = section(cfg, "track_b", "mitigation")
         self.clock = clock or Clock()
         self.window_ns = int(float(m["window_s"]) * NS)
         self.fraction = float(m["sustained_fraction"])
@@ -292,7 +266,7 @@ class AnomalyTracker:
     connection failure)."""
 
     def __init__(self, cfg: dict | None = None, clock: Clock | None = None):
-        self.t = _section(cfg or {}, "anomaly", ANOMALY_DEFAULTS)
+        self.t = AnomalyConfig.from_config(cfg or {})
         self.clock = clock or Clock()
         self.reasons: list[str] = []
         self._fired: set[str] = set()
@@ -318,9 +292,9 @@ class AnomalyTracker:
     # -- connection --------------------------------------------------------------------------------
     def reconnect(self, now_ns: int) -> list[str]:
         self.reconnects += 1
-        if self.reconnects >= self.t["reconnects"]:
+        if self.reconnects >= self.t.reconnects:
             return self._fire("reconnects", f"{self.reconnects} WebSocket reconnects today "
-                                            f"(>= {self.t['reconnects']})")
+                                            f"(>= {self.t.reconnects})")
         return []
 
     def disconnected(self, now_ns: int) -> list[str]:
@@ -342,46 +316,46 @@ class AnomalyTracker:
     def tick(self, now_ns: int) -> list[str]:
         """Check the time-based rules that can become true without a new observation."""
         d = self.disconnected_s(now_ns)
-        if d >= self.t["disconnected_s"]:
+        if d >= self.t.disconnected_s:
             return self._fire("disconnected", f"disconnected {d / 60:.1f} min in total today "
-                                              f"(>= {self.t['disconnected_s'] / 60:g} min)")
+                                              f"(>= {self.t.disconnected_s / 60:g} min)")
         return []
 
     # -- silences ----------------------------------------------------------------------------------
     def silence(self, seconds: float, now_ns: int) -> list[str]:
         """A silence (no data) of `seconds` ended or reached its length; counted if >= silence_s."""
-        if seconds < self.t["silence_s"]:
+        if seconds < self.t.silence_s:
             return []
         self.silences += 1
-        if self.silences >= self.t["silences"]:
-            return self._fire("silences", f"{self.silences} silences of >= {self.t['silence_s']:g} s today "
-                                          f"(>= {self.t['silences']})")
+        if self.silences >= self.t.silences:
+            return self._fire("silences", f"{self.silences} silences of >= {self.t.silence_s:g} s today "
+                                          f"(>= {self.t.silences})")
         return []
 
     def activity(self, now_ns: int) -> list[str]:
         """Data arrived: a gap since the previous activity of >= silence_s counts as a silence."""
         prev, self._last_activity = self._last_activity, now_ns
-        if prev is not None and now_ns - prev >= self.t["silence_s"] * NS:
+        if prev is not None and now_ns - prev >= self.t.silence_s * NS:
             return self.silence((now_ns - prev) / NS, now_ns)
         return []
 
     # -- sustained levels --------------------------------------------------------------------------
     def scalp_rate(self, now_ns: int, rate: float | None) -> list[str]:
         """The overall scalp recording rate (fraction 0..1; None = nothing expected)."""
-        thr = self.t["scalp_rate_pct"] / 100.0
-        if self._rate.update(now_ns, rate is not None and rate < thr, int(self.t["scalp_rate_s"] * NS)):
-            return self._fire("scalp_rate", f"scalp recording rate below {self.t['scalp_rate_pct']:g}% for "
-                                            f"{self.t['scalp_rate_s'] / 60:g} min (now {rate:.1%})")
+        thr = self.t.scalp_rate_pct / 100.0
+        if self._rate.update(now_ns, rate is not None and rate < thr, int(self.t.scalp_rate_s * NS)):
+            return self._fire("scalp_rate", f"scalp recording rate below {self.t.scalp_rate_pct:g}% for "
+                                            f"{self.t.scalp_rate_s / 60:g} min (now {rate:.1%})")
         return []
 
     def cpu(self, now_ns: int, pct: float | None) -> list[str]:
-        if self._cpu.update(now_ns, pct is not None and pct >= self.t["cpu_pct"], int(self.t["cpu_s"] * NS)):
-            return self._fire("cpu", f"CPU >= {self.t['cpu_pct']:g}% for {self.t['cpu_s'] / 60:g} min")
+        if self._cpu.update(now_ns, pct is not None and pct >= self.t.cpu_pct, int(self.t.cpu_s * NS)):
+            return self._fire("cpu", f"CPU >= {self.t.cpu_pct:g}% for {self.t.cpu_s / 60:g} min")
         return []
 
     def disk(self, now_ns: int, used_pct: float | None) -> list[str]:
-        if used_pct is not None and used_pct > self.t["disk_pct"]:
-            return self._fire("disk", f"disk {used_pct:.1f}% used (> {self.t['disk_pct']:g}%)")
+        if used_pct is not None and used_pct > self.t.disk_pct:
+            return self._fire("disk", f"disk {used_pct:.1f}% used (> {self.t.disk_pct:g}%)")
         return []
 
     def flag(self, reason: str, now_ns: int, key: str | None = None) -> list[str]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from observer.collect.triggers import Candidate, rank
 from observer.core.clock import NS
+from observer.core.settings import TrackBConfig
 
 KIS_REGISTRATIONS_PER_CONNECTION = 41
 
@@ -42,14 +43,13 @@ def slot_capacity(cfg: dict, total_registrations: int | None = None) -> int:
     total_registrations: what the stream client really has (e.g. StreamClient.max_registrations summed
     over its connections); when given it replaces connections x registrations_per_connection.
     Raises ValueError when `slots` asks for more than the registrations allow."""
-    tb = cfg.get("track_b", {})
-    per_slot = len(tb.get("channels", ["trades", "book"]))
+    tb = TrackBConfig.from_config(cfg)
+    per_slot = len(tb.channels)
     if total_registrations is not None:
         cap = capacity_for(total_registrations, per_slot, 1)
     else:
-        cap = capacity_for(int(tb.get("registrations_per_connection", KIS_REGISTRATIONS_PER_CONNECTION)),
-                           per_slot, int(tb.get("connections", 1)))
-    want = int(tb.get("slots", 0))
+        cap = capacity_for(int(tb.registrations_per_connection), per_slot, int(tb.connections))
+    want = int(tb.slots)
     if want == 0:
         return cap
     if want > cap:

@@ -17,6 +17,7 @@ from observer.core.calendar import KrxCalendar
 from observer.core.clock import NS, Clock, Stopped, kst
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
+from observer.core.settings import TrackAConfig, TradingWindow
 from observer.providers.base import AuthError, MarketRest, ProviderError
 from observer.store.store import Store
 from observer.telemetry.alerts import KEY_TRACK_A_RATE, ProgramAlerts, Sustained
@@ -55,9 +56,10 @@ class TrackA:
         self.symbols = symbols
         self.notifier = notifier or Notifier()
         self.stop = stop or threading.Event()
-        tcfg = cfg.get("track_a", {})
-        self.interval = tcfg.get("interval_minutes", 10)
-        self.workers = tcfg.get("workers", 1)
+        tcfg = TrackAConfig.from_config(cfg)
+        self.interval = tcfg.interval_minutes
+        self.workers = tcfg.workers
+        self.window = TradingWindow.from_config(cfg, "track_a")
         self.events = store.events(provider)
         self.swing = store.partition("swing", provider, self.market)
         self.hb = Heartbeat(store.root, "track-a", clock)
@@ -195,8 +197,7 @@ class TrackA:
 
     def run_day(self, day: date) -> int:
         """Sweep every slot of the day's window that has not passed. Returns the number of sweeps."""
-        win = self.cfg.get("windows", {}).get("track_a", {"start": "09:00", "end": "15:30"})
-        start, end = self.calendar.window(day, win["start"], win["end"])
+        start, end = self.window.span(self.calendar, day)
         slots = sweep_slots(start, end, self.interval)
         step = self.interval * 60 * NS
         now = self.clock.now_ns()

@@ -34,6 +34,7 @@ from observer.core.clock import NS, Clock
 from observer.core.contracts import ContractError, check
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
+from observer.core.settings import TrackBConfig, TradingWindow
 from observer.providers.base import TRADES, AuthError, Provider, ProviderError, RegistrationLimitError
 from observer.store.markers import SUBSCRIBING, UNSUBSCRIBING
 from observer.store.store import Store
@@ -43,7 +44,6 @@ from observer.telemetry.metrics import MetricsWriter
 
 log = get_logger(__name__)
 _LINE = orjson.OPT_APPEND_NEWLINE
-PAUSE_AFTER_S = 300.0  # design §4: 5 min of continuous failure pauses scalp recording (track_b.pause_after_s)
 MITIGATION_SAMPLE_S = 5.0  # market seconds between load samples fed to the mitigation controller
 WRITE_BATCH = 256  # queue items written per block: amortises the writers' locks, bounds one step's latency
 dumps = orjson.dumps
@@ -62,35 +62,35 @@ class TrackB:
         self.clock = clock
         self.calendar = calendar
         self.cfg = cfg
-        self.bcfg = cfg.get("track_b", {})
+        self.bcfg = TrackBConfig.from_config(cfg)
+        self.window = TradingWindow.from_config(cfg, "track_b")
         self.notifier = notifier or Notifier()
         self.stop = stop or threading.Event()
         self.events = store.events(self.pname)
         # A deque, not queue.Queue: append/popleft are atomic under the GIL and cost a fraction of
         # Queue's lock + condition per item; the bound is enforced by the sink itself.
         self.q: deque = deque()
-        self.q_max = int(self.bcfg.get("queue_max", 100_000))
+        self.q_max = int(self.bcfg.queue_max)
         self._q_wake = threading.Event()
         self.raw = store.partition("raw", self.pname)
         self.mitigation = MitigationController(cfg, clock)
         self.scalp = store.partition("scalp", self.pname, self.market,
                                      rotation_minutes=rotation_minutes(self.mitigation.level))
         self.triggers = TriggerEngine(cfg, clock)
-        self.channels = tuple(self.bcfg.get("channels", ["trades", "book"]))
+        self.channels = self.bcfg.channels
         self.fixed_symbols = fixed_symbols
         # (cpu %, memory %) — psutil by default; tests inject load to drive mitigation
         self.load_probe = load_probe or (lambda: (psutil.cpu_percent(None), psutil.virtual_memory().percent))
-        self.slots = SlotManager(slot_capacity(cfg), float(self.bcfg.get("min_hold_s", 600)),
-                                 float(self.bcfg.get("cooldown_s", 300)))
+        self.slots = SlotManager(slot_capacity(cfg), float(self.bcfg.min_hold_s), float(self.bcfg.cooldown_s))
         self.hb = Heartbeat(store.root, f"track-b@{self.pname}", clock)
-        self.rate = RecordingRate(float(self.bcfg.get("recording_rate", {}).get("window_s", 60)),
+        self.rate = RecordingRate(float(self.bcfg.recording_rate_window_s),
                                   book_interval_s(self.mitigation.level))
         self.anomaly = AnomalyTracker(cfg, clock)
         self.metrics = MetricsWriter.from_config(store.root, f"track-b@{self.pname}", cfg, provider=self.pname,
                                                  clock=clock)
         self.alerts = ProgramAlerts(store, cfg, f"track-b@{self.pname}", clock=clock)
         store.on_store_error = self.alerts.store_error
-        self.pause_after_s = float(self.bcfg.get("pause_after_s", PAUSE_AFTER_S))
+        self.pause_after_s = float(self.bcfg.pause_after_s)
         self._rate_low = Sustained(float(self.alerts.acfg["track_b_rate_for_s"]))
         self._reconnects_before = 0  # reconnect events of earlier runs today (observer_ws_reconnects_today)
         self._reconnects_seen = 0
@@ -472,10 +472,9 @@ class TrackB:
 
     # -- the day --------------------------------------------------------------------------------
     def run_day(self, day: date) -> None:
-        win = self.cfg.get("windows", {}).get("track_b", {"start": "09:30", "end": "15:00"})
-        start, end = self.calendar.window(day, win["start"], win["end"])
+        start, end = self.window.span(self.calendar, day)
         start_ns, end_ns = int(start.timestamp()) * NS, int(end.timestamp()) * NS
-        realloc_ns = int(float(self.bcfg.get("reallocate_interval_s", 60)) * NS)
+        realloc_ns = int(float(self.bcfg.reallocate_interval_s) * NS)
         while not self.stop.is_set() and self.clock.now_ns() < start_ns:
             self.hb.beat("waiting")
             self.notifier.progress()

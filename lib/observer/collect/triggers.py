@@ -28,6 +28,8 @@ from datetime import date, datetime
 from pathlib import Path
 
 from observer.core.clock import KST, NS, Clock, kst_ns
+from observer.core.config import data_dir, section
+from observer.core.settings import TrackBConfig
 from observer.store import paths
 from observer.store.reader import read_file
 
@@ -37,23 +39,6 @@ PRIORITY = {t: i for i, t in enumerate(TRIGGERS)}
 SESSION_MINUTES = 390.0          # KRX regular session 09:00-15:30: the "normal day" pace divides by this
 PACE_MIN_ELAPSED_S = 600.0       # no pace judgement in the first 10 min (opening auction volume dominates)
 SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
-
-TRIGGER_DEFAULTS = {
-    "history_intervals": 6,
-    "min_baseline_intervals": 2,
-    "volume_surge_ratio": 3.0,
-    "volume_pace_ratio": 2.0,
-    "min_interval_value_krw": 100_000_000,
-    "trade_velocity_window_s": 60.0,
-    "trade_velocity_baseline_s": 600.0,
-    "trade_velocity_ratio": 2.0,
-    "trade_velocity_min_per_min": 30.0,
-    "volatility_return_pct": 1.5,
-    "volatility_ratio": 3.0,
-    "volatility_range_jump_pct": 2.0,
-    "candidate_ttl_s": 1200.0,
-    "volume_rank_top": 30,
-}
 
 
 @dataclass(frozen=True)
@@ -126,12 +111,9 @@ def _fmt(x: float) -> str:
 
 class TriggerEngine:
     def __init__(self, cfg: dict, clock: Clock | None = None):
-        tb = cfg.get("track_b", {}) if isinstance(cfg, dict) else {}
-        t = dict(TRIGGER_DEFAULTS)
-        t.update(tb.get("triggers", {}) or {})
-        self.t = t
+        self.t = section(cfg, "track_b", "triggers")
         self.clock = clock or Clock()
-        self.fill_idle = bool(tb.get("fill_idle_slots", True))
+        self.fill_idle = bool(TrackBConfig.from_config(cfg).fill_idle_slots)
         self.manual_path = manual_override_path(cfg)
         self._hist: dict[str, deque[_Point]] = {}
         self._intervals: dict[str, deque[_Interval]] = {}
@@ -425,13 +407,12 @@ def parse_manual(text: str) -> tuple[list[str], list[str]]:
 
 def manual_override_path(cfg: dict) -> Path | None:
     """[track_b] manual_override_file: absolute, or relative to data_dir; empty = no override file."""
-    tb = cfg.get("track_b", {}) if isinstance(cfg, dict) else {}
-    name = tb.get("manual_override_file", "state/manual_slots.txt")
+    name = TrackBConfig.from_config(cfg).manual_override_file
     if not name:
         return None
     p = Path(name)
     if not p.is_absolute():
-        p = Path(cfg.get("data_dir", "/var/lib/observer")) / p
+        p = data_dir(cfg) / p
     return p
 
 

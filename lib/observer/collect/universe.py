@@ -22,6 +22,7 @@ from pathlib import Path
 
 from observer.core.calendar import KrxCalendar
 from observer.core.clock import Clock, Stopped, to_ns, yyyymmdd
+from observer.core.config import section
 from observer.core.logging import get_logger
 from observer.providers.base import AuthError, MarketRest, Provider, ProviderError
 from observer.store import paths
@@ -158,7 +159,7 @@ def listed_candidates(root: Path, day: date, source: Provider, ucfg: dict, calen
                 alerts.alert(KEY_UNIVERSE_FALLBACK, "WARNING",
                              f"stock listing download failed: {why}; using the copy of {fallback_from} "
                              f"(universe/{fallback_from}/)", date=yyyymmdd(day), source_date=fallback_from)
-    include = set(ucfg.get("include_types", ["stock"]))
+    include = set(ucfg["include_types"])
     seen: set[str] = set()
     symbols, info = [], {}
     for r in recs:
@@ -187,9 +188,9 @@ def ensure_universe(root: Path, day: date, rest: MarketRest, cfg: dict, calendar
     existing = read_json(path)
     if existing is not None:
         return existing
-    ucfg = cfg.get("universe", {})
+    ucfg = section(cfg, "universe")
     try:
-        if ucfg.get("candidates_file"):
+        if ucfg["candidates_file"]:
             candidates, info = read_candidates(ucfg["candidates_file"]), {}
             src = {"kind": "candidates_file", "path": str(ucfg["candidates_file"])}
         elif source is not None:
@@ -197,9 +198,8 @@ def ensure_universe(root: Path, day: date, rest: MarketRest, cfg: dict, calendar
         else:
             raise UniverseError("no candidates: universe.candidates_file is unset and no provider listing was given")
         uni = create_universe(rest, candidates, day,
-                              min_prev_close=ucfg.get("min_prev_close", 4000),
-                              max_failed_ratio=ucfg.get("max_failed_ratio", 0.05),
-                              workers=ucfg.get("workers", 1), clock=clock, provider=provider, info=info, source=src)
+                              min_prev_close=ucfg["min_prev_close"], max_failed_ratio=ucfg["max_failed_ratio"],
+                              workers=ucfg["workers"], clock=clock, provider=provider, info=info, source=src)
     except AuthError:
         raise
     except (UniverseError, ProviderError, OSError) as e:

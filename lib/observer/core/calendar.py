@@ -25,6 +25,7 @@ from datetime import date, datetime, timedelta
 import holidays
 
 from observer.core.clock import KST, kst_datetime
+from observer.core.config import section
 
 REGULAR_OPEN = "09:00"
 REGULAR_CLOSE = "15:30"
@@ -313,7 +314,7 @@ def calendar_from_config(cfg: dict) -> KrxCalendar:
     late_open = [{date = "YYYY-MM-DD", open_shift_minutes = 60, close_shift_minutes = 0,
     reason = "..."}]. Errors name the key, as the config loader does.
     """
-    section = (cfg or {}).get("calendar") or {}
+    table = section(cfg or {}, "calendar")  # the schema's defaults, [[late_open]] entries' included
 
     def day(value, key: str) -> date:
         try:
@@ -321,10 +322,10 @@ def calendar_from_config(cfg: dict) -> KrxCalendar:
         except (TypeError, ValueError) as e:
             raise ValueError(f"calendar.{key}: bad date {value!r}: want 'YYYY-MM-DD' ({e})") from None
 
-    closed = [day(v, f"extra_closed[{i}]") for i, v in enumerate(section.get("extra_closed", []))]
-    opened = [day(v, f"extra_open[{i}]") for i, v in enumerate(section.get("extra_open", []))]
+    closed = [day(v, f"extra_closed[{i}]") for i, v in enumerate(table["extra_closed"])]
+    opened = [day(v, f"extra_open[{i}]") for i, v in enumerate(table["extra_open"])]
     late: dict[date, LateOpen] = {}
-    for i, item in enumerate(section.get("late_open", [])):
+    for i, item in enumerate(table["late_open"]):
         key = f"late_open[{i}]"
         if not isinstance(item, Mapping) or "date" not in item:
             raise ValueError(f"calendar.{key}: want a table with at least date = 'YYYY-MM-DD', got {item!r}")
@@ -332,8 +333,8 @@ def calendar_from_config(cfg: dict) -> KrxCalendar:
         if d in late:
             raise ValueError(f"calendar.{key}.date: {d.isoformat()} given twice")
         late[d] = LateOpen(
-            open_shift=timedelta(minutes=int(item.get("open_shift_minutes", 60))),
-            close_shift=timedelta(minutes=int(item.get("close_shift_minutes", 0))),
-            reason=str(item.get("reason") or CONFIG_REASON),
+            open_shift=timedelta(minutes=int(item["open_shift_minutes"])),
+            close_shift=timedelta(minutes=int(item["close_shift_minutes"])),
+            reason=str(item["reason"] or CONFIG_REASON),
         )
     return KrxCalendar(extra_closed=closed, extra_late_open=late, extra_open=opened)

@@ -80,6 +80,10 @@ def _inline_refs(frag: dict) -> dict:
 
 
 def _apply_defaults(schema: dict, value: Any, root: dict) -> Any:
+    # tables inside arrays too ([[calendar.late_open]], [[providers.kis.accounts]]): their keys'
+    # defaults are the schema's as well, so no reader restates them
+    if schema.get("type") == "array" and isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_apply_defaults(schema["items"], v, root) for v in value]
     if schema.get("type") == "object" and isinstance(value, dict):
         for key, sub in schema.get("properties", {}).items():
             if key not in value:
@@ -139,6 +143,30 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     return cfg
 
 
+def section(cfg: dict, *path: str) -> dict:
+    """A copy of the table at `path` (e.g. "windows", "track_a") with every schema default filled in.
+
+    On a validated config that is the table as it is; a partial dict (a test's, a caller's) gets the
+    schema's defaults too, so a default is written once, in the schema, never again in a reader.
+    """
+    value: Any = cfg
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return with_defaults(value, *path)
+
+
+def with_defaults(table: dict | None, *path: str) -> dict:
+    """A copy of `table`, the table the schema has at `path` (e.g. a provider's ws table), with the
+    schema's defaults filled in; None gives the schema's default of that table."""
+    schema = config_schema()
+    node: dict = schema
+    for key in path:
+        node = node["properties"][key]  # a KeyError names a table the schema does not have
+    if table is None:
+        table = node.get("default", {})
+    return _apply_defaults(node, copy.deepcopy(table), schema)
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> dict:
     """Read observer.toml (path, else $OBSERVER_CONFIG, else /etc/observer/observer.toml).
 
@@ -196,7 +224,8 @@ def _deep_merge(dst: dict, src: dict) -> None:
 
 
 def data_dir(cfg: dict) -> Path:
-    return Path(cfg["data_dir"])
+    # a partial dict (a test's) has the schema's default, as a validated config would
+    return Path(cfg["data_dir"] if "data_dir" in cfg else config_schema()["properties"]["data_dir"]["default"])
 
 
 def host_id(cfg: dict) -> str:

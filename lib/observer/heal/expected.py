@@ -30,6 +30,7 @@ from observer.collect.slots import slot_capacity
 from observer.collect.triggers import SYMBOL_RE
 from observer.core.clock import NS, yyyymmdd
 from observer.core.logging import get_logger
+from observer.core.settings import TrackBConfig, TradingWindow
 from observer.store import paths
 from observer.store.markers import COLLECTOR_DOWN, TRADES, hhmmss
 
@@ -75,8 +76,7 @@ def previous_day_slots(root, provider: str, day: date, limit: int) -> list[str]:
 
 def expected_symbols(cfg: dict, root, provider: str, day: date, calendar) -> tuple[list[str], str]:
     """(symbols, where they come from): the configured core set, else the previous trading day's slots."""
-    tb = cfg.get("track_b") or {}
-    core = [s for s in tb.get("expected_symbols") or [] if isinstance(s, str)]
+    core = [s for s in TrackBConfig.from_config(cfg).expected_symbols if isinstance(s, str)]
     if core:
         return list(dict.fromkeys(core)), "track_b.expected_symbols"
     prev = calendar.previous_trading_day(day)
@@ -143,15 +143,14 @@ class ExpectedCoverage:
             return out
         day = now_kst.date()
         dstr = yyyymmdd(day)
-        win = (wd.cfg.get("windows") or {}).get("track_b") or {"start": "09:30", "end": "15:00"}
-        start, end = wd.calendar.window(day, win["start"], win["end"])
+        start, end = TradingWindow.from_config(wd.cfg, "track_b").span(wd.calendar, day)
         if now_kst < start:
             return out
         w_ns, e_ns = int(start.timestamp()) * NS, int(end.timestamp()) * NS
-        late_ns = int(float(wd.w.get("expected_late_s", 10)) * NS)
-        channels = list((wd.cfg.get("track_b") or {}).get("channels", ["trades", "book"]))
+        late_ns = int(float(wd.w.expected_late_s) * NS)
+        channels = list(TrackBConfig.from_config(wd.cfg).channels)
         states = wd.state.setdefault("expected", {})
-        for p in wd.w.get("providers", ["kis"]):
+        for p in wd.w.providers:
             st = states.get(p)
             if not st or st.get("day") != dstr:
                 st = states[p] = {"day": dstr}

@@ -38,6 +38,7 @@ import psutil
 from observer.core.calendar import KrxCalendar
 from observer.core.clock import NS, Clock, kst_datetime, yyyymmdd
 from observer.core.logging import get_logger
+from observer.core.settings import TrackAConfig, TradingWindow, WatchdogConfig
 from observer.heal.expected import ExpectedCoverage
 from observer.heal.preflight import last_error_line
 from observer.lifecycle import layout
@@ -78,7 +79,7 @@ class Collector:
     name: str            # heartbeat name: track-a, track-b@kis
     unit: str            # observer-track-a.service, observer-track-b@kis.service
     provider: str        # events go to system/events/<provider>/
-    window: tuple[str, str]
+    window: TradingWindow
     partition: str       # swing / scalp
     market: str
     no_data_s: float
@@ -94,18 +95,15 @@ class Finding:
 
 
 def collectors_from_config(cfg: dict) -> list[Collector]:
-    w = cfg.get("watchdog") or {}
-    win = cfg.get("windows") or {}
+    w = WatchdogConfig.from_config(cfg)
     out = []
-    if w.get("track_a", True):
-        ta = win.get("track_a") or {"start": "09:00", "end": "15:30"}
-        prov = (cfg.get("track_a") or {}).get("provider", "kis")
-        out.append(Collector("track-a", "observer-track-a.service", prov, (ta["start"], ta["end"]), "swing", "krx",
-                             float(w.get("track_a_no_data_s", 1500))))
-    tb = win.get("track_b") or {"start": "09:30", "end": "15:00"}
-    for p in w.get("providers", ["kis"]):
-        out.append(Collector(f"track-b@{p}", f"observer-track-b@{p}.service", p, (tb["start"], tb["end"]), "scalp",
-                             "krx", float(w.get("no_data_s", 300))))
+    if w.track_a:
+        out.append(Collector("track-a", "observer-track-a.service", TrackAConfig.from_config(cfg).provider,
+                             TradingWindow.from_config(cfg, "track_a"), "swing", "krx", float(w.track_a_no_data_s)))
+    tb = TradingWindow.from_config(cfg, "track_b")
+    for p in w.providers:
+        out.append(Collector(f"track-b@{p}", f"observer-track-b@{p}.service", p, tb, "scalp",
+                             "krx", float(w.no_data_s)))
     return out
 
 
@@ -232,7 +230,7 @@ class Watchdog:
                  systemd: Systemd | None = None, use_systemd: bool | None = None, program_path: str | None = None,
                  out=None):
         self.cfg = cfg
-        self.w = cfg.get("watchdog") or {}
+        self.w = WatchdogConfig.from_config(cfg)
         self.clock = clock
         self.calendar = calendar
         self.root = Path(cfg["data_dir"])
@@ -308,7 +306,7 @@ class Watchdog:
             return
         now = time.time()
         last = self.state["alerts"].get(key, 0)
-        if throttle and now - last < float(self.w.get("alert_repeat_s", 1800)):
+        if throttle and now - last < float(self.w.alert_repeat_s):
             return
         self.state["alerts"][key] = now
         self.alerts.alert(key, severity, text, **context)
@@ -367,11 +365,11 @@ class Watchdog:
                     return out
         if not trading:
             return out
-        start, end = self.calendar.window(now_kst.date(), *c.window)
+        start, end = c.window.span(self.calendar, now_kst.date())
         if not start <= now_kst < end:
             return out
         speed = max(self.clock.speed, 1e-9)
-        grace = float(self.w.get("start_grace_s", 180))
+        grace = float(self.w.start_grace_s)
         since_window = (now_kst - start).total_seconds()
         real_now = time.time()
         since_start = self._since_active(show, real_now) if show else None
@@ -384,10 +382,10 @@ class Watchdog:
         data_age, newest = self._data_age(c, now_kst, start, speed)
         active = show.get("ActiveState") if show else None
         cause = reason = None
-        stale_s = float(self.w.get("heartbeat_stale_s", 90))
+        stale_s = float(self.w.heartbeat_stale_s)
         if active is not None and active not in ("active", "reloading", "activating"):
             cause, reason = "not_running", (f"{c.unit} is {active}/{show.get('SubState')} inside its window "
-                                            f"({c.window[0]}-{c.window[1]})")
+                                            f"({c.window})")
         elif hb_age is None or hb_age > stale_s:
             cause = "heartbeat_stale"
             reason = (f"no heartbeat from {c.name}" if hb_age is None else
@@ -404,7 +402,7 @@ class Watchdog:
 
     def _healthy(self, c: Collector, show: dict) -> bool:
         hb = read_json(paths.heartbeat_file(self.root, c.name))
-        fresh = hb and (time.time_ns() - int(hb.get("wall_ns", 0))) / NS < float(self.w.get("heartbeat_stale_s", 90))
+        fresh = hb and (time.time_ns() - int(hb.get("wall_ns", 0))) / NS < float(self.w.heartbeat_stale_s)
         return show.get("ActiveState") == "active" and bool(fresh) and str(hb.get("pid")) == show.get("MainPID")
 
     @staticmethod
@@ -435,8 +433,8 @@ class Watchdog:
         return max(0.0, (time.time() - mt) * speed), str(newest.relative_to(self.root))
 
     def _restart(self, c: Collector, cause: str, reason: str, hb, hb_age, data_age, show, us, day) -> Finding:
-        k = int(self.w.get("crash_loop_restarts", 3))
-        m_s = float(self.w.get("crash_loop_minutes", 15)) * 60
+        k = int(self.w.crash_loop_restarts)
+        m_s = float(self.w.crash_loop_minutes) * 60
         now = time.time()
         recent = [t for t in us["restarts"] if now - t < m_s]
         if len(recent) >= k:
@@ -466,8 +464,8 @@ class Watchdog:
 
     def _crash_loop(self, c: Collector, show: dict, us: dict, day: str) -> list[Finding]:
         out: list[Finding] = []
-        k = int(self.w.get("crash_loop_restarts", 3))
-        m_s = float(self.w.get("crash_loop_minutes", 15)) * 60
+        k = int(self.w.crash_loop_restarts)
+        m_s = float(self.w.crash_loop_minutes) * 60
         now = time.time()
         entries = self.sd.journal(c.unit, since_s=now - max(m_s, 60))
         fails = failures(entries)
@@ -476,7 +474,7 @@ class Watchdog:
 
         def err() -> tuple[str, list[str]]:
             if not err_cache:
-                err_cache.append(error_text(self.sd.journal(c.unit, lines=int(self.w.get("journal_lines", 300)))))
+                err_cache.append(error_text(self.sd.journal(c.unit, lines=int(self.w.journal_lines))))
             return err_cache[0]
 
         for f in new:
@@ -526,8 +524,8 @@ class Watchdog:
         out: list[Finding] = []
         day = now_kst.date()
         now_ns = self.clock.now_ns()
-        win_ns = float(self.w.get("flap_window_s", 600)) * NS
-        for p in self.w.get("providers", ["kis"]):
+        win_ns = float(self.w.flap_window_s) * NS
+        for p in self.w.providers:
             path = paths.events_file(self.root, p, day)
             ts = self._reconnects.setdefault(p, [])
             causes = self.state.setdefault("causes", {}).setdefault(p, {})
@@ -544,18 +542,18 @@ class Watchdog:
                     causes[rec.get("cause", "?")] = causes.get(rec.get("cause", "?"), 0) + 1
             recent = [t for t in ts if now_ns - t <= win_ns]
             dstr = yyyymmdd(day)
-            if len(recent) >= int(self.w.get("flap_reconnects", 5)):
+            if len(recent) >= int(self.w.flap_reconnects):
                 text = (f"{p} WebSocket is flapping: {len(recent)} reconnects in the last "
                         f"{win_ns / NS / 60:g} min ({len(ts)} today; causes: "
                         + ", ".join(f"{k} ×{v}" for k, v in sorted(causes.items(), key=lambda x: -x[1])) + ")")
                 key_a = f"{KEY_WS_FLAPPING}:{p}"
-                if time.time() - self.state["alerts"].get(key_a, 0) >= float(self.w.get("alert_repeat_s", 1800)):
+                if time.time() - self.state["alerts"].get(key_a, 0) >= float(self.w.alert_repeat_s):
                     self._event(p, "ws_flapping", "WARNING", reconnects=len(recent), window_s=win_ns / NS,
                                 day_total=len(ts), causes=dict(causes), anomaly_day=False)
                     self._alert(key_a, "WARNING", text, provider=p)
                     out.append(self._say(Finding("flapping", p, text, not self.dry_run)))
-            if len(ts) >= int(self.w.get("reconnects_per_day", 20)) and self._once_per_day(f"reconnects_day:{p}", dstr):
-                text = f"{p} WebSocket reconnected {len(ts)} times today (≥ {self.w.get('reconnects_per_day', 20)}): anomaly day"
+            if len(ts) >= int(self.w.reconnects_per_day) and self._once_per_day(f"reconnects_day:{p}", dstr):
+                text = f"{p} WebSocket reconnected {len(ts)} times today (≥ {self.w.reconnects_per_day}): anomaly day"
                 self._event(p, "ws_flapping", "WARNING", reconnects=len(ts), window_s=86400, day_total=len(ts),
                             causes=dict(causes), anomaly_day=True)
                 self._alert(f"{KEY_RECONNECTS}:{p}", "WARNING", text, throttle=False, provider=p)
@@ -569,11 +567,11 @@ class Watchdog:
         except OSError as e:
             return [self._say(Finding("disk", str(self.root), f"cannot read usage: {e}", False))]
         pct = u.used / (u.used + u.free) * 100 if u.used + u.free else 100.0
-        limit = float(self.w.get("disk_alert_pct", 80))
+        limit = float(self.w.disk_alert_pct)
         if pct <= limit:
             return []
         last = float(self.state.get("retention_at", 0))
-        cool = float(self.w.get("retention_cooldown_s", 3600))
+        cool = float(self.w.retention_cooldown_s)
         base = f"{self.root} is {pct:.1f} % full (> {limit:g} %), {u.free / 2**30:.1f} GiB free"
         if time.time() - last < cool:
             return []
@@ -593,7 +591,7 @@ class Watchdog:
         return [self._say(Finding("disk", str(self.root), text, ok))]
 
     def _run_retention(self) -> tuple[bool, str]:
-        d = Path(self.w.get("programs_dir") or Path(self.program_path).resolve().parent)
+        d = Path(self.w.programs_dir or Path(self.program_path).resolve().parent)
         prog = d / "observer-retention"
         if not prog.exists():
             return False, f"{prog} not found"
@@ -612,7 +610,7 @@ class Watchdog:
     def _check_backup(self, now_kst: datetime, trading: bool) -> list[Finding]:
         if not trading:
             return []
-        deadline = kst_datetime(now_kst.date(), self.w.get("backup_deadline", "22:00"))
+        deadline = kst_datetime(now_kst.date(), self.w.backup_deadline)
         if now_kst < deadline:
             return []
         day = yyyymmdd(now_kst.date())

@@ -35,6 +35,7 @@ import orjson
 from observer import __version__
 from observer.core import notify
 from observer.core.clock import NS, Clock, yyyymmdd
+from observer.core.config import section
 from observer.core.logging import get_logger
 from observer.lifecycle import layout
 from observer.store import fs, paths
@@ -65,8 +66,8 @@ class BackupOptions:
 
     @classmethod
     def from_config(cls, cfg: dict) -> BackupOptions:
-        b = cfg.get("backup", {})
-        return cls(b.get("level", 6), b.get("workers", 0), b.get("block_mb", 4) << 20, b.get("limit_mb_s", 0.0))
+        b = section(cfg, "backup")
+        return cls(b["level"], b["workers"], b["block_mb"] << 20, b["limit_mb_s"])
 
     @property
     def threads(self) -> int:

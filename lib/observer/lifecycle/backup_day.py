@@ -9,10 +9,10 @@ from pathlib import Path
 
 from observer.core.calendar import KrxCalendar, calendar_from_config
 from observer.core.clock import Clock, kst_datetime, yyyymmdd
+from observer.core.config import section
+from observer.core.settings import TradingWindow
 from observer.lifecycle import layout
 from observer.lifecycle.backup import BackupOptions, Result, package_day
-
-DEFAULT_END = "15:30"  # the regular close: when no window is configured at all
 
 
 def collection_end(cfg: dict, day: date, calendar: KrxCalendar | None = None) -> datetime:
@@ -26,15 +26,15 @@ def collection_end(cfg: dict, day: date, calendar: KrxCalendar | None = None) ->
     except ValueError:  # a year outside the calendar's range (or a calendar table it cannot read)
         cal = None
     ends = []
-    for w in cfg.get("windows", {}).values():
+    for w in (TradingWindow.from_config(cfg, track) for track in section(cfg, "windows")):
         if cal is not None:
             try:
-                ends.append(cal.window(day, w["start"], w["end"])[1])
+                ends.append(w.span(cal, day)[1])
                 continue
             except ValueError:  # an inverted window: its configured end still counts
                 pass
-        ends.append(kst_datetime(day, w["end"]))
-    return max(ends) if ends else kst_datetime(day, DEFAULT_END)
+        ends.append(kst_datetime(day, w.end))
+    return max(ends)
 
 
 @dataclass(frozen=True)

@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
 from typing import NamedTuple
 
 from observer.core import notify
 from observer.core.clock import yyyymmdd
+from observer.core.config import section
 from observer.core.logging import get_logger
 from observer.lifecycle import backup as bk
 from observer.lifecycle import layout
@@ -71,10 +72,8 @@ class Policy:
 
     @classmethod
     def from_config(cls, cfg: dict) -> Policy:
-        r = cfg.get("retention", {})
-        return cls(r.get("keep_days", 3), r.get("anomaly_keep_days", 7), r.get("max_keep_days", 10),
-                   r.get("disk_high_pct", 80.0), r.get("disk_critical_pct", 95.0),
-                   r.get("metrics_keep_days", 14), r.get("tmp_max_age_hours", 24.0))
+        r = section(cfg, "retention")
+        return cls(**{f.name: r[f.name] for f in fields(cls)})
 
     def keep(self, anomaly: bool) -> int:
         return min(self.anomaly_keep_days if anomaly else self.keep_days, self.max_keep_days)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from observer import cli
 from observer.core.calendar import calendar_from_config
+from observer.core.settings import GapfillConfig
 from observer.recover.audit import build_quality, write_quality
 
 PROGRAM = "observer-audit"
@@ -31,7 +32,7 @@ def main(argv=None) -> int:
     if args.ground_truth and not Path(args.ground_truth, "trades.jsonl").is_file():
         print(f"{PROGRAM}: {args.ground_truth}: no trades.jsonl (want the simulator's --ground-truth dir)", file=sys.stderr)
         return cli.EXIT_USAGE
-    provider = args.provider or ctx.cfg.get("gapfill", {}).get("provider", "kis")
+    provider = args.provider or GapfillConfig.from_config(ctx.cfg).provider
     q = build_quality(root, day, ctx.cfg, provider=provider, clock=ctx.clock, calendar=calendar_from_config(ctx.cfg),
                       ground_truth=Path(args.ground_truth) if args.ground_truth else None)
     jp, hp = write_quality(root, day, q)

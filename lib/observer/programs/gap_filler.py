@@ -10,6 +10,7 @@ from observer.collect.runtime import open_runtime, stand_down
 from observer.core import notify
 from observer.core.logging import get_logger
 from observer.core.secrets import SecretsError
+from observer.core.settings import GapfillConfig
 from observer.recover.day import fill_day
 from observer.store.writer import StoreError
 
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
                    help="progress bar on stderr (auto: only on a terminal)")
     args = p.parse_args(argv)
     ctx = cli.start(PROGRAM, args, tree=cli.TREE_WRITE)
-    provider = args.provider or ctx.cfg.get("gapfill", {}).get("provider", "kis")
+    provider = args.provider or GapfillConfig.from_config(ctx.cfg).provider
     day = args.date or ctx.clock.today_kst()
     try:
         rt = open_runtime(ctx.cfg, ctx.clock, provider, PROGRAM)
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
     try:
         if stand_down(rt, day, ev) is not None:
             return cli.EXIT_OK
-        audit = ctx.cfg.get("gapfill", {}).get("run_audit", True) and not args.no_audit
+        audit = GapfillConfig.from_config(ctx.cfg).run_audit and not args.no_audit
         summary, q = fill_day(rt.store, rt.provider, ev, cfg=ctx.cfg, clock=ctx.clock, calendar=rt.calendar, day=day,
                               provider_name=provider, audit=audit,
                               progress=None if args.progress == "auto" else args.progress == "on")

@@ -7,6 +7,7 @@ from observer.collect.runtime import run_collector
 from observer.collect.track_a import TrackA
 from observer.collect.universe import UniverseError, ensure_universe
 from observer.core.logging import get_logger
+from observer.core.settings import TrackAConfig
 from observer.telemetry.alerts.notifier import SEND_NOW_S, ProgramAlerts
 
 PROGRAM = "observer-track-a"
@@ -19,7 +20,8 @@ def main(argv=None) -> int:
                         "failures become gap markers, each sweep ends with a `sweep` event.")
     args = p.parse_args(argv)
     ctx = cli.start(PROGRAM, args, tree=cli.TREE_OWN)
-    provider_name = ctx.cfg.get("track_a", {}).get("provider", "kis")
+    tcfg = TrackAConfig.from_config(ctx.cfg)
+    provider_name = tcfg.provider
 
     def day_of_sweeps(rt, day, ev) -> int:
         rest = rt.provider.rest()
@@ -31,7 +33,7 @@ def main(argv=None) -> int:
             log.error("no universe", extra={"error": str(e)})
             return cli.EXIT_FAILED
         symbols = [s["symbol"] for s in uni["symbols"]]
-        limit = ctx.cfg.get("track_a", {}).get("max_symbols", 0)
+        limit = tcfg.max_symbols
         if limit:
             symbols = symbols[:limit]
         ta = TrackA(store=rt.store, rest=rest, clock=ctx.clock, calendar=rt.calendar, cfg=ctx.cfg,

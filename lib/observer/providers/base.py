@@ -235,7 +235,9 @@ class Provider(abc.ABC):
 
     @property
     def pcfg(self) -> dict:
-        return self.cfg.get("providers", {}).get(self.name, {})
+        from observer.core.config import section  # here: this module stays free of observer imports
+
+        return section(self.cfg, "providers", self.name)
 
     @abc.abstractmethod
     def normalize_symbol(self, symbol: str) -> str:
@@ -273,7 +275,7 @@ class Provider(abc.ABC):
 
     def slot_channels(self) -> tuple[str, ...]:
         """What one Track B slot subscribes (config)."""
-        return tuple(self.pcfg.get("slot_channels", CHANNELS))
+        return tuple(self.pcfg["slot_channels"])
 
 
 _REGISTRY: dict[str, Callable[..., Provider]] = {}

@@ -22,6 +22,7 @@ from datetime import date
 from pathlib import Path
 
 from observer.core.clock import NS, Clock, yyyymmdd
+from observer.core.settings import AnomalyConfig, AuditConfig, GapfillConfig, TrackAConfig, TradingWindow
 from observer.recover.gapfill import load_checkpoint, open_holes
 from observer.recover.gaps import (
     DayData,
@@ -36,9 +37,6 @@ from observer.recover.gaps import (
 from observer.store import paths
 from observer.store.markers import BOOK, SNAPSHOT, TRADES, hhmmss
 from observer.store.reader import read_file
-
-ANOMALY_DEFAULTS = {"reconnects": 20, "disconnected_s": 600, "silence_s": 60, "silences": 2, "scalp_rate_pct": 97,
-                    "scalp_rate_s": 300, "cpu_pct": 85, "cpu_s": 600, "disk_pct": 80}
 
 
 def _pct(a: float, b: float) -> float | None:
@@ -82,12 +80,11 @@ def _ground_truth(gt_dir: Path, symbols: set[str]) -> dict[str, list[dict]]:
 def build_quality(root: Path, day: date, cfg: dict, *, provider: str = "kis", market: str = "krx",
                   clock: Clock | None = None, calendar=None, ground_truth: Path | None = None) -> dict:
     clock = clock or Clock()
-    g = cfg.get("gapfill", {})
-    acfg = cfg.get("audit", {})
-    an = {**ANOMALY_DEFAULTS, **cfg.get("track_b", {}).get("anomaly", {})}
-    tracks = g.get("tracks", ["A", "B"])
-    data = DayData(root, day, provider, market,
-                   no_frames_s=min(float(g.get("no_frames_s", 120)), float(an["silence_s"])))
+    g = GapfillConfig.from_config(cfg)
+    acfg = AuditConfig.from_config(cfg)
+    an = AnomalyConfig.from_config(cfg)
+    tracks = list(g.tracks)
+    data = DayData(root, day, provider, market, no_frames_s=min(float(g.no_frames_s), float(an.silence_s)))
     cp = load_checkpoint(root, provider, day)
     holes, _unmarked = open_holes(data, cfg, cp)
     markers = data.markers() + list(_unmarked)
@@ -98,10 +95,10 @@ def build_quality(root: Path, day: date, cfg: dict, *, provider: str = "kis", ma
                "rest_calls": cp.get("calls", 0)}
 
     # -- Track A ---------------------------------------------------------------------------------
-    ta: dict = {"target_pct": acfg.get("track_a_target_pct", 99.5), "sweeps": []}
+    ta: dict = {"target_pct": acfg.track_a_target_pct, "sweeps": []}
     if "A" in tracks and calendar is not None:
-        interval = int(cfg.get("track_a", {}).get("interval_minutes", 10))
-        win = cfg.get("windows", {}).get("track_a", {"start": "09:00", "end": "15:30"})
+        interval = int(TrackAConfig.from_config(cfg).interval_minutes)
+        win = TradingWindow.from_config(cfg, "track_a")
         uni = universe_symbols(root, day)
         sweeps = {e["sweep_ns"]: e for e in data.events if e.get("event") == "sweep"}
         now = clock.now_ns()
@@ -126,7 +123,7 @@ def build_quality(root: Path, day: date, cfg: dict, *, provider: str = "kis", ma
     q["track_a"] = ta
 
     # -- Track B ---------------------------------------------------------------------------------
-    tb: dict = {"target_pct": acfg.get("track_b_target_pct", 97), "slots": [], "timeline": []}
+    tb: dict = {"target_pct": acfg.track_b_target_pct, "slots": [], "timeline": []}
     gap_iv: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for m in markers:
         if m.track == "B":
@@ -163,7 +160,7 @@ def build_quality(root: Path, day: date, cfg: dict, *, provider: str = "kis", ma
     q["track_b"] = tb
 
     # -- completeness per symbol -------------------------------------------------------------------
-    target = acfg.get("completeness_target_pct", 100)
+    target = acfg.completeness_target_pct
     comp = []
     for sym in sorted(holdings):
         merged = data.merged_trades(sym)
@@ -220,9 +217,9 @@ def build_quality(root: Path, day: date, cfg: dict, *, provider: str = "kis", ma
     # -- connection, mitigation, alerts --------------------------------------------------------------------
     rec = [e for e in data.events if e.get("event") == "reconnect"]
     disc_s = sum(float(e.get("downtime_s") or 0) for e in rec)
-    silences = sum(1 for e in rec if float(e.get("downtime_s") or 0) >= an["silence_s"])
+    silences = sum(1 for e in rec if float(e.get("downtime_s") or 0) >= an.silence_s)
     covered = merge_intervals([(e["ts_ns"] - int(float(e.get("downtime_s") or 0) * NS), e["ts_ns"]) for e in rec])
-    silences += sum(1 for a, b in data.raw_gaps if b - a >= an["silence_s"] * NS
+    silences += sum(1 for a, b in data.raw_gaps if b - a >= an.silence_s * NS
                     and not any(overlaps(a, b, x, y) for x, y in covered))
     mit_s = 0.0
     level, since = 0, None
@@ -247,17 +244,17 @@ def build_quality(root: Path, day: date, cfg: dict, *, provider: str = "kis", ma
 
     # -- anomaly day ------------------------------------------------------------------------------------
     reasons = []
-    if len(rec) >= an["reconnects"]:
-        reasons.append(f"{len(rec)} WebSocket reconnects (>= {an['reconnects']})")
-    if disc_s >= an["disconnected_s"]:
-        reasons.append(f"disconnected {disc_s / 60:.1f} min in total (>= {an['disconnected_s'] / 60:g} min)")
-    if silences >= an["silences"]:
-        reasons.append(f"{silences} silences of >= {an['silence_s']:g} s (>= {an['silences']})")
+    if len(rec) >= an.reconnects:
+        reasons.append(f"{len(rec)} WebSocket reconnects (>= {an.reconnects})")
+    if disc_s >= an.disconnected_s:
+        reasons.append(f"disconnected {disc_s / 60:.1f} min in total (>= {an.disconnected_s / 60:g} min)")
+    if silences >= an.silences:
+        reasons.append(f"{silences} silences of >= {an.silence_s:g} s (>= {an.silences})")
     run = 0
     for x in tb["timeline"]:
-        run = run + 1 if (x["rate_pct"] or 0) < an["scalp_rate_pct"] else 0
-        if run * 60 >= an["scalp_rate_s"]:
-            reasons.append(f"scalp recording rate below {an['scalp_rate_pct']:g}% for {an['scalp_rate_s'] / 60:g} min "
+        run = run + 1 if (x["rate_pct"] or 0) < an.scalp_rate_pct else 0
+        if run * 60 >= an.scalp_rate_s:
+            reasons.append(f"scalp recording rate below {an.scalp_rate_pct:g}% for {an.scalp_rate_s / 60:g} min "
                            f"(until {x['minute']})")
             break
     reasons += _metric_reasons(root, day, an)
@@ -304,7 +301,7 @@ def build_quality(root: Path, day: date, cfg: dict, *, provider: str = "kis", ma
     return q
 
 
-def _metric_reasons(root: Path, day: date, an: dict) -> list[str]:
+def _metric_reasons(root: Path, day: date, an: AnomalyConfig) -> list[str]:
     p = paths.metrics_file(root, day)
     if not p.exists():
         return []
@@ -318,18 +315,18 @@ def _metric_reasons(root: Path, day: date, an: dict) -> list[str]:
         if cpu is None and isinstance(v.get("observer_cpu_usage_ratio"), (int, float)):
             cpu = v["observer_cpu_usage_ratio"] * 100  # lib/observer/telemetry/metrics.py names
         if isinstance(cpu, (int, float)):
-            if cpu >= an["cpu_pct"]:
+            if cpu >= an.cpu_pct:
                 cpu_since = cpu_since or ts
-                if not fired_cpu and ts - cpu_since >= an["cpu_s"] * NS:
-                    out.append(f"CPU >= {an['cpu_pct']:g}% for {an['cpu_s'] / 60:g} min")
+                if not fired_cpu and ts - cpu_since >= an.cpu_s * NS:
+                    out.append(f"CPU >= {an.cpu_pct:g}% for {an.cpu_s / 60:g} min")
                     fired_cpu = True
             else:
                 cpu_since = None
         disk = v.get("disk_pct")
         if disk is None and isinstance(v.get("observer_disk_used_ratio"), (int, float)):
             disk = v["observer_disk_used_ratio"] * 100
-        if isinstance(disk, (int, float)) and disk > an["disk_pct"] and not fired_disk:
-            out.append(f"disk {disk:.1f}% used (> {an['disk_pct']:g}%)")
+        if isinstance(disk, (int, float)) and disk > an.disk_pct and not fired_disk:
+            out.append(f"disk {disk:.1f}% used (> {an.disk_pct:g}%)")
             fired_disk = True
     return out
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from observer.core import notify
 from observer.core.clock import NS, Clock, yyyymmdd
 from observer.core.logging import get_logger
+from observer.core.settings import GapfillConfig, TrackAConfig, TradingWindow
 from observer.providers.base import MarketRest, ProviderError
 from observer.recover.gaps import (
     DayData,
@@ -89,8 +90,7 @@ def edge_key(h: Hole) -> str | None:
 def open_holes(data: DayData, cfg: dict, checkpoint: dict) -> tuple[list[Hole], list[Marker]]:
     """Trade holes still open on the merged view (edges already proven complete left out), and the
     markers nobody has written yet."""
-    g = cfg.get("gapfill", {})
-    holes, new = detect_track_b(data, float(g.get("silence_s", 60)))
+    holes, new = detect_track_b(data, float(GapfillConfig.from_config(cfg).silence_s))
     done = set(checkpoint.get("edges_done", []))
     return [h for h in holes if edge_key(h) not in done], new
 
@@ -274,7 +274,7 @@ class GapFiller:
         self.root = store.root
         self.rest = rest
         self.cfg = cfg
-        self.g = cfg.get("gapfill", {})
+        self.g = GapfillConfig.from_config(cfg)
         self.clock = clock
         self.day = day
         self.provider = provider
@@ -317,15 +317,15 @@ class GapFiller:
         self.cp["runs"] += 1
         self.summary["recovered_files_checked"] = repair_recovered(self.store, self.provider, self.day)
         data = DayData(self.root, self.day, self.provider, self.market,
-                       no_frames_s=float(self.g.get("no_frames_s", 120)))
+                       no_frames_s=float(self.g.no_frames_s))
         self.summary["read_issues"] = len(data.issues)
         if data.issues:  # lines the reader skipped (observer-verify lists them all)
             log.warning("unreadable lines in the tree skipped", extra={"count": len(data.issues),
                                                                       "first": data.issues[:5]})
-        tracks = self.g.get("tracks", ["A", "B"])
+        tracks = self.g.tracks
         if "A" in tracks and self.calendar is not None:
-            win = self.cfg.get("windows", {}).get("track_a", {"start": "09:00", "end": "15:30"})
-            interval = int(self.cfg.get("track_a", {}).get("interval_minutes", 10))
+            win = TradingWindow.from_config(self.cfg, "track_a")
+            interval = int(TrackAConfig.from_config(self.cfg).interval_minutes)
             slots = track_a_slots(self.calendar, self.day, win, interval)
             self._emit_markers(detect_track_a(data, slots, interval, self.clock.now_ns(),
                                               universe_symbols(self.root, self.day)))
@@ -341,7 +341,7 @@ class GapFiller:
                 continue
             todo.append(h)
         self.summary["holes"] = len(todo)
-        jobs = plan_jobs(todo, int(self.g.get("merge_rows", 30)))
+        jobs = plan_jobs(todo, int(self.g.merge_rows))
         self.summary["jobs"] = len(jobs)
         self._save()
         prog = Progress(len(jobs), self.progress_enabled)
@@ -374,7 +374,7 @@ class GapFiller:
             self._save()
             return
         paged = page_back(self.rest, job.symbol, job.fetch_end_ns, lo=job.lo, start_ns=job.start_ns,
-                          page_rows=self.page_rows, max_calls=int(self.g.get("max_calls_per_gap", 20000)),
+                          page_rows=self.page_rows, max_calls=int(self.g.max_calls_per_gap),
                           on_call=prog.call)
         self.summary["calls"] += paged.calls
         self.cp["calls"] += paged.calls
@@ -437,7 +437,7 @@ class GapFiller:
             self._write(name, out)
             self.summary["recovered_trades"] += len(out)
             self.summary["recovered_qty"] += sum(r["qty"] for r in out)
-        if residuals_all and self.g.get("minute_bars", True):
+        if residuals_all and self.g.minute_bars:
             self._bars(job, residuals_all)
         log.info("gap job done", extra={"symbol": job.symbol, "job": job.id, "holes": len(job.holes),
                                         "trades": len(out), "calls": paged.calls,

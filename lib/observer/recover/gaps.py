@@ -30,6 +30,7 @@ from typing import NamedTuple
 import orjson
 
 from observer.core.clock import KST, NS
+from observer.core.settings import TradingWindow
 from observer.store import paths
 from observer.store.markers import BOOK, COLLECTOR_DOWN, EDGE_CAUSES, SNAPSHOT, TRADES, UNSUBSCRIBING
 from observer.store.reader import day_files, read_chunks, read_file
@@ -460,8 +461,8 @@ def detect_track_b(data: DayData, silence_s: float = 60.0) -> tuple[list[Hole], 
 
 
 # -- detection: Track A -------------------------------------------------------------------------
-def track_a_slots(calendar, day: date, window: dict, interval_min: int) -> list[int]:
-    start, end = calendar.window(day, window["start"], window["end"])
+def track_a_slots(calendar, day: date, window: TradingWindow, interval_min: int) -> list[int]:
+    start, end = window.span(calendar, day)
     step = interval_min * 60 * NS
     return list(range(int(start.timestamp()) * NS, int(end.timestamp()) * NS + 1, step))
 

@@ -30,6 +30,7 @@ from time import monotonic as _monotonic
 
 import orjson
 
+from observer.core.config import section
 from observer.core.contracts import check
 from observer.core.logging import get_logger
 from observer.store.fs import FILE_MODE, ensure_dir
@@ -69,9 +70,8 @@ class Durability:
 
     @classmethod
     def from_config(cls, cfg: dict) -> Durability:
-        s = cfg.get("store", {})
-        return cls(s.get("fsync_interval_ms", 1000), s.get("fsync_max_records", 50_000),
-                   s.get("max_buffer_bytes", 64 * 1024 * 1024))
+        s = section(cfg, "store")
+        return cls(s["fsync_interval_ms"], s["fsync_max_records"], s["max_buffer_bytes"])
 
 
 DEFAULT_DURABILITY = Durability()

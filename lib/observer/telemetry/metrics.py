@@ -34,6 +34,7 @@ import orjson
 import psutil
 
 from observer.core.clock import NS, Clock
+from observer.core.config import section
 from observer.core.logging import get_logger
 from observer.store import paths
 from observer.store.fs import locked
@@ -262,9 +263,9 @@ class MetricsWriter:
 
     @classmethod
     def from_config(cls, root, program: str, cfg: Mapping, **kw) -> MetricsWriter:
-        m = (cfg or {}).get("metrics") or {}
-        kw.setdefault("interval_s", m.get("interval_s", DEFAULT_INTERVAL_S))
-        kw.setdefault("stale_after_s", m.get("stale_after_s", DEFAULT_STALE_AFTER_S))
+        m = section(dict(cfg or {}), "metrics")
+        kw.setdefault("interval_s", m["interval_s"])
+        kw.setdefault("stale_after_s", m["stale_after_s"])
         return cls(root, program, **kw)
 
     # -- values ----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import orjson
 import requests
 
 from observer.core.clock import KST, NS, Clock, to_ns
+from observer.core.config import with_defaults
 from observer.core.logging import get_logger
 from observer.core.redact import register_secret
 from observer.providers.base import AuthError, ProviderError
@@ -36,8 +37,8 @@ def key_hash(base_url: str, app_key: str) -> str:
 
 def rest_timeouts(pcfg: dict) -> tuple[float, float]:
     """(connect, read) seconds of a REST request, from providers.kis.timeouts."""
-    t = pcfg.get("timeouts") or {}
-    return float(t.get("connect_s", 3.05)), float(t.get("read_s", 10.0))
+    t = with_defaults(pcfg, "providers", "kis")["timeouts"]
+    return float(t["connect_s"]), float(t["read_s"])
 
 
 class CachedCredential:
@@ -172,12 +173,12 @@ class KisAuth:
                     clock: Clock, **kw) -> KisAuth:
         """The one constructor from the providers.kis config (timeouts, token.*); kw: session, on_issue,
         max_attempts (or timeouts) of this caller."""
-        tk = pcfg.get("token") or {}
+        tk = with_defaults(pcfg, "providers", "kis")["token"]
         kw.setdefault("timeouts", rest_timeouts(pcfg))
         return cls(base_url=base_url, app_key=app_key, app_secret=app_secret, state_dir=state_dir, clock=clock,
-                   token_min_interval_s=float(tk.get("min_interval_s", 61.0)),
-                   token_refresh_ahead_s=float(tk.get("refresh_ahead_s", 3600.0)),
-                   approval_ttl_s=float(tk.get("approval_ttl_s", 82800.0)), **kw)
+                   token_min_interval_s=float(tk["min_interval_s"]),
+                   token_refresh_ahead_s=float(tk["refresh_ahead_s"]),
+                   approval_ttl_s=float(tk["approval_ttl_s"]), **kw)
 
     def __init__(self, *, base_url: str, app_key: str, app_secret: str, state_dir: Path, clock: Clock,
                  session: requests.Session | None = None, timeouts: tuple[float, float] = (3.05, 10.0),

@@ -84,9 +84,9 @@ class KisProvider(Provider):
             auth = KisAuth.from_config(self.pcfg, base_url=rest_url, app_key=key, app_secret=secret,
                                        state_dir=self.state_dir, clock=self.clock,
                                        on_issue=lambda what, reason, a=acc["name"]: self._credential_issued(what, reason, a))
-            conns.append(KisConnection(ws_url=ws_url, auth=auth, account=acc["name"], wcfg=self.pcfg.get("ws", {}),
+            conns.append(KisConnection(ws_url=ws_url, auth=auth, account=acc["name"], wcfg=self.pcfg["ws"],
                                        clock=self.clock, sink=sink, events=self.events,
-                                       custtype=self.pcfg.get("custtype", "P"), trading_date=trading_date))
+                                       custtype=self.pcfg["custtype"], trading_date=trading_date))
         return KisStream(conns)
 
     def fetch_listings(self, keep_dir: Path) -> list[dict]:

@@ -21,6 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from observer.core.clock import KST, NS, Clock, kst_ns, parse_yyyymmdd
+from observer.core.config import with_defaults
 from observer.core.logging import get_logger
 from observer.core.ratelimit import TokenBucket, bucket_name
 from observer.providers.base import (
@@ -56,7 +57,7 @@ DEFAULT_RATE = {"real": 19.0, "paper": 2.0, "sim": 19.0}
 
 
 def urls(pcfg: dict) -> tuple[str, str]:
-    env = pcfg.get("env", "real")
+    env = with_defaults(pcfg, "providers", "kis")["env"]
     rest, ws = BASE_URLS.get(env, ("", ""))
     rest = pcfg.get("rest_url") or rest
     ws = pcfg.get("ws_url") or ws
@@ -67,7 +68,7 @@ def urls(pcfg: dict) -> tuple[str, str]:
 
 def rate_per_s(pcfg: dict) -> float:
     r = pcfg.get("rate_limit_per_s")
-    return float(r) if r else DEFAULT_RATE.get(pcfg.get("env", "real"), 2.0)
+    return float(r) if r else DEFAULT_RATE.get(with_defaults(pcfg, "providers", "kis")["env"], 2.0)
 
 
 # -- normalisation helpers ----------------------------------------------------------------------
@@ -185,19 +186,19 @@ def snapshot_from_rank(row: dict, recv_ns: int) -> dict:
 class KisRest(MarketRest):
     def __init__(self, pcfg: dict, *, app_key: str, app_secret: str, state_dir: Path, clock: Clock | None = None,
                  events=None, account: str = "main", auth_attempts: int | None = None):
-        self.pcfg = pcfg
+        self.pcfg = pcfg = with_defaults(pcfg, "providers", "kis")
         self.clock = clock or Clock()
         self.events = events  # store.events("kis") or None
         self.account = account
         self.base_url, _ = urls(pcfg)
         self.timeouts = rest_timeouts(pcfg)
-        r = pcfg.get("retry", {})
-        self.max_attempts = int(r.get("max_attempts", 5))
-        self.backoff_base_s = float(r.get("base_s", 0.5))
-        self.backoff_max_s = float(r.get("max_s", 30.0))
-        self.rl_max_retries = int(r.get("rate_limit_max_retries", 20))
-        self.rl_backoff_s = float(r.get("rate_limit_backoff_s", 1.0))
-        self.page_rows = int(pcfg.get("page_rows", 30))
+        r = pcfg["retry"]
+        self.max_attempts = int(r["max_attempts"])
+        self.backoff_base_s = float(r["base_s"])
+        self.backoff_max_s = float(r["max_s"])
+        self.rl_max_retries = int(r["rate_limit_max_retries"])
+        self.rl_backoff_s = float(r["rate_limit_backoff_s"])
+        self.page_rows = int(pcfg["page_rows"])
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=8, max_retries=0)
         self.session.mount("http://", adapter)
@@ -208,7 +209,7 @@ class KisRest(MarketRest):
                                         **({"max_attempts": auth_attempts} if auth_attempts else {}))
         self.bucket = TokenBucket(SharedRecord(Path(state_dir, bucket_name("kis", self.auth.app_key + "\n"
                                                                           + self.base_url))),
-                                  rate_per_s(pcfg), float(pcfg.get("rate_limit_burst", 1)), self.clock)
+                                  rate_per_s(pcfg), float(pcfg["rate_limit_burst"]), self.clock)
         self.stats = {"calls": 0, "http_requests": 0, "rate_limited": 0, "retries": 0, "token_refreshes": 0,
                       "rejected_rows": 0}
 
@@ -233,7 +234,7 @@ class KisRest(MarketRest):
     def _headers(self, token: str, tr_id: str) -> dict:
         return {"content-type": "application/json; charset=utf-8", "authorization": f"Bearer {token}",
                 "appkey": self.auth.app_key, "appsecret": self.auth.app_secret, "tr_id": tr_id,
-                "tr_cont": "", "custtype": self.pcfg.get("custtype", "P")}
+                "tr_cont": "", "custtype": self.pcfg["custtype"]}
 
     def request_once(self, path: str, tr_id: str, params: dict, *, token: str) -> tuple[int, dict, Mapping]:
         """One GET with exactly this token: no retry, no token refresh, so the broker's answer to this
@@ -329,7 +330,7 @@ class KisRest(MarketRest):
         self._emit("record_rejected", "WARNING", record_kind=call, reason=str(err)[:300], symbol=symbol)
 
     def _params(self, symbol: str, **more) -> dict:
-        p = {"FID_COND_MRKT_DIV_CODE": self.pcfg.get("market_div", "J"), "FID_INPUT_ISCD": symbol}
+        p = {"FID_COND_MRKT_DIV_CODE": self.pcfg["market_div"], "FID_INPUT_ISCD": symbol}
         p.update(more)
         return p
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import websocket
 
 from observer.core.clock import NS, Clock
+from observer.core.config import with_defaults
 from observer.core.logging import get_logger
 from observer.providers.base import (
     BOOK,
@@ -56,12 +57,6 @@ from observer.providers.wsframes import OP_BINARY, OP_CLOSE, OP_PING, FrameReade
 log = get_logger(__name__)
 
 MAX_REGISTRATIONS = 41
-DEFAULT_BACKOFF = (1, 2, 5, 10, 20, 30, 60)
-DEFAULT_STALL = {"preopen": 600.0, "continuous": 60.0, "auction": 120.0, "after": 1800.0}
-DEFAULT_STALE = {
-    TRADES: {"preopen": 1800.0, "continuous": 300.0, "auction": 600.0, "after": 3600.0},
-    BOOK: {"preopen": 600.0, "continuous": 120.0, "auction": 300.0, "after": 3600.0},
-}
 
 
 def session_phase(hour: int, minute: int) -> str:
@@ -105,25 +100,28 @@ class KisConnection:
 
     def __init__(self, *, ws_url: str, auth: KisAuth, account: str, wcfg: dict, clock: Clock,
                  sink: FrameSink, events=None, custtype: str = "P", trading_date=None):
-        self.ws_url = ws_url + (wcfg.get("path") or "")
+        wcfg = with_defaults(wcfg, "providers", "kis", "ws")
+        self.ws_url = ws_url + wcfg["path"]
         self.auth = auth
         self.account = account
         self.clock = clock
         self.sink = sink
         self.events = events
         self.custtype = custtype
-        self.max_registrations = min(int(wcfg.get("max_registrations", MAX_REGISTRATIONS)), MAX_REGISTRATIONS)
-        self.backoff = [float(x) for x in (wcfg.get("backoff_s") or DEFAULT_BACKOFF)]
-        self.backoff_reset_s = float(wcfg.get("backoff_reset_s", 30.0))
-        self.connect_timeout_s = float(wcfg.get("connect_timeout_s", 10.0))
-        self.silence_s = float(wcfg.get("silence_s", 150.0))
-        self.stall_s = {**DEFAULT_STALL, **(wcfg.get("stall_s") or {})}
-        self.stale_s = {ch: {**DEFAULT_STALE[ch], **((wcfg.get("stale_s") or {}).get(ch) or {})} for ch in CHANNELS}
-        self.stale_resubscribe = bool(wcfg.get("stale_resubscribe", True))
-        self.gap_markers = bool(wcfg.get("gap_markers", True))
-        self.poll_s = float(wcfg.get("poll_s", 0.25))  # real seconds between timer checks while idle
-        self.tcp_user_timeout_ms = int(wcfg.get("tcp_user_timeout_ms", 30000))
-        self.error_events_per_min = int(wcfg.get("error_events_per_min", 30))
+        self.max_registrations = min(int(wcfg["max_registrations"]), MAX_REGISTRATIONS)
+        self.backoff = [float(x) for x in wcfg["backoff_s"]]
+        self.backoff_reset_s = float(wcfg["backoff_reset_s"])
+        self.connect_timeout_s = float(wcfg["connect_timeout_s"])
+        self.silence_s = float(wcfg["silence_s"])
+        # a phase table given in part keeps the schema's default for the other phases
+        self.stall_s = {**with_defaults(None, "providers", "kis", "ws", "stall_s"), **wcfg["stall_s"]}
+        self.stale_s = {ch: {**with_defaults(None, "providers", "kis", "ws", "stale_s", ch), **wcfg["stale_s"][ch]}
+                        for ch in CHANNELS}
+        self.stale_resubscribe = bool(wcfg["stale_resubscribe"])
+        self.gap_markers = bool(wcfg["gap_markers"])
+        self.poll_s = float(wcfg["poll_s"])  # real seconds between timer checks while idle
+        self.tcp_user_timeout_ms = int(wcfg["tcp_user_timeout_ms"])
+        self.error_events_per_min = int(wcfg["error_events_per_min"])
         self._lock = threading.RLock()
         self._regs: dict[tuple[str, str], _Reg] = {}
         self._ever: dict[str, set[str]] = {ch: set() for ch in CHANNELS}

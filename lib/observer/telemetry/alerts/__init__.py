@@ -13,7 +13,6 @@ This package re-exports what programs import; importing it never imports telegra
 from observer.telemetry.alerts.notifier import SEND_NOW_S, ProgramAlerts
 from observer.telemetry.alerts.outbox import (
     ALERT_TABLE,
-    DEFAULTS,
     EXPIRED,
     NOT_ROUTED,
     SEVERITIES,
@@ -56,7 +55,7 @@ from observer.telemetry.alerts.table import (
 )
 
 __all__ = [
-    "ALERT_TABLE", "BY_KEY", "CONSTANTS", "DEFAULTS", "EXPIRED", "NOT_ROUTED", "SEVERITIES", "TABLE", "THROTTLED",
+    "ALERT_TABLE", "BY_KEY", "CONSTANTS", "EXPIRED", "NOT_ROUTED", "SEVERITIES", "TABLE", "THROTTLED",
     "AlertRow", "Alerter", "ProgramAlerts", "SEND_NOW_S", "Sustained",
     "alerts_config", "daily_summary_due", "format_text", "key_name", "known", "routed_warning_keys",
     "send_daily_summary", "summarize_day",

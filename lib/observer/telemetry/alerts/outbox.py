@@ -46,12 +46,13 @@ from pathlib import Path
 import orjson
 
 from observer.core.clock import KST, NS, Clock, kst, parse_yyyymmdd
+from observer.core.config import section
 from observer.core.logging import get_logger
 from observer.core.redact import MASK, redact, register_secret
 from observer.store import paths
 from observer.store.fs import Lock, ensure_dir
 from observer.store.writer import StoreError
-from observer.telemetry.alerts.table import KEY_DAILY_SUMMARY, TABLE, known, routed_warning_keys
+from observer.telemetry.alerts.table import KEY_DAILY_SUMMARY, TABLE, known
 from observer.telemetry.alerts.transport import TelegramTransport
 
 log = get_logger("observer.telemetry.alerts")  # one logger name for the package
@@ -70,28 +71,6 @@ NOT_ROUTED = "not routed"
 THROTTLED = "throttled"
 EXPIRED = "expired"
 
-# mirrors schemas/config/alerts.json (a test keeps the two equal); used when cfg has no [alerts]
-DEFAULTS: dict = {
-    "enabled": True,
-    "telegram_api_base": "https://api.telegram.org",
-    "send_timeout_s": 10,
-    "throttle_min": 30,
-    "always_send": ["CRITICAL", "ERROR"],
-    "warning_keys": routed_warning_keys(),
-    "retry_backoff_s": 30,
-    "retry_backoff_max_s": 900,
-    "claim_timeout_s": 120,
-    "max_age_h": 24,
-    "queue_max": 100,
-    "daily_summary_at": "21:30",
-    "track_a_rate_min": 0.95,
-    "track_a_rate_for_s": 600,
-    "track_b_rate_min": 0.90,
-    "track_b_rate_for_s": 300,
-    "cpu_max": 0.90,
-    "cpu_for_s": 600,
-}
-
 TELEGRAM_MAX_CHARS = 4096
 TEXT_MAX_CHARS = 3500          # an alert's text in the outbox (the message adds a header and footer)
 CONTEXT_VALUE_MAX = 500
@@ -103,8 +82,8 @@ _ICON = {"CRITICAL": "\U0001F534", "ERROR": "\U0001F7E0", "WARNING": "\U0001F7E1
 
 
 def alerts_config(cfg: Mapping | None) -> dict:
-    """The [alerts] section with defaults filled (cfg: the whole config, or {})."""
-    return {**DEFAULTS, **((cfg or {}).get("alerts") or {})}
+    """The [alerts] section with the schema's defaults filled (cfg: the whole config, or {})."""
+    return section(dict(cfg or {}), "alerts")
 
 
 def key_name(key: str) -> str:
