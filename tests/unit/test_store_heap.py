@@ -38,7 +38,7 @@ store.close()
 
 
 def mapped_growth(tmp_path, mode: str, **env) -> int:
-    e = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    e = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")}
     e.update(PYTHONPATH=str(ROOT / "lib"), **env)
     out = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path), mode], env=e, capture_output=True,
                          text=True, timeout=60)
@@ -56,6 +56,7 @@ def test_without_a_flusher_glibc_keeps_its_dynamic_threshold(tmp_path):
 
 
 def test_an_operators_setting_wins(tmp_path):
-    # MALLOC_MMAP_THRESHOLD_ set (here 8 MiB): pin_mmap_threshold leaves it alone, so the buffer is
-    # in the heap
+    # the threshold set by the operator (here 8 MiB): pin_mmap_threshold leaves it alone, so the
+    # buffer is in the heap
     assert mapped_growth(tmp_path, "flusher", MALLOC_MMAP_THRESHOLD_=str(8 << 20)) == 0
+    assert mapped_growth(tmp_path, "flusher", GLIBC_TUNABLES=f"glibc.malloc.mmap_threshold={8 << 20}") == 0

@@ -18,17 +18,20 @@ import os
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value: objects below it stay in the heap
-_ENV = "MALLOC_MMAP_THRESHOLD_"  # glibc's environment tunable: an operator's setting wins
+_ENV = "MALLOC_MMAP_THRESHOLD_"  # glibc's environment tunables: an operator's setting wins
+_TUNABLE = "malloc.mmap_threshold"  # the same in GLIBC_TUNABLES
 
 _pinned: bool | None = None
 
 
 def pin_mmap_threshold(nbytes: int = MMAP_THRESHOLD) -> bool:
     """Fix glibc's mmap threshold at `nbytes` for this process (once; later calls return the first
-    result). False, changing nothing, without glibc or when MALLOC_MMAP_THRESHOLD_ is set."""
+    result). False, changing nothing, without glibc or when the operator set it (MALLOC_MMAP_THRESHOLD_
+    or malloc.mmap_threshold in GLIBC_TUNABLES)."""
     global _pinned
     if _pinned is None:
-        _pinned = False if os.environ.get(_ENV) else _mallopt(M_MMAP_THRESHOLD, nbytes)
+        operator = os.environ.get(_ENV) or _TUNABLE in os.environ.get("GLIBC_TUNABLES", "")
+        _pinned = False if operator else _mallopt(M_MMAP_THRESHOLD, nbytes)
     return _pinned
 
 
