@@ -6,10 +6,10 @@ during a slow fsync as much as arrives meanwhile (12.7 MB seen under the Track B
 serves such a block with mmap and gives it back on free, but its *dynamic* mmap threshold then
 rises to that block's size (up to 32 MiB): from then on buffers of that size are carved from the
 heap, where their freed space stays resident as holes between small live objects. Measured in the
-Track B firehose benchmark: heap free space 5.6 -> 11-13 MB over 1,000,000 messages and RSS
-+5 MB after a stall. Setting the threshold explicitly turns the dynamic adjustment off: buffers of
-128 KiB and more are always mapped (realloc is an mremap) and unmapped when freed; heap 17-18 MB
-and RSS flat over the same run.
+Track B firehose benchmark: heap free space 5.6 -> 11-13 MB over 1,000,000 messages, RSS up to
++5 MB over the run. Setting the threshold explicitly turns the dynamic adjustment off: buffers of
+128 KiB and more are always mapped (realloc is an mremap) and unmapped when freed; heap 17-20 MB
+with 4-7 MB free, RSS ~3 MB lower (docs/benchmarks.md, Track B memory).
 """
 
 from __future__ import annotations
