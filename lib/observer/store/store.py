@@ -20,6 +20,7 @@ from observer.core.contracts import check
 from observer.core.logging import get_logger
 from observer.core.redact import redact_obj
 from observer.store import paths
+from observer.store.heap import pin_mmap_threshold
 from observer.store.writer import DEFAULT_DURABILITY, Durability, JsonlWriter, StoreError
 
 log = get_logger(__name__)
@@ -128,6 +129,8 @@ class Store:
         fsyncs while the appending thread goes on (a slow fsync never stalls a collector's loop)."""
         if self._flusher is not None:
             return
+        # buffers now pile up behind flushes (MBs during a slow fsync): keep them out of the heap
+        pin_mmap_threshold()
 
         def run():
             while not self._stop.is_set():
