@@ -1,0 +1,277 @@
+"""Kiwoom real-time WebSocket (providers.md §2.4) over the RFC 6455 server of ws.py: the same sockets,
+threads, queues, connection faults and data faults, with Kiwoom's messages.
+
+Client → server: `{"trnm":"LOGIN","token"}` (the REST bearer token; a bad one gets a non-zero return code,
+a SYSTEM notice and the close), `REG` `{grp_no, refresh, data:[{item:[...], type:[...]}]}` and `REMOVE`
+`{grp_no[, data]}` (registrations are kept per group: `refresh` "0" replaces the group's registrations,
+"1" keeps them; a REMOVE without data releases the whole group), and the echo of our `PING`.
+Server → client: the acks (`{"trnm", "return_code", "return_msg"}`), `{"trnm":"PING"}` every
+`ping_interval` real seconds, `REAL` messages — one per trade cluster (one `0B` element per trade) and one
+per book state (`0D`) — and a `SYSTEM` notice before every close the server starts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from observer.sim.kiwoom_auth import E_TOKEN
+from observer.sim.market import TradeEv, dec2, hhmmss
+from observer.sim.ws import WsConn, WsServer, ws_frame
+
+if TYPE_CHECKING:
+    from observer.sim.market import BookEv, SymbolInfo
+
+log = logging.getLogger("observer.sim.kiwoom")
+
+TRADE, BOOK = "0B", "0D"
+NAMES = {TRADE: "주식체결", BOOK: "주식호가잔량"}
+PHASE_CODE = {"open_auction": "1", "continuous": "2", "close_auction": "5"}  # FID 290 (UNCONFIRMED values)
+PING = json.dumps({"trnm": "PING"})
+E_LOGIN_FIRST = {**E_TOKEN, "return_msg": "LOGIN 후에 등록하세요 (simulator)"}
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def signed(price: int, ref: int) -> str:
+    """A price with its direction against the previous close (+ above, - below); empty levels are "0"."""
+    if not price:
+        return "0"
+    return f"+{price}" if price > ref else f"-{price}" if price < ref else str(price)
+
+
+def trade_values(ev: TradeEv, info: SymbolInfo) -> dict:
+    prev = info.prev_close
+    p = ev.price
+    d = p - prev
+    side = "+" if ev.ccld == "1" else "-" if ev.ccld == "5" else ""  # an auction trade has no aggressor
+    return {"20": hhmmss(ev.t), "10": signed(p, prev), "11": f"+{d}" if d > 0 else str(d),
+            "12": ("+" if d > 0 else "") + dec2(d * 100, prev), "15": f"{side}{ev.qty}", "13": str(ev.acml_vol),
+            "14": str(ev.acml_pbmn // 1_000_000), "16": signed(ev.o, prev), "17": signed(ev.h, prev),
+            "18": signed(ev.l, prev), "27": signed(ev.ask1, prev), "28": signed(ev.bid1, prev),
+            "228": dec2(ev.shnu_q * 100, ev.seln_q), "290": PHASE_CODE.get(ev.phase, "2"), "9081": "1",
+            "1030": str(ev.seln_q), "1031": str(ev.shnu_q)}
+
+
+def book_values(ev: BookEv, info: SymbolInfo) -> dict:
+    prev = info.prev_close
+    v = {"21": hhmmss(ev.t)}
+    for i in range(10):
+        v[str(41 + i)] = signed(ev.askp[i], prev)
+        v[str(51 + i)] = signed(ev.bidp[i], prev)
+        v[str(61 + i)] = str(ev.askq[i])
+        v[str(71 + i)] = str(ev.bidq[i])
+    v["121"] = str(ev.tot_ask)
+    v["125"] = str(ev.tot_bid)
+    v["23"] = signed(ev.antc_p, prev)
+    v["24"] = str(ev.antc_q)
+    v["13"] = str(ev.acml_vol)
+    return v
+
+
+def real(type_: str, item: str, values: list[dict]) -> bytes:
+    """One REAL message (a frame): one element per record."""
+    return ws_frame(_dumps({"trnm": "REAL", "data": [{"type": type_, "name": NAMES[type_], "item": item,
+                                                      "values": v} for v in values]}).encode())
+
+
+class KiwoomConn(WsConn):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.groups: dict[str, set[tuple[str, str]]] = {}  # grp_no → its (type, item) registrations
+
+    def _on_text(self, text: str) -> None:
+        if self.stalled:
+            return
+        try:
+            msg = json.loads(text)
+            trnm = msg.get("trnm")
+        except (ValueError, AttributeError):
+            self.send_text(_dumps({"trnm": "", "return_code": 1501, "return_msg": "JSON 형식 오류 (simulator)"}))
+            return
+        srv: KiwoomWsServer = self.server
+        if trnm == "PING":  # the echo of ours
+            self.pongs += 1
+        elif trnm == "LOGIN":
+            srv.login(self, msg.get("token"))
+        elif trnm in ("REG", "REMOVE"):
+            srv.register(self, trnm, msg)
+        else:
+            self.send_text(_dumps({"trnm": str(trnm)[:20], "return_code": 1501,
+                                   "return_msg": "알 수 없는 trnm (simulator)"}))
+
+    def close_gracefully(self, code: int = 1001, cause: str = "server_stop") -> None:
+        # the SYSTEM notice goes out before our close frame (the official example ends the session on one)
+        self.send_text(_dumps({"trnm": "SYSTEM", "code": "SIM-CLOSE", "message": f"연결을 종료합니다: {cause}"}))
+        super().close_gracefully(code, cause)
+
+
+class KiwoomWsServer(WsServer):
+    conn_class = KiwoomConn
+    supports_firehose = False
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.stats.update(login=0, login_failed=0, reg=0, remove=0, bad_request=0)
+
+    def ping_text(self) -> str:
+        return PING
+
+    # ---- the feed ---------------------------------------------------------------------------------------
+    def on_events(self, evs: list) -> None:
+        """One pump tick's events (under the tick lock): a trade cluster (same symbol and group) becomes one
+        REAL message with a 0B element per trade, a book state one with a 0D element, encoded once."""
+        index = self.index
+        if not index:
+            return
+        by_code = self.market.universe.by_code
+        n = len(evs)
+        i = 0
+        while i < n:
+            ev = evs[i]
+            if type(ev) is TradeEv:
+                j = i + 1
+                while j < n and type(evs[j]) is TradeEv and evs[j].sym == ev.sym and evs[j].group == ev.group:
+                    j += 1
+                subs = index.get((TRADE, ev.sym))
+                if subs:
+                    info = by_code[ev.sym]
+                    frame = real(TRADE, ev.sym, [trade_values(e, info) for e in evs[i:j]])
+                    for conn in subs:
+                        conn.send_data(TRADE, ev.sym, frame, j - i)
+                i = j
+            else:
+                subs = index.get((BOOK, ev.sym))
+                if subs:
+                    frame = real(BOOK, ev.sym, [book_values(ev, by_code[ev.sym])])
+                    for conn in subs:
+                        conn.send_data(BOOK, ev.sym, frame, 1)
+                i += 1
+
+    # ---- client messages --------------------------------------------------------------------------------
+    def login(self, conn: KiwoomConn, token) -> None:
+        app_key, err = self.auth.token_app_key(token if isinstance(token, str) else None)
+        if err is not None:
+            self.stats["login_failed"] += 1
+            conn.send_text(_dumps({"trnm": "LOGIN", **err}))
+            threading.Thread(target=conn.close_gracefully, args=(1008, "login_failed"), daemon=True).start()
+            return
+        with self.lock:
+            conn.app_key = app_key
+        self.stats["login"] += 1
+        conn.send_text(_dumps({"trnm": "LOGIN", "return_code": 0, "return_msg": ""}))
+
+    def _parse(self, msg: dict, need_data: bool) -> tuple[str, set[tuple[str, str]] | None, dict | None]:
+        """(grp_no, the (type, item) pairs named — None when there is no data —, error body or None)."""
+        grp = msg.get("grp_no")
+        data = msg.get("data")
+        if not isinstance(grp, str) or not grp or len(grp) > 8:
+            return "", None, {"return_code": 1501, "return_msg": "grp_no 오류 (simulator)"}
+        if data is None and not need_data:
+            return grp, None, None
+        keys: set[tuple[str, str]] = set()
+        if not isinstance(data, list) or not data:
+            return grp, None, {"return_code": 1501, "return_msg": "data 오류 (simulator)"}
+        for d in data:
+            items, types = (d.get("item"), d.get("type")) if isinstance(d, dict) else (None, None)
+            if not isinstance(items, list) or not isinstance(types, list) or not items or not types:
+                return grp, None, {"return_code": 1501, "return_msg": "item/type 은 배열입니다 (simulator)"}
+            for tp in types:
+                if tp not in NAMES:
+                    return grp, None, {"return_code": 1501, "return_msg": f"지원하지 않는 type {str(tp)[:8]!r} "
+                                                                          "(simulator)"}
+            for it in items:
+                # only KRX is simulated: _NX / _AL items name venues the market does not have
+                if not isinstance(it, str) or self.market.symbol(it) is None:
+                    return grp, None, {"return_code": 1901, "return_msg": f"종목코드 오류 {str(it)[:20]!r} "
+                                                                          "(simulator)"}
+                keys.update((tp, it) for tp in types)
+        return grp, keys, None
+
+    def register(self, conn: KiwoomConn, trnm: str, msg: dict) -> None:
+        if conn.app_key is None:
+            self.stats["bad_request"] += 1
+            conn.send_text(_dumps({"trnm": trnm, **E_LOGIN_FIRST}))
+            return
+        grp, keys, err = self._parse(msg, need_data=trnm == "REG")
+        if err is not None:
+            self.stats["bad_request"] += 1
+            conn.send_text(_dumps({"trnm": trnm, **err}))
+            return
+        market = self.market
+        # between two pump ticks: a registration starts (ends) exactly after the last dispatched tick, and the
+        # ack is queued before (after) its first (last) frame
+        with market.tick_lock:
+            with self.lock:
+                before = set(conn.subs)
+                group = conn.groups.setdefault(grp, set())
+                if trnm == "REG":
+                    if msg.get("refresh") == "0":
+                        group.clear()
+                    group |= keys
+                    self.stats["reg"] += 1
+                else:
+                    group -= keys if keys is not None else set(group)
+                    self.stats["remove"] += 1
+                if not group:
+                    del conn.groups[grp]
+                conn.subs = set().union(*conn.groups.values())
+                for key in conn.subs - before:
+                    self.index[key] = (*self.index.get(key, ()), conn)
+                for key in before - conn.subs:
+                    self.index[key] = tuple(c for c in self.index.get(key, ()) if c is not conn)
+            self._log_changes(conn, before, grp)
+            conn.send_text(_dumps({"trnm": trnm, "return_code": 0, "return_msg": ""}))
+
+    def _log_changes(self, conn: KiwoomConn, before: set, grp: str) -> None:
+        mt, dispatched, ns = self.market.market_ms(), self.market.dispatched_ms, time.time_ns()
+        kid = self.auth.key_id(conn.app_key)
+        for tp, item in sorted(conn.subs - before):
+            self.truth.line("subscriptions", {"event": "subscribe", "conn": conn.id, "app_key_id": kid, "tr_id": tp,
+                                              "symbol": item, "grp_no": grp, "t_ms": mt, "from_t_ms": dispatched,
+                                              "ns": ns})
+        for tp, item in sorted(before - conn.subs):
+            self.truth.line("subscriptions", {"event": "unsubscribe", "conn": conn.id, "tr_id": tp, "symbol": item,
+                                              "grp_no": grp, "t_ms": mt, "until_t_ms": dispatched, "ns": ns})
+
+    # ---- data faults on Kiwoom messages -----------------------------------------------------------------
+    def frame_keys(self, tr_id: str, payload: str) -> dict:
+        try:
+            els = json.loads(payload)["data"]
+            out = {"times": [e["values"]["20" if tr_id == TRADE else "21"] for e in els]}
+            if tr_id == TRADE:
+                out["acml_vols"] = [int(e["values"]["13"]) for e in els]
+            return out
+        except (ValueError, KeyError, TypeError):
+            return {}
+
+    def frame_count(self, frame: bytes) -> int:
+        n = frame[1] & 0x7F
+        off = 2 if n < 126 else 4 if n == 126 else 10
+        try:
+            return len(json.loads(frame[off:])["data"])
+        except (ValueError, KeyError, TypeError):
+            return 1
+
+    def _garble(self, payload: str, mode: str) -> str:
+        """A broken REAL message: cut short (truncate), a non-numeric FID 13 (nonnumeric), `data` not a list
+        (count), base64 noise (encrypted), or random text (junk)."""
+        rng = self.fault_rng
+        if mode == "truncate":
+            return payload[:rng.randrange(max(2, len(payload) // 3), max(3, len(payload) - 2))]
+        if mode in ("nonnumeric", "count"):
+            msg = json.loads(payload)
+            if mode == "count":
+                msg["data"] = msg["data"][0]
+            else:
+                msg["data"][0]["values"]["13"] = "12a4"
+            return _dumps(msg)
+        if mode == "encrypted":
+            return base64.b64encode(rng.randbytes(96)).decode()
+        return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789#%& ") for _ in range(rng.randrange(5, 80)))
