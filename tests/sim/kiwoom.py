@@ -72,6 +72,8 @@ class KWs:
 
     def recv(self) -> dict:
         m = self.ws.recv()
+        if not m:  # websocket-client answers a close frame with an empty message
+            raise ConnectionError("the server closed the connection")
         d = json.loads(m)
         self.got.append(d)
         return d
