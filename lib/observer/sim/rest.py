@@ -12,17 +12,10 @@ import time
 from collections import deque
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from observer.core.clock import UTC, from_ns
 from observer.sim.auth import E_APPKEY
-
-if TYPE_CHECKING:
-    from observer.sim.auth import Auth
-    from observer.sim.interfaces import Counters, FaultView, MarketView
-    from observer.sim.master import Masters
-    from observer.sim.quotes import Quotes
 
 log = logging.getLogger("observer.sim.rest")
 
