@@ -46,39 +46,45 @@ def signed(price: int, ref: int) -> str:
     return f"+{price}" if price > ref else f"-{price}" if price < ref else str(price)
 
 
-def trade_values(ev: TradeEv, info: SymbolInfo) -> dict:
+# The FIDs of each type in the order they are written; a message is formatted from these templates (every
+# value is digits, signs and dots: nothing to escape), about 3x cheaper than building dicts for json.dumps.
+TRADE_FIDS = ("20", "10", "11", "12", "15", "13", "14", "16", "17", "18", "27", "28", "228", "290", "9081", "1030",
+              "1031")
+BOOK_FIDS = ("21", *(str(41 + i) for i in range(10)), *(str(51 + i) for i in range(10)),
+             *(str(61 + i) for i in range(10)), *(str(71 + i) for i in range(10)), "121", "125", "23", "24", "13")
+
+
+def _template(type_: str, fids: tuple[str, ...]) -> str:
+    values = ",".join(f'"{f}":"%s"' for f in fids)
+    return f'{{"type":"{type_}","name":"{NAMES[type_]}","item":"%s","values":{{{values}}}}}'
+
+
+_ELEMENT = {TRADE: _template(TRADE, TRADE_FIDS), BOOK: _template(BOOK, BOOK_FIDS)}
+
+
+def trade_values(ev: TradeEv, info: SymbolInfo) -> tuple:
+    """FIDs TRADE_FIDS of one trade."""
     prev = info.prev_close
     p = ev.price
     d = p - prev
     side = "+" if ev.ccld == "1" else "-" if ev.ccld == "5" else ""  # an auction trade has no aggressor
-    return {"20": hhmmss(ev.t), "10": signed(p, prev), "11": f"+{d}" if d > 0 else str(d),
-            "12": ("+" if d > 0 else "") + dec2(d * 100, prev), "15": f"{side}{ev.qty}", "13": str(ev.acml_vol),
-            "14": str(ev.acml_pbmn // 1_000_000), "16": signed(ev.o, prev), "17": signed(ev.h, prev),
-            "18": signed(ev.l, prev), "27": signed(ev.ask1, prev), "28": signed(ev.bid1, prev),
-            "228": dec2(ev.shnu_q * 100, ev.seln_q), "290": PHASE_CODE.get(ev.phase, "2"), "9081": "1",
-            "1030": str(ev.seln_q), "1031": str(ev.shnu_q)}
+    return (hhmmss(ev.t), signed(p, prev), f"+{d}" if d > 0 else str(d), ("+" if d > 0 else "") + dec2(d * 100, prev),
+            f"{side}{ev.qty}", ev.acml_vol, ev.acml_pbmn // 1_000_000, signed(ev.o, prev), signed(ev.h, prev),
+            signed(ev.l, prev), signed(ev.ask1, prev), signed(ev.bid1, prev), dec2(ev.shnu_q * 100, ev.seln_q),
+            PHASE_CODE.get(ev.phase, "2"), "1", ev.seln_q, ev.shnu_q)
 
 
-def book_values(ev: BookEv, info: SymbolInfo) -> dict:
+def book_values(ev: BookEv, info: SymbolInfo) -> tuple:
+    """FIDs BOOK_FIDS of one book state."""
     prev = info.prev_close
-    v = {"21": hhmmss(ev.t)}
-    for i in range(10):
-        v[str(41 + i)] = signed(ev.askp[i], prev)
-        v[str(51 + i)] = signed(ev.bidp[i], prev)
-        v[str(61 + i)] = str(ev.askq[i])
-        v[str(71 + i)] = str(ev.bidq[i])
-    v["121"] = str(ev.tot_ask)
-    v["125"] = str(ev.tot_bid)
-    v["23"] = signed(ev.antc_p, prev)
-    v["24"] = str(ev.antc_q)
-    v["13"] = str(ev.acml_vol)
-    return v
+    return (hhmmss(ev.t), *[signed(x, prev) for x in ev.askp], *[signed(x, prev) for x in ev.bidp], *ev.askq,
+            *ev.bidq, ev.tot_ask, ev.tot_bid, signed(ev.antc_p, prev), ev.antc_q, ev.acml_vol)
 
 
-def real(type_: str, item: str, values: list[dict]) -> bytes:
+def real(type_: str, item: str, values: list[tuple]) -> bytes:
     """One REAL message (a frame): one element per record."""
-    return ws_frame(_dumps({"trnm": "REAL", "data": [{"type": type_, "name": NAMES[type_], "item": item,
-                                                      "values": v} for v in values]}).encode())
+    el = _ELEMENT[type_]
+    return ws_frame(('{"trnm":"REAL","data":[' + ",".join(el % (item, *v) for v in values) + "]}").encode())
 
 
 class KiwoomConn(WsConn):
