@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import requests
 import websocket
+
+from .kis import Ws
 
 SAMPLES = json.loads((Path(__file__).resolve().parent.parent / "fixtures" / "samples" / "kiwoom_examples.json")
                      .read_text())  # the reference's Kiwoom samples
@@ -62,9 +63,11 @@ class KRest:
         raise AssertionError(f"{api_id}: still cont-yn Y after {max_pages} pages")
 
 
-class KWs:
+class KWs(Ws):
+    """A Kiwoom WebSocket client: Ws's reading loop (until, close) with JSON messages."""
+
     def __init__(self, url: str, timeout: float = 10):
-        self.ws = websocket.create_connection(url + "/api/dostk/websocket", timeout=timeout)
+        self.ws = websocket.create_connection(url + "/api/dostk/websocket", timeout=timeout, skip_utf8_validation=True)
         self.got: list[dict] = []
 
     def send(self, obj: dict) -> None:
@@ -78,20 +81,6 @@ class KWs:
         self.got.append(d)
         return d
 
-    def until(self, pred, timeout: float = 10.0, what: str = "condition"):
-        """Read messages until pred(message) is truthy; fail at the deadline."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.ws.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                m = self.recv()
-            except websocket.WebSocketTimeoutException:
-                break
-            got = pred(m)
-            if got:
-                return got
-        raise AssertionError(f"timed out waiting for {what}")
-
     def reply(self, trnm: str, timeout: float = 10.0) -> dict:
         return self.until(lambda m: m if m.get("trnm") == trnm else None, timeout, f"a {trnm} reply")
 
@@ -102,12 +91,6 @@ class KWs:
     def reg(self, items: list[str], types: list[str], grp: str = "1", refresh: str = "1") -> dict:
         self.send({"trnm": "REG", "grp_no": grp, "refresh": refresh, "data": [{"item": items, "type": types}]})
         return self.reply("REG")
-
-    def close(self) -> None:
-        try:
-            self.ws.close()
-        except Exception:
-            pass
 
 
 def elements(msgs: list[dict], type_: str, item: str | None = None) -> list[dict]:

@@ -1,13 +1,20 @@
 """Kiwoom REST of the simulator with a raw client: tokens, current price, the tick chart paged to its end and
 equal to the market's trades (the same ones KIS serves), minute bars, the rate limit and input errors."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 from observer.core.clock import ManualClock, kst_ns, parse_yyyymmdd
+from observer.sim import SimProcess
 from tests.support import wait_for
 
 from .conftest import DATE
 from .kis import Rest, read_jsonl
 from .kiwoom import SAMPLES, KRest, num
 
+BIN = Path(__file__).resolve().parents[2] / "bin"
 KW = {"providers": ["kis", "kiwoom"], "kiwoom_rate_limit": 200}
 
 
@@ -179,3 +186,25 @@ def test_input_errors_name_what_is_wrong(make_sim):
     r = k.s.post(sim.urls()["kiwoom"]["rest"] + "/api/dostk/chart", data=b"[1,2", timeout=10,
                  headers={"api-id": "ka10079", "authorization": f"Bearer {k.token}"}).json()
     assert r["return_code"] == 1501
+
+
+def test_program_serves_kiwoom_when_asked(tmp_path):
+    gt = tmp_path / "gt"
+    args = ["--seed", "3", "--symbols", "50", "--active", "5", "--date", DATE, "--start", "09:10", "--speed", "10",
+            "--providers", "kis,kiwoom", "--kiwoom-rate-limit", "50", "--ground-truth", str(gt)]
+    with SimProcess(args, stderr_path=str(tmp_path / "err.log")) as p:
+        ks = p.urls["kiwoom"]
+        assert p.urls["kis"] == {"rest": p.rest, "ws": p.ws} and ks["rest"].startswith("http://127.0.0.1:")
+        k = KRest(ks["rest"])
+        k.login()
+        code = json.loads((gt / "universe.json").read_text())[0]["symbol"]
+        assert k.call("/api/dostk/stkinfo", "ka10001", {"stk_cd": code}).json()["return_code"] == 0
+        assert json.loads((gt / "meta.json").read_text())["urls"]["kiwoom"] == ks
+    assert (gt / "kiwoom" / "auth.jsonl").read_text().count("token_issued") == 1
+    bad = subprocess.run([sys.executable, str(BIN / "observer-sim"), "--providers", "kiwoom"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "kis" in bad.stderr
+    out = subprocess.run([sys.executable, str(BIN / "observer-sim"), "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    assert all(o in out for o in ("--providers", "--kiwoom-rest-port", "--kiwoom-ws-port", "--kiwoom-latency-ms",
+                                  "--kiwoom-rate-limit"))

@@ -1,8 +1,8 @@
 """Kiwoom REST on 127.0.0.1 (providers.md §2.1, §2.2, §2.5): every call a POST with a JSON body and an
 `api-id` header; replies repeat `api-id` and carry `cont-yn`/`next-key` for paging.
 
-Order of checks on a quotation call: fault (slow, 5xx) → rate-limit storm → token → rate limit (per the
-token's app key: Kiwoom calls carry no app key) → api-id → body. The rate limit answers HTTP 429 with
+Order of checks on a quotation call: fault (slow, 5xx) → rate-limit storm → rate limit (per the token's app
+key: Kiwoom calls carry no app key) → token → api-id → body. The rate limit answers HTTP 429 with
 return code 1700; every other error is HTTP 200 with a non-zero `return_code` (a client must read it).
 """
 
@@ -64,18 +64,12 @@ class KiwoomHandler(SimHandler):
         count_key(kid, "requests")
         if self._faults(oauth=False):
             return
-        if srv.faults.first("rate_limit_storm"):
-            count_key(kid, "rate_limited")
-            count_key(kid, "storm")
+        if self._limited(kid, app_key):  # a bad token has no app key: it is not counted against one
             self._reply(429, E_RATE, api_id)
             return
         if err is not None:
             count_key(kid, str(err["return_code"]))
             self._reply(200, err, api_id)
-            return
-        if not srv.limiter.allow(app_key):
-            count_key(kid, "rate_limited")
-            self._reply(429, E_RATE, api_id)
             return
         method = trs.get(api_id or "")
         cont = self.headers.get("cont-yn", "N") == "Y"

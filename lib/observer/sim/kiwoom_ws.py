@@ -238,6 +238,8 @@ class KiwoomWsServer(WsServer):
     def _log_changes(self, conn: KiwoomConn, before: set, grp: str) -> None:
         mt, dispatched, ns = self.market.market_ms(), self.market.dispatched_ms, time.time_ns()
         kid = self.auth.key_id(conn.app_key)
+        self.stats["subscribe"] += len(conn.subs - before)
+        self.stats["unsubscribe"] += len(before - conn.subs)
         for tp, item in sorted(conn.subs - before):
             self.truth.line("subscriptions", {"event": "subscribe", "conn": conn.id, "app_key_id": kid, "tr_id": tp,
                                               "symbol": item, "grp_no": grp, "t_ms": mt, "from_t_ms": dispatched,

@@ -123,6 +123,20 @@ class SimHandler(BaseHTTPRequestHandler):
         return False
 
 
+    def _limited(self, kid: str, app_key: str | None) -> bool:
+        """Over a limit (counted for `kid`): a rate-limit storm is in force, or `app_key` went over its rate."""
+        srv = self.server
+        count_key = srv.counters.count_key
+        if srv.faults.first("rate_limit_storm"):
+            count_key(kid, "rate_limited")
+            count_key(kid, "storm")
+            return True
+        if app_key and not srv.limiter.allow(app_key):
+            count_key(kid, "rate_limited")
+            return True
+        return False
+
+
 class KisHandler(SimHandler):
     server_version = "SimKIS/1.0"
 
@@ -188,13 +202,7 @@ class KisHandler(SimHandler):
         count_key(kid, "requests")
         if self._faults(oauth=False):
             return
-        if srv.faults.first("rate_limit_storm"):
-            count_key(kid, "rate_limited")
-            count_key(kid, "storm")
-            self._reply(500, E_RATE, tr_id)
-            return
-        if app_key and not srv.limiter.allow(app_key):
-            count_key(kid, "rate_limited")
+        if self._limited(kid, app_key):
             self._reply(500, E_RATE, tr_id)
             return
         err = srv.auth.check(h.get("authorization"), app_key, h.get("appsecret"))
