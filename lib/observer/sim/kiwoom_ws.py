@@ -129,36 +129,16 @@ class KiwoomWsServer(WsServer):
     def ping_text(self) -> str:
         return PING
 
-    # ---- the feed ---------------------------------------------------------------------------------------
-    def on_events(self, evs: list) -> None:
-        """One pump tick's events (under the tick lock): a trade cluster (same symbol and group) becomes one
-        REAL message with a 0B element per trade, a book state one with a 0D element, encoded once."""
-        index = self.index
-        if not index:
-            return
-        by_code = self.market.universe.by_code
-        n = len(evs)
-        i = 0
-        while i < n:
-            ev = evs[i]
-            if type(ev) is TradeEv:
-                j = i + 1
-                while j < n and type(evs[j]) is TradeEv and evs[j].sym == ev.sym and evs[j].group == ev.group:
-                    j += 1
-                subs = index.get((TRADE, ev.sym))
-                if subs:
-                    info = by_code[ev.sym]
-                    frame = real(TRADE, ev.sym, [trade_values(e, info) for e in evs[i:j]])
-                    for conn in subs:
-                        conn.send_data(TRADE, ev.sym, frame, j - i)
-                i = j
-            else:
-                subs = index.get((BOOK, ev.sym))
-                if subs:
-                    frame = real(BOOK, ev.sym, [book_values(ev, by_code[ev.sym])])
-                    for conn in subs:
-                        conn.send_data(BOOK, ev.sym, frame, 1)
-                i += 1
+    # ---- the feed (ws.WsServer.on_events): a REAL message per trade cluster (one 0B element per trade) and
+    # one per book state (a 0D element) -------------------------------------------------------------------
+    trade_tr, book_tr = TRADE, BOOK
+
+    def trade_frame(self, evs: list) -> bytes:
+        info = self.market.universe.by_code[evs[0].sym]
+        return real(TRADE, evs[0].sym, [trade_values(e, info) for e in evs])
+
+    def book_frame(self, ev) -> bytes:
+        return real(BOOK, ev.sym, [book_values(ev, self.market.universe.by_code[ev.sym])])
 
     # ---- client messages --------------------------------------------------------------------------------
     def login(self, conn: KiwoomConn, token) -> None:

@@ -509,15 +509,15 @@ class WsServer:
         return self.rng.uniform(lo, hi)
 
     # ---- the feed ---------------------------------------------------------------------------------------
+    trade_tr, book_tr = encode.CNT, encode.ASP  # what a provider calls its trade and book feeds
+
     def on_events(self, evs: list) -> None:
         """One pump tick's events (under the market's tick lock): each trade cluster (same symbol and group)
-        becomes one H0STCNT0 frame, each book one H0STASP0 frame, encoded once for all their subscribers."""
+        becomes one trade frame, each book state one book frame, encoded once for all their subscribers."""
         index = self.index
         if not index:
             return
-        by_code = self.market.universe.by_code
-        date = self.market.date_str
-        cf, af = self.cfg.cnt_fields, self.cfg.asp_fields
+        trade_tr, book_tr = self.trade_tr, self.book_tr
         n = len(evs)
         i = 0
         while i < n:
@@ -526,22 +526,30 @@ class WsServer:
                 j = i + 1
                 while j < n and type(evs[j]) is TradeEv and evs[j].sym == ev.sym and evs[j].group == ev.group:
                     j += 1
-                subs = index.get((encode.CNT, ev.sym))
+                subs = index.get((trade_tr, ev.sym))
                 if subs:
-                    info = by_code[ev.sym]
-                    recs = [encode.cnt_record(e, info, date, cf) for e in evs[i:j]]
-                    frame = ws_frame(encode.data_frame(encode.CNT, recs).encode())
+                    frame = self.trade_frame(evs[i:j])
                     for conn in subs:
-                        conn.send_data(encode.CNT, ev.sym, frame, j - i)
+                        conn.send_data(trade_tr, ev.sym, frame, j - i)
                 i = j
             else:
-                subs = index.get((encode.ASP, ev.sym))
+                subs = index.get((book_tr, ev.sym))
                 if subs:
-                    frame = ws_frame(encode.data_frame(encode.ASP, [encode.asp_record(ev, by_code[ev.sym], af)])
-                                     .encode())
+                    frame = self.book_frame(ev)
                     for conn in subs:
-                        conn.send_data(encode.ASP, ev.sym, frame, 1)
+                        conn.send_data(book_tr, ev.sym, frame, 1)
                 i += 1
+
+    def trade_frame(self, evs: list) -> bytes:
+        """One H0STCNT0 frame: the records of one trade cluster."""
+        info = self.market.universe.by_code[evs[0].sym]
+        date, cf = self.market.date_str, self.cfg.cnt_fields
+        return ws_frame(encode.data_frame(encode.CNT, [encode.cnt_record(e, info, date, cf) for e in evs]).encode())
+
+    def book_frame(self, ev) -> bytes:
+        """One H0STASP0 frame: one book state."""
+        info = self.market.universe.by_code[ev.sym]
+        return ws_frame(encode.data_frame(encode.ASP, [encode.asp_record(ev, info, self.cfg.asp_fields)]).encode())
 
     def firehose_template(self, sym: str, now_mt: int, acml: int) -> list:
         """[second, acml, head, tail, price]: one synthetic H0STCNT0 frame split around its ACML_VOL and
