@@ -165,7 +165,7 @@ def test_rate_limit_is_1700_http_429_per_provider(make_sim):
     code = _busiest(sim)
     k = KRest(sim.urls()["kiwoom"]["rest"])
     k.login()
-    rs = [k.call("/api/dostk/stkinfo", "ka10001", {"stk_cd": code}) for _ in range(8)]
+    rs = [k.call("/api/dostk/stkinfo", "ka10001", {"stk_cd": code}) for _ in range(12)]
     limited = [r for r in rs if r.status_code == 429]
     assert limited and all(r.json()["return_code"] == 1700 for r in limited)
     assert all(r.json()["return_code"] == 0 for r in rs if r.status_code == 200)
