@@ -15,7 +15,10 @@ PROGRAM = "observer-sim"
 
 EPILOG = """\
 When ready it prints one JSON line {"rest": URL, "ws": URL, "control": URL, "clock": SPEC} on stdout (control
-is null without --control-port; run collectors with OBSERVER_CLOCK=SPEC to share the market clock). Logs go to stderr as JSON lines. SIGTERM/SIGINT stop it cleanly with the ground
+is null without --control-port; run collectors with OBSERVER_CLOCK=SPEC to share the market clock). rest/ws
+are KIS's; with --providers kis,kiwoom the line also has "kis": {"rest", "ws"} and "kiwoom": {"rest", "ws"}
+(Kiwoom REST API 2025 over the same market: the same trades and books, its own latency, faults, limits and
+ground truth in DIR/kiwoom/). Logs go to stderr as JSON lines. SIGTERM/SIGINT stop it cleanly with the ground
 truth flushed.
 
 Market (market time, KST): pre-open call 08:30-09:00 (books only, expected price), opening trade at a random
@@ -23,7 +26,7 @@ second of 09:00:00-09:00:29, continuous trading to 15:20, closing call 15:20-15:
 Market time = a clock starting at --start on --date and running --speed times real time.
 
 Fault kinds (schedule file entries {"kind", "at": "HH:MM[:SS]", "duration": market s | "duration_real": real s,
-"provider": the one protocol it hits (default: every one served, today kis), ...}): ws_close_abrupt, ws_stall,
+"provider": the one protocol it hits, kis or kiwoom (default: every one served), ...}): ws_close_abrupt, ws_stall,
 ws_refuse, ws_flap, rest_5xx, rate_limit_storm, token_expire, token_invalidate, approval_invalidate, rest_slow,
 ws_malformed, ws_duplicate, ws_out_of_order, ws_drop_symbol, clock_skew, master_bad.
 
@@ -34,8 +37,8 @@ POST /faults/clear, POST /firehose {"rate": R, "frames": N} or {"off": true}, PO
 
 def build_parser() -> argparse.ArgumentParser:
     # the common parser (--config, --check-config, --self-test, --log-level), like every program
-    p = cli.make_parser(PROGRAM, "Deterministic KRX market simulator serving the KIS REST and WebSocket "
-                        "protocols on 127.0.0.1.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.make_parser(PROGRAM, "Deterministic KRX market simulator serving the KIS (and optionally the Kiwoom) "
+                        "REST and WebSocket protocols on 127.0.0.1.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     m = p.add_argument_group("market")
     m.add_argument("--seed", type=int, default=1, help="random seed; the whole market is a function of it (default 1)")
     m.add_argument("--symbols", type=int, default=2500, help="number of KRX-like 6-digit symbols (default 2500)")
@@ -54,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--control-port", type=int, default=None,
                    help="control endpoint port, 0 = a free port (default: no control endpoint)")
     s.add_argument("--ground-truth", metavar="DIR", help="directory for the ground-truth log (default: none)")
+    s.add_argument("--providers", type=_providers, default=["kis"], metavar="LIST",
+                   help="broker protocols to serve over the one market, comma-separated: kis, or kis,kiwoom "
+                        "(default kis)")
+    s.add_argument("--latency-ms", type=float, default=0.0,
+                   help="KIS: real ms every REST reply and WebSocket frame waits before it goes out (default 0)")
     k = p.add_argument_group("KIS protocol and limits")
     k.add_argument("--app-key", help="accept only this app key (default: any non-empty key)")
     k.add_argument("--app-secret", help="accept only this app secret (default: any non-empty secret)")
@@ -73,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="H0STCNT0 fields per record: 46, or 47 with the trailing MARKET_CLS_CODE (default 46)")
     k.add_argument("--asp-fields", type=int, choices=(59, 62, 63), default=62,
                    help="H0STASP0 fields per record: 59 (official sample), 62 (observed 2026) or 63 (default 62)")
+    w = p.add_argument_group("Kiwoom protocol and limits (with --providers kis,kiwoom; --app-key/--app-secret "
+                             "apply to it too)")
+    w.add_argument("--kiwoom-rest-port", type=int, default=0, help="Kiwoom REST port, 0 = a free port (default 0)")
+    w.add_argument("--kiwoom-ws-port", type=int, default=0, help="Kiwoom WebSocket port, 0 = a free port (default 0)")
+    w.add_argument("--kiwoom-latency-ms", type=float, default=0.0,
+                   help="real ms every Kiwoom REST reply and WebSocket message waits before it goes out (default 0)")
+    w.add_argument("--kiwoom-rate-limit", type=float, default=5.0,
+                   help="Kiwoom REST calls per second per app key before return code 1700 / HTTP 429 (default 5; "
+                        "0 = off)")
+    w.add_argument("--kiwoom-ping-interval", type=float, default=60.0,
+                   help="real seconds between PING messages on each Kiwoom WebSocket (default 60)")
+    w.add_argument("--kiwoom-page-rows", type=int, default=900,
+                   help="rows per page of the ka10079/ka10080 charts (default 900)")
     f = p.add_argument_group("faults and benchmarks")
     f.add_argument("--faults", metavar="FILE", help="fault schedule, JSON or TOML (see docs/simulator.md)")
     f.add_argument("--firehose", type=float, metavar="RATE", default=None,
@@ -81,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--firehose-frames", type=int, default=None, help="stop the firehose after N frames per connection")
     f.add_argument("--tick-ms", type=float, default=10.0, help="pump period in real milliseconds (default 10)")
     return p
+
+
+def _providers(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if "kis" not in names or not set(names) <= {"kis", "kiwoom"}:
+        raise argparse.ArgumentTypeError(f"{text!r}: want kis or kis,kiwoom")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
 
     register_secret(args.app_secret)
     register_secret(args.app_key)
-    if args.symbols < 1 or args.active < 0 or args.speed <= 0:
-        print("observer-sim: --symbols ≥ 1, --active ≥ 0 and --speed > 0 please", file=sys.stderr)
+    if args.symbols < 1 or args.active < 0 or args.speed <= 0 or args.kiwoom_page_rows < 1 \
+            or min(args.latency_ms, args.kiwoom_latency_ms) < 0:
+        print("observer-sim: --symbols ≥ 1, --active ≥ 0, --speed > 0, --kiwoom-page-rows ≥ 1 and latencies ≥ 0 "
+              "please", file=sys.stderr)
         return cli.EXIT_USAGE
     firehose = None if args.firehose is None else {"rate": args.firehose, "frames": args.firehose_frames}
     cfg = SimConfig(
@@ -107,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         token_issue_interval=args.token_issue_interval, token_lifetime=args.token_lifetime,
         token_reuse_hours=args.token_reuse_hours, pingpong_interval=args.pingpong_interval,
         max_subscriptions=args.max_subscriptions, cnt_fields=args.cnt_fields, asp_fields=args.asp_fields,
-        firehose=firehose, stop_at=args.stop_at, tick_ms=args.tick_ms,
+        firehose=firehose, stop_at=args.stop_at, tick_ms=args.tick_ms, latency_ms=args.latency_ms,
+        providers=args.providers, kiwoom_rest_port=args.kiwoom_rest_port, kiwoom_ws_port=args.kiwoom_ws_port,
+        kiwoom_latency_ms=args.kiwoom_latency_ms, kiwoom_rate_limit=args.kiwoom_rate_limit,
+        kiwoom_ping_interval=args.kiwoom_ping_interval, kiwoom_page_rows=args.kiwoom_page_rows,
     )
     try:
         sim = Simulator(cfg)

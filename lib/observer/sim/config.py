@@ -34,6 +34,15 @@ class SimConfig:
     firehose: dict | None = None  # {"rate": msgs/s (0 = as fast as possible), "frames": N or None}
     stop_at: str | None = None  # market time HH:MM[:SS] to stop by itself
     tick_ms: float = 10.0  # pump period, real milliseconds
+    latency_ms: float = 0.0  # KIS: real ms every REST reply and WebSocket frame waits before it goes out
+    # the broker protocols served (kis.KisProvider.name, kiwoom.KiwoomProvider.name); KIS alone by default
+    providers: list = field(default_factory=lambda: ["kis"])
+    kiwoom_rest_port: int = 0
+    kiwoom_ws_port: int = 0
+    kiwoom_latency_ms: float = 0.0
+    kiwoom_rate_limit: float = 5.0  # REST calls/s per app key before 1700 / HTTP 429 (reference: ~4-5, UNCONFIRMED)
+    kiwoom_ping_interval: float = 60.0  # real seconds between PINGs (interval UNCONFIRMED)
+    kiwoom_page_rows: int = 900  # chart rows per page (reference: about 900, UNCONFIRMED)
     # trade-rate bursts (deterministic, part of the generated day): [{"symbol", "at": "HH:MM[:SS]",
     # "duration": market s, "factor": x}] multiply the symbol's trade rate inside the window
     bursts: list = field(default_factory=list)

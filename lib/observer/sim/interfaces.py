@@ -1,7 +1,8 @@
 """What a protocol server may see of the simulator, and what the simulator asks of a protocol server.
 
-The simulator is one seeded market served to brokers' protocols. A broker's protocol (today KIS: `auth`,
-`rest`, `ws`, `quotes`, `master`, `encode`, bundled by `kis.KisProvider`) is given only these views:
+The simulator is one seeded market served to brokers' protocols. A broker's protocol (KIS: `auth`,
+`rest`, `ws`, `quotes`, `master`, `encode`, bundled by `kis.KisProvider`; Kiwoom: the `kiwoom_*` modules,
+bundled by `kiwoom.KiwoomProvider`) is given only these views:
 
 - `MarketView`  the market as every protocol sees it: the clock, the listing, each symbol's live state and
                 the tick-by-tick event feed (implemented by `feed.Market`, shared by every provider);

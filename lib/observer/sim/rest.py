@@ -12,17 +12,10 @@ import time
 from collections import deque
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from observer.core.clock import UTC, from_ns
 from observer.sim.auth import E_APPKEY
-
-if TYPE_CHECKING:
-    from observer.sim.auth import Auth
-    from observer.sim.interfaces import Counters, FaultView, MarketView
-    from observer.sim.master import Masters
-    from observer.sim.quotes import Quotes
 
 log = logging.getLogger("observer.sim.rest")
 
@@ -42,6 +35,7 @@ E_RATE = {"rt_cd": "1", "msg_cd": "EGW00201", "msg1": "초당 거래건수를 �
 E_TR_ID = {"rt_cd": "1", "msg_cd": "SIM00001", "msg1": "tr_id 헤더가 경로와 맞지 않습니다 (simulator)"}
 E_SYMBOL = {"rt_cd": "1", "msg_cd": "SIM00002", "msg1": "종목코드를 찾을 수 없습니다 (simulator)"}
 E_PARAM = {"rt_cd": "1", "msg_cd": "SIM00003", "msg1": "입력값이 올바르지 않습니다 (simulator)"}
+MAX_BODY = 1 << 20  # a request body larger than this is refused unread
 
 
 class RateLimiter:
@@ -66,9 +60,11 @@ class RateLimiter:
             return True
 
 
-class KisHandler(BaseHTTPRequestHandler):
+class SimHandler(BaseHTTPRequestHandler):
+    """What every provider's REST handler shares: the market-time Date header, the JSON body, the slow and 5xx
+    faults of its provider and the provider's reply latency (`server.latency`, real seconds)."""
+
     protocol_version = "HTTP/1.1"
-    server_version = "SimKIS/1.0"
     sys_version = ""
 
     server: RestServer
@@ -81,23 +77,27 @@ class KisHandler(BaseHTTPRequestHandler):
         ns = self.server.market.now_ns() + (int(float(skew.spec["skew"]) * 1e9) if skew else 0)
         return format_datetime(from_ns(ns, UTC).replace(microsecond=0), usegmt=True)
 
-    def _reply(self, status: int, body, tr_id: str | None = None, text: bool = False) -> None:
-        data = body.encode() if text else json.dumps(body, ensure_ascii=False).encode()
+    def _send(self, status: int, data: bytes, content_type: str, headers: dict | None = None) -> None:
+        if self.server.latency > 0:
+            time.sleep(self.server.latency)
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "text/plain" if text else "application/json; charset=UTF-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
-            if tr_id:
-                self.send_header("tr_id", tr_id)
-                self.send_header("tr_cont", "D")
-            self.send_header("gt_uid", secrets.token_hex(16))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
         except OSError:
             self.close_connection = True
 
     def _body(self) -> dict | None:
-        n = int(self.headers.get("Content-Length") or 0)
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            n = -1
+        if n < 0 or n > MAX_BODY:
+            return None
         raw = self.rfile.read(n) if n else b""
         try:
             d = json.loads(raw or b"{}")
@@ -117,10 +117,34 @@ class KisHandler(BaseHTTPRequestHandler):
             f5.hits += 1
             srv.counters.count("rest_5xx")
             status = int(f5.spec.get("status", 500))
-            self._reply(status, {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-                                 504: "Gateway Timeout"}.get(status, "Server Error"), text=True)
+            self._send(status, {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+                                504: "Gateway Timeout"}.get(status, "Server Error").encode(), "text/plain")
             return True
         return False
+
+
+    def _limited(self, kid: str, app_key: str | None) -> bool:
+        """Over a limit (counted for `kid`): a rate-limit storm is in force, or `app_key` went over its rate."""
+        srv = self.server
+        count_key = srv.counters.count_key
+        if srv.faults.first("rate_limit_storm"):
+            count_key(kid, "rate_limited")
+            count_key(kid, "storm")
+            return True
+        if app_key and not srv.limiter.allow(app_key):
+            count_key(kid, "rate_limited")
+            return True
+        return False
+
+
+class KisHandler(SimHandler):
+    server_version = "SimKIS/1.0"
+
+    def _reply(self, status: int, body, tr_id: str | None = None, text: bool = False) -> None:
+        data = body.encode() if text else json.dumps(body, ensure_ascii=False).encode()
+        headers = {"tr_id": tr_id, "tr_cont": "D"} if tr_id else {}
+        headers["gt_uid"] = secrets.token_hex(16)
+        self._send(status, data, "text/plain" if text else "application/json; charset=UTF-8", headers)
 
     def do_POST(self):  # noqa: N802 - stdlib name
         srv = self.server
@@ -178,13 +202,7 @@ class KisHandler(BaseHTTPRequestHandler):
         count_key(kid, "requests")
         if self._faults(oauth=False):
             return
-        if srv.faults.first("rate_limit_storm"):
-            count_key(kid, "rate_limited")
-            count_key(kid, "storm")
-            self._reply(500, E_RATE, tr_id)
-            return
-        if app_key and not srv.limiter.allow(app_key):
-            count_key(kid, "rate_limited")
+        if self._limited(kid, app_key):
             self._reply(500, E_RATE, tr_id)
             return
         err = srv.auth.check(h.get("authorization"), app_key, h.get("appsecret"))
@@ -212,19 +230,17 @@ class KisHandler(BaseHTTPRequestHandler):
 
 
 class RestServer(ThreadingHTTPServer):
+    """One provider's HTTP server: `handler` serves it, `parts` (market, faults, auth, counters, ...) are what
+    the handler may reach through `self.server`; `latency` (real seconds) delays every reply."""
+
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, host: str, port: int, *, market: MarketView, faults: FaultView, auth: Auth,
-                 limiter: RateLimiter, quotes: Quotes, masters: Masters, counters: Counters, handler=KisHandler):
-        self.market = market
-        self.faults = faults
-        self.auth = auth
-        self.limiter = limiter
-        self.quotes = quotes
-        self.masters = masters
-        self.counters = counters
+    def __init__(self, host: str, port: int, *, handler=KisHandler, latency: float = 0.0, **parts):
+        self.latency = latency
+        for k, v in parts.items():
+            setattr(self, k, v)
         super().__init__((host, port), handler)
         self.port = self.server_address[1]
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},

@@ -1,5 +1,5 @@
-"""The simulator: one market, the providers that serve it (today KIS: kis.KisProvider), faults, ground truth
-and the control endpoint.
+"""The simulator: one market, the providers that serve it (KIS: kis.KisProvider, always; Kiwoom:
+kiwoom.KiwoomProvider, when `providers` names it), faults, ground truth and the control endpoint.
 
 Threads: a pump (advances every active symbol to the market clock every few ms, writes ground truth, hands
 each tick's events to the providers' feed listeners), a housekeeping tick (fault schedule, PINGPONG,
@@ -22,18 +22,31 @@ from observer.sim.control import ControlServer
 from observer.sim.faults import FaultBook, FaultError, load_schedule, validate
 from observer.sim.feed import Market, trading_date
 from observer.sim.kis import KisProvider
+from observer.sim.kiwoom import KiwoomProvider
 from observer.sim.market import hhmmss, parse_hhmmss
 from observer.sim.truth import GroundTruth
 
 __all__ = ["SimConfig", "Simulator", "run_in_thread"]
 
 log = logging.getLogger("observer.sim")
-PROVIDERS = (KisProvider.name,)  # the broker protocols served (a fault's `provider` names one of them)
+KINDS = {p.name: p for p in (KisProvider, KiwoomProvider)}  # the broker protocols the simulator can serve
+
+
+def served(names) -> tuple[str, ...]:
+    """The providers a config asks for, checked: known names, KIS among them (its URLs are the top-level
+    ones, as they always were)."""
+    names = tuple(dict.fromkeys(str(n).strip() for n in names))
+    bad = [n for n in names if n not in KINDS]
+    if bad or KisProvider.name not in names:
+        raise ValueError(f"providers {list(names)}: want {KisProvider.name!r} and any of "
+                         f"{sorted(set(KINDS) - {KisProvider.name})}; unknown: {bad}")
+    return names
 
 
 class Simulator:
     def __init__(self, cfg: SimConfig, clock: Clock | None = None):
         self.cfg = cfg
+        self.served = served(cfg.providers)
         day = trading_date(cfg)
         schedule = list(cfg.faults)
         if cfg.faults_file:
@@ -42,10 +55,12 @@ class Simulator:
         self.faults = FaultBook(schedule, cfg.speed)
         self.truth = GroundTruth(cfg.ground_truth, yyyymmdd(day))
         self.market = Market(cfg, day, clock, self.truth)
-        # one provider per broker protocol, each with its own view of the faults (its ground truth goes to the
-        # top of the ground-truth directory while it is the only one)
-        self.kis = KisProvider(cfg, self.market, self.faults.view(KisProvider.name), self.truth)
-        self.providers = {p.name: p for p in (self.kis,)}
+        # one provider per broker protocol, each with its own view of the faults; KIS's ground truth goes to the
+        # top of the ground-truth directory (where it always was), another's to a subdirectory named after it
+        self.providers = {name: KINDS[name](cfg, self.market, self.faults.view(name),
+                                            self.truth if name == KisProvider.name else self.truth.child(name))
+                          for name in self.served}
+        self.kis = self.providers[KisProvider.name]
         m = self.market
         self.clock, self.date, self.date_str, self.midnight_ns = m.clock, m.date, m.date_str, m.midnight_ns
         self.universe, self.syms, self.active_syms = m.universe, m.syms, m.active_syms
@@ -96,7 +111,11 @@ class Simulator:
         return f"http://{self.cfg.host}:{self.control.port}" if self.control else None
 
     def urls(self) -> dict:
-        return {**self.kis.urls(), "control": self.control_url}
+        """{"rest", "ws"} of KIS, "control", and with several providers each one's {"rest", "ws"} under its name."""
+        out = {**self.kis.urls(), "control": self.control_url}
+        if len(self.providers) > 1:
+            out.update({name: p.urls() for name, p in self.providers.items()})
+        return out
 
     def start(self) -> Simulator:
         cfg = self.cfg
@@ -214,13 +233,12 @@ class Simulator:
             self.stop_requested.set()
 
     # ---- faults -------------------------------------------------------------------------------------------
-    @staticmethod
-    def _validate(spec: dict) -> dict:
+    def _validate(self, spec: dict) -> dict:
         spec = validate(spec)
         name = spec.get("provider")
-        if name is not None and name not in PROVIDERS:
+        if name is not None and name not in self.served:
             raise FaultError(f"{spec['kind']}: provider {name!r} is not served here; served: "
-                             f"{', '.join(sorted(PROVIDERS))}")
+                             f"{', '.join(sorted(self.served))}")
         return spec
 
     def _served_by(self, spec: dict) -> list:
@@ -283,6 +301,8 @@ class Simulator:
             "date": self.date_str, "market_time": hhmmss(max(now, 0)), "t_ms": now, "phase": self.phase(now),
             "speed": self.cfg.speed, "dispatched_t_ms": self.dispatched_ms,
             "generated": dict(self.generated), **self.kis.stats(), "faults": self.faults.snapshot(),
+            # every other provider's part under its name (KIS's stays at the top, where it always was)
+            **{name: p.stats() for name, p in self.providers.items() if p is not self.kis},
         }
 
 

@@ -11,6 +11,8 @@ import orjson
 from observer.sim.market import BookEv, TradeEv, hhmmss
 
 FILES = ("trades", "books", "connections", "subscriptions", "sent", "faults", "firehose", "auth")
+# what one provider sent (a provider other than the first keeps these in its own subdirectory: child())
+PROVIDER_FILES = ("connections", "subscriptions", "sent", "faults", "auth")
 _SIDE = {"1": "buy", "5": "sell", "3": "auction"}
 _NL = orjson.OPT_APPEND_NEWLINE
 # A file's pending lines are written out once they reach this size (and every 0.25 s by the pump, and on
@@ -26,16 +28,23 @@ class GroundTruth:
     which is what made a buffered catch-up of a market morning cost gigabytes.
     """
 
-    def __init__(self, directory: str | None, date: str):
+    def __init__(self, directory: str | None, date: str, files: tuple[str, ...] = FILES):
         self.dir = directory
         self.date = date
         self._lock = threading.Lock()
-        self._bufs: dict[str, bytearray] = {k: bytearray() for k in FILES}
+        self._bufs: dict[str, bytearray] = {k: bytearray() for k in files}
         self._files = {}
+        self._children: list[GroundTruth] = []
         if directory:
             os.makedirs(directory, exist_ok=True)
-            for k in FILES:
+            for k in files:
                 self._files[k] = open(os.path.join(directory, f"{k}.jsonl"), "ab")  # noqa: SIM115
+
+    def child(self, name: str) -> GroundTruth:
+        """A provider's own log in subdirectory `name` (PROVIDER_FILES), flushed and closed with this one."""
+        c = GroundTruth(os.path.join(self.dir, name) if self.dir else None, self.date, PROVIDER_FILES)
+        self._children.append(c)
+        return c
 
     @property
     def enabled(self) -> bool:
@@ -99,6 +108,8 @@ class GroundTruth:
             buf.clear()
 
     def flush(self, fsync: bool = False) -> None:
+        for c in self._children:
+            c.flush(fsync)
         if not self.dir:
             return
         with self._lock:
@@ -112,6 +123,8 @@ class GroundTruth:
                     os.fsync(f.fileno())
 
     def close(self) -> None:
+        for c in self._children:
+            c.close()
         self.flush(fsync=True)
         with self._lock:
             for f in self._files.values():

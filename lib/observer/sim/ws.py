@@ -13,6 +13,7 @@ act on frames on their way out. It never sees the Simulator.
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import itertools
 import json
@@ -90,7 +91,9 @@ class WsConn:
         self.abort_cause: str | None = None
         self.stalled = False
         self.drop_at: float | None = None  # flap: abrupt close at this monotonic time
-        self.next_ping = time.monotonic() + server.cfg.pingpong_interval
+        self.next_ping = time.monotonic() + server.ping_interval
+        self.latency = server.latency  # real seconds every frame waits in the queue (0: none)
+        self.due: list[float] = []  # with a latency: when each queued frame may go out
         self.connected_ns = time.time_ns()
         self.connected_mt = self.market.market_ms()
         self.sent: dict[tuple[str, str], list[int]] = {}  # (tr_id, symbol) → [frames, records]
@@ -112,6 +115,8 @@ class WsConn:
                 self.dropped["stall"] = self.dropped.get("stall", 0) + 1
                 return False
             self.queue.append(data)
+            if self.latency:
+                self.due.append(time.monotonic() + self.latency)
             self.qbytes += len(data)
             self.cond.notify()
             overflow = self.qbytes > MAX_QUEUE_BYTES
@@ -154,9 +159,15 @@ class WsConn:
                         self.cond.wait(0.5)
                     if self.closed:
                         return
-                    batch = self.queue
-                    self.queue = []
-                    self.qbytes = 0
+                    if self.latency and self.due:
+                        batch = self._due_frames()
+                        if not batch:
+                            continue
+                    else:
+                        batch = self.queue
+                        self.queue = []
+                        self.due = []
+                        self.qbytes = 0
                 # in chunks: joining a reader's whole backlog (up to MAX_QUEUE_BYTES) would copy it once more
                 i, n = 0, len(batch)
                 while i < n:
@@ -172,6 +183,20 @@ class WsConn:
                     self._firehose_batch()
         except OSError as e:
             self.finish(f"send_error:{e.__class__.__name__}")
+
+    def _due_frames(self) -> list[bytes]:
+        """(cond held, with a latency) the queued frames whose time has come, oldest first; waits for the
+        first one's time if none has."""
+        now = time.monotonic()
+        k = bisect.bisect_right(self.due, now)
+        if k == 0:
+            self.cond.wait(self.due[0] - now)
+            return []
+        batch = self.queue[:k]
+        del self.queue[:k]
+        del self.due[:k]
+        self.qbytes -= sum(len(b) for b in batch)
+        return batch
 
     # ---- firehose (benchmarks) ------------------------------------------------------------------------
     def _firehose_batch(self) -> None:
@@ -296,6 +321,8 @@ class WsConn:
                 return False
             if frame is not None:
                 self.queue.append(frame)
+                if self.latency:
+                    self.due.append(time.monotonic() + self.latency)
                 self.cond.notify()
             self.closing = True
             self.closing_cause = cause
@@ -364,6 +391,7 @@ class WsConn:
             if self.until_mt is None:
                 self.until_mt = self.market.dispatched_ms
             self.queue = []
+            self.due = []
             self.cond.notify_all()
         try:
             self.sock.close()
@@ -373,9 +401,14 @@ class WsConn:
 
 
 class WsServer:
+    conn_class = WsConn  # a provider's own connection class (its client-message protocol)
+    supports_firehose = True  # the firehose sends synthetic H0STCNT0 frames: KIS only
+
     def __init__(self, host: str, port: int, *, cfg: SimConfig, market: MarketView, faults: FaultView, auth: Auth,
-                 truth: Recorder):
+                 truth: Recorder, ping_interval: float | None = None, latency: float = 0.0):
         self.cfg = cfg
+        self.ping_interval = cfg.pingpong_interval if ping_interval is None else ping_interval
+        self.latency = latency
         self.market = market
         self.faults = faults
         self.auth = auth
@@ -451,14 +484,14 @@ class WsServer:
         except OSError:
             sock.close()
             return
-        conn = WsConn(self, sock, addr, next(self.ids))
+        conn = self.conn_class(self, sock, addr, next(self.ids))
         flap = self.faults.first("ws_flap")
         if flap:
             conn.drop_at = time.monotonic() + self.flap_delay(flap)
         stall = self.faults.first("ws_stall")
         if stall and stall.spec.get("scope") == "all":
             conn.stalled = True
-        if self.cfg.firehose is not None:
+        if self.cfg.firehose is not None and self.supports_firehose:
             conn.firehose = dict(self.cfg.firehose)
         with self.lock:
             self.conns[conn.id] = conn
@@ -476,15 +509,15 @@ class WsServer:
         return self.rng.uniform(lo, hi)
 
     # ---- the feed ---------------------------------------------------------------------------------------
+    trade_tr, book_tr = encode.CNT, encode.ASP  # what a provider calls its trade and book feeds
+
     def on_events(self, evs: list) -> None:
         """One pump tick's events (under the market's tick lock): each trade cluster (same symbol and group)
-        becomes one H0STCNT0 frame, each book one H0STASP0 frame, encoded once for all their subscribers."""
+        becomes one trade frame, each book state one book frame, encoded once for all their subscribers."""
         index = self.index
         if not index:
             return
-        by_code = self.market.universe.by_code
-        date = self.market.date_str
-        cf, af = self.cfg.cnt_fields, self.cfg.asp_fields
+        trade_tr, book_tr = self.trade_tr, self.book_tr
         n = len(evs)
         i = 0
         while i < n:
@@ -493,22 +526,30 @@ class WsServer:
                 j = i + 1
                 while j < n and type(evs[j]) is TradeEv and evs[j].sym == ev.sym and evs[j].group == ev.group:
                     j += 1
-                subs = index.get((encode.CNT, ev.sym))
+                subs = index.get((trade_tr, ev.sym))
                 if subs:
-                    info = by_code[ev.sym]
-                    recs = [encode.cnt_record(e, info, date, cf) for e in evs[i:j]]
-                    frame = ws_frame(encode.data_frame(encode.CNT, recs).encode())
+                    frame = self.trade_frame(evs[i:j])
                     for conn in subs:
-                        conn.send_data(encode.CNT, ev.sym, frame, j - i)
+                        conn.send_data(trade_tr, ev.sym, frame, j - i)
                 i = j
             else:
-                subs = index.get((encode.ASP, ev.sym))
+                subs = index.get((book_tr, ev.sym))
                 if subs:
-                    frame = ws_frame(encode.data_frame(encode.ASP, [encode.asp_record(ev, by_code[ev.sym], af)])
-                                     .encode())
+                    frame = self.book_frame(ev)
                     for conn in subs:
-                        conn.send_data(encode.ASP, ev.sym, frame, 1)
+                        conn.send_data(book_tr, ev.sym, frame, 1)
                 i += 1
+
+    def trade_frame(self, evs: list) -> bytes:
+        """One H0STCNT0 frame: the records of one trade cluster."""
+        info = self.market.universe.by_code[evs[0].sym]
+        date, cf = self.market.date_str, self.cfg.cnt_fields
+        return ws_frame(encode.data_frame(encode.CNT, [encode.cnt_record(e, info, date, cf) for e in evs]).encode())
+
+    def book_frame(self, ev) -> bytes:
+        """One H0STASP0 frame: one book state."""
+        info = self.market.universe.by_code[ev.sym]
+        return ws_frame(encode.data_frame(encode.ASP, [encode.asp_record(ev, info, self.cfg.asp_fields)]).encode())
 
     def firehose_template(self, sym: str, now_mt: int, acml: int) -> list:
         """[second, acml, head, tail, price]: one synthetic H0STCNT0 frame split around its ACML_VOL and
@@ -525,7 +566,7 @@ class WsServer:
 
     def set_firehose(self, rate: float | None, frames: int | None = None, conn_id: int | None = None) -> int:
         n = 0
-        for c in self.conns_of():
+        for c in self.conns_of() if self.supports_firehose else ():
             if conn_id is not None and c.id != conn_id:
                 continue
             with c.cond:
@@ -592,7 +633,7 @@ class WsServer:
             payload = _payload(frame)
             base = {"event": "frame", "id": a.id, "kind": a.kind, "conn": conn.id, "tr_id": tr_id, "symbol": sym,
                     "records": nrec, "t_ms": self.market.market_ms(), "ns": time.time_ns(),
-                    **_frame_keys(tr_id, payload)}
+                    **self.frame_keys(tr_id, payload)}
             if a.kind == "ws_malformed":
                 mode = a.spec.get("mode", "cycle")
                 if mode == "cycle":
@@ -620,11 +661,18 @@ class WsServer:
                 if conn.enqueue(frame):
                     conn.count_sent(tr_id, sym, nrec)
                     conn.enqueue(held)
-                    conn.count_sent(tr_id, sym, _frame_count(held))
+                    conn.count_sent(tr_id, sym, self.frame_count(held))
                 self.truth.line("faults", {**base, "swapped_with_previous": True})
                 return
         if conn.enqueue(frame):
             conn.count_sent(tr_id, sym, nrec)
+
+    def frame_keys(self, tr_id: str, payload: str) -> dict:
+        """What a faulted frame carried (faults.jsonl): its records' times and trade ACML_VOLs."""
+        return _frame_keys(tr_id, payload)
+
+    def frame_count(self, frame: bytes) -> int:
+        return _frame_count(frame)
 
     def _garble(self, payload: str, mode: str) -> str:
         rng = self.fault_rng
@@ -758,7 +806,7 @@ class WsServer:
 
     def housekeeping(self) -> None:
         """Flap drops that are due, and a PINGPONG to every connection whose interval has passed."""
-        pingpong_text = encode.pingpong(encode.kst_text(self.market.now_ns()))
+        ping = ws_frame(self.ping_text().encode())
         now = time.monotonic()
         with self.lock:
             conns = list(self.conns.values())
@@ -768,9 +816,13 @@ class WsServer:
                 c.abort("fault:ws_flap")
                 continue
             if now >= c.next_ping:
-                c.next_ping = now + self.cfg.pingpong_interval
-                if c.enqueue(ws_frame(pingpong_text.encode())):
+                c.next_ping = now + self.ping_interval
+                if c.enqueue(ping):
                     c.pings_sent += 1
+
+    def ping_text(self) -> str:
+        """The keep-alive message the server sends every `ping_interval` real seconds."""
+        return encode.pingpong(encode.kst_text(self.market.now_ns()))
 
     def close_all(self, abrupt: bool = False, rst: bool = False, cause: str = "server_stop",
                   app_key: str | None = None) -> int:
