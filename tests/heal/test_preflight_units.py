@@ -4,6 +4,7 @@ checks each configured provider contributes), deploy_guard at given times, and t
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from observer.core.checks import Check, CheckContext, estimate_skew, http_date_n
 from observer.core.clock import KST, NS, ManualClock, to_ns
 from observer.core.config import validate_config
 from observer.core.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
+from observer.core.settings import PreflightConfig
 from observer.heal.preflight.guard import deploy_guard
 from observer.heal.preflight.host import disk_verdict
 from observer.heal.preflight.runner import Preflight, Report, wanted
@@ -246,7 +248,7 @@ def test_us_hours_are_not_locked_unless_configured():
 
 # -- the disk thresholds -----------------------------------------------------------------------------
 GiB = 2**30
-DEFAULTS = validate_config({})["preflight"]
+DEFAULTS = PreflightConfig.from_config(validate_config({}))
 
 
 @pytest.mark.parametrize("used_gib,free_gib,verdict", [
@@ -271,7 +273,7 @@ def test_disk_thresholds(used_gib, free_gib, verdict):
 
 
 def test_disk_thresholds_from_the_config():
-    s = {**DEFAULTS, "disk_warn_pct": 50, "disk_fail_pct": 60, "disk_min_free_mb": 0}
+    s = dataclasses.replace(DEFAULTS, disk_warn_pct=50, disk_fail_pct=60, disk_min_free_mb=0)
     assert disk_verdict(Path("/d"), 49, 51, 100, s).verdict == "ok"
     assert disk_verdict(Path("/d"), 50, 50, 100, s).verdict == "warn"
     assert disk_verdict(Path("/d"), 60, 40, 100, s).verdict == "fail"

@@ -16,19 +16,6 @@ from observer.core.config import config_schema, section, validate_config
 LIB = Path(__file__).resolve().parents[2] / "lib" / "observer"
 FRAGMENTS = LIB / "schemas" / "config"
 
-# Modules whose config reads still carry their own defaults, by path prefix (a module split in files
-# keeps its entry): each names the keys they restate. The scan checks the list both ways, so a module
-# that stops restating a key must leave it.
-NOT_YET: dict[str, set[str]] = {
-    "heal/preflight": {"data_dir", "disk_fail_pct", "disk_min_free_mb", "disk_probe_kb", "disk_warn_pct",
-                       "fsync_warn_ms", "kr_end", "kr_start", "load_fail_per_cpu", "load_warn_per_cpu",
-                       "memory_fail_mb", "memory_warn_mb", "secrets_file", "self_test_timeout_s", "service_user",
-                       "us_end", "us_start", ""},
-    "providers/kis/checks.py": {"connect_timeout_s", "custtype", "skew_fail_s", "skew_samples", "skew_warn_s",
-                                "tcp_user_timeout_ms", "test_symbol", "token_valid_until", "token_wait_s",
-                                "ws_answer_s"},
-}
-
 
 # -- the schema's own defaults, read from the fragments (not through the loader under test) -----------
 def _fragment(name: str) -> dict:
@@ -93,6 +80,9 @@ CASES = {
     "gapfill": (settings.GapfillConfig.from_config, lambda: _tuples(_defaults(_fragment("gapfill")))),
     "audit": (settings.AuditConfig.from_config, lambda: _defaults(_fragment("audit"))),
     "watchdog": (settings.WatchdogConfig.from_config, lambda: _tuples(_defaults(_fragment("watchdog")))),
+    "preflight": (settings.PreflightConfig.from_config, lambda: _tuples(_defaults(_fragment("preflight")))),
+    "preflight.deploy_guard": (settings.DeployGuardConfig.from_config,
+                               lambda: _defaults(_fragment("preflight"))["deploy_guard"]),
 }
 
 
@@ -107,13 +97,15 @@ def test_section_from_minimal_config_is_the_schema_defaults(name):
 def test_section_views_carry_every_key_of_their_table():
     """A key added to a fragment shows up in its view (or the view says where else it is read)."""
     full = {"track_a": settings.TrackAConfig, "gapfill": settings.GapfillConfig, "audit": settings.AuditConfig,
-            "watchdog": settings.WatchdogConfig}
+            "watchdog": settings.WatchdogConfig, "preflight": settings.PreflightConfig}
     for name, cls in full.items():
         assert {f.name for f in dataclasses.fields(cls)} == set(_fragment(name)["properties"]), name
     tb = set(_fragment("track_b")["properties"]) - {"triggers", "mitigation", "recording_rate"}
     assert tb <= {f.name for f in dataclasses.fields(settings.TrackBConfig)}
     assert {f.name for f in dataclasses.fields(settings.AnomalyConfig)} == set(
         _fragment("track_b")["properties"]["anomaly"]["properties"])
+    assert {f.name for f in dataclasses.fields(settings.DeployGuardConfig)} == set(
+        _fragment("preflight")["properties"]["deploy_guard"]["properties"])
     for track in _fragment("windows")["properties"]:
         assert settings.TradingWindow.from_config(MINIMAL, track)
 
@@ -124,7 +116,9 @@ def test_configured_values_reach_the_views():
                            "track_b": {"cooldown_s": 7, "recording_rate": {"window_s": 9},
                                        "anomaly": {"silences": 5}},
                            "gapfill": {"tracks": ["B"]}, "audit": {"track_b_target_pct": 90},
-                           "track_a": {"interval_minutes": 5}})
+                           "track_a": {"interval_minutes": 5},
+                           "preflight": {"providers": ["kis", "other"], "disk_warn_pct": 70,
+                                         "deploy_guard": {"us_market": True, "kr_end": "17:00"}}})
     assert settings.TradingWindow.from_config(cfg, "track_b") == settings.TradingWindow("10:00", "14:00")
     assert str(settings.TradingWindow.from_config(cfg, "track_b")) == "10:00-14:00"
     w = settings.WatchdogConfig.from_config(cfg)
@@ -134,6 +128,10 @@ def test_configured_values_reach_the_views():
     assert settings.GapfillConfig.from_config(cfg).tracks == ("B",)
     assert settings.AuditConfig.from_config(cfg).track_b_target_pct == 90
     assert settings.TrackAConfig.from_config(cfg).interval_minutes == 5
+    pf = settings.PreflightConfig.from_config(cfg)
+    assert (pf.providers, pf.disk_warn_pct, pf.disk_fail_pct) == (("kis", "other"), 70, 95)
+    assert (pf.deploy_guard.us_market, pf.deploy_guard.kr_start, pf.deploy_guard.kr_end) == (True, "08:00", "17:00")
+    assert pf.deploy_guard == settings.DeployGuardConfig.from_config(cfg)
     with pytest.raises(dataclasses.FrozenInstanceError):
         tb.cooldown_s = 1  # type: ignore[misc]
 
@@ -312,17 +310,6 @@ def _findings() -> dict[str, set[str]]:
 
 
 def test_no_module_restates_a_schema_default():
-    found = _findings()
-
-    def allowed(rel: str) -> set[str]:
-        return set().union(*(keys for prefix, keys in NOT_YET.items() if rel.startswith(prefix)))
-
-    new = {f: sorted(k - allowed(f)) for f, k in found.items() if k - allowed(f)}
-    assert not new, ("config defaults restated in code (read the typed section from observer.core.settings, "
-                     f"or config.section(), instead): {new}")
-    stale = {}
-    for prefix, keys in NOT_YET.items():
-        still = set().union(*(k for f, k in found.items() if f.startswith(prefix)))
-        if keys - still:
-            stale[prefix] = sorted(keys - still)
-    assert not stale, f"no longer restated: remove from NOT_YET {stale}"
+    found = {f: sorted(k) for f, k in _findings().items()}
+    assert not found, ("config defaults restated in code (read the typed section from observer.core.settings, "
+                       f"or config.section(), instead): {found}")

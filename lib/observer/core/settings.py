@@ -167,5 +167,52 @@ class WatchdogConfig(_Section):
     programs_dir: str
 
 
-__all__ = ["AnomalyConfig", "AuditConfig", "GapfillConfig", "TrackAConfig", "TrackBConfig", "TradingWindow",
-           "WatchdogConfig"]
+@dataclass(frozen=True)
+class DeployGuardConfig(_Section):
+    """[preflight.deploy_guard]: the market-hours time lock install and deploy scripts ask."""
+
+    PATH = ("preflight", "deploy_guard")
+
+    kr_start: str
+    kr_end: str
+    us_market: bool
+    us_start: str
+    us_end: str
+
+
+@dataclass(frozen=True)
+class PreflightConfig:
+    """[preflight]: the 08:30 checks' thresholds (host, self-tests, a provider's own checks) and the deploy
+    guard."""
+
+    providers: tuple[str, ...]
+    programs_dir: str
+    python: str
+    self_test_timeout_s: float
+    test_symbol: str
+    ws_answer_s: float
+    token_valid_until: str
+    token_wait_s: float
+    skew_warn_s: float
+    skew_fail_s: float
+    skew_samples: int
+    disk_warn_pct: float
+    disk_fail_pct: float
+    disk_min_free_mb: float
+    disk_probe_kb: int
+    fsync_warn_ms: float
+    memory_warn_mb: float
+    memory_fail_mb: float
+    load_warn_per_cpu: float
+    load_fail_per_cpu: float
+    service_user: str
+    units: tuple[str, ...]
+    deploy_guard: DeployGuardConfig
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> PreflightConfig:
+        return _build(cls, {**section(cfg, "preflight"), "deploy_guard": DeployGuardConfig.from_config(cfg)})
+
+
+__all__ = ["AnomalyConfig", "AuditConfig", "DeployGuardConfig", "GapfillConfig", "PreflightConfig", "TrackAConfig",
+           "TrackBConfig", "TradingWindow", "WatchdogConfig"]

@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 
 from observer.core.calendar import KrxCalendar, calendar_from_config
 from observer.core.clock import KST, Clock, kst_datetime
+from observer.core.settings import DeployGuardConfig
 
 NY = ZoneInfo("America/New_York")
 
@@ -18,19 +19,19 @@ def hhmm(s: str) -> tuple[int, int]:
 def deploy_guard(cfg: dict, clock: Clock, calendar: KrxCalendar | None = None) -> tuple[bool, str]:
     """(locked, message): locked during KR market hours on KRX trading days (the lock moves with a
     late open/close) and, when configured, during US hours on NYSE trading days."""
-    g = (cfg.get("preflight") or {}).get("deploy_guard") or {}
+    g = DeployGuardConfig.from_config(cfg)
     cal = calendar or calendar_from_config(cfg)
     now = clock.now()
     kst = now.astimezone(KST)
     day = kst.date()
-    kr = f"{g.get('kr_start', '08:00')}-{g.get('kr_end', '16:00')}"
+    kr = f"{g.kr_start}-{g.kr_end}"
     when = kst.strftime("%Y-%m-%d %H:%M KST (%a)")
     reason = cal.closed_reason(day)
     if reason is None:
         s = cal.session(day)
         # the start stays (preflight runs at 08:30 whatever the open); the end follows a late close
-        start = kst_datetime(day, g.get("kr_start", "08:00"))
-        end = kst_datetime(day, g.get("kr_end", "16:00")) + s.close_shift
+        start = kst_datetime(day, g.kr_start)
+        end = kst_datetime(day, g.kr_end) + s.close_shift
         shifted = f", end shifted by the {s.late_open_reason}" if s.close_shift else ""
         if start <= kst < end:
             return True, (f"deploy guard: {when} is inside KR market hours ({start:%H:%M}-{end:%H:%M} KST on "
@@ -39,14 +40,14 @@ def deploy_guard(cfg: dict, clock: Clock, calendar: KrxCalendar | None = None) -
         kr_note = f"outside KR market hours ({start:%H:%M}-{end:%H:%M} KST{shifted})"
     else:
         kr_note = f"not a KRX trading day ({reason})"
-    if g.get("us_market"):
+    if g.us_market:
         import holidays
 
         ny = now.astimezone(NY)
         nyse = holidays.financial_holidays("NYSE", years=ny.year)
         if ny.weekday() < 5 and ny.date() not in nyse:
-            sh, sm = hhmm(g.get("us_start", "09:00"))
-            eh, em = hhmm(g.get("us_end", "16:30"))
+            sh, sm = hhmm(g.us_start)
+            eh, em = hhmm(g.us_end)
             us_start = ny.replace(hour=sh, minute=sm, second=0, microsecond=0)
             us_end = ny.replace(hour=eh, minute=em, second=0, microsecond=0)
             if us_start <= ny < us_end:

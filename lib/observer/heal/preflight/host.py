@@ -1,5 +1,6 @@
 """Preflight's checks of the host and the day: config, trading day, secrets file, disk, disk write,
-memory, CPU and the systemd units. Each returns a Check; the thresholds come from [preflight]."""
+memory, CPU and the systemd units. Each returns a Check; the thresholds come from [preflight]
+(PreflightConfig)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import psutil
 
 from observer.core.calendar import KrxCalendar, calendar_from_config
 from observer.core.checks import Check
+from observer.core.config import section
 from observer.core.secrets import SecretsError, load_secrets
+from observer.core.settings import PreflightConfig, WatchdogConfig
 
 
 def mib(n: float) -> str:
@@ -50,12 +53,12 @@ def check_trading_day(cal: KrxCalendar, day: date) -> Check:
 
 
 # -- secrets ----------------------------------------------------------------------------------------
-def expected_owner(settings: dict) -> tuple[int, str]:
+def expected_owner(settings: PreflightConfig) -> tuple[int, str]:
     """(uid, name) the secrets file must belong to: the service user when run as root, else whoever runs."""
     uid = os.geteuid()
     if uid == 0:
         try:
-            pw = pwd.getpwnam(settings.get("service_user", "observer"))
+            pw = pwd.getpwnam(settings.service_user)
             return pw.pw_uid, pw.pw_name
         except KeyError:
             pass
@@ -65,9 +68,9 @@ def expected_owner(settings: dict) -> tuple[int, str]:
         return uid, str(uid)
 
 
-def check_secrets(cfg: dict, settings: dict, secrets=None) -> tuple[Check, object]:
+def check_secrets(cfg: dict, settings: PreflightConfig, secrets=None) -> tuple[Check, object]:
     """The secrets row (mode, owner, the configured providers' keys, Telegram's), and the secrets loaded."""
-    path = Path(cfg.get("secrets_file", "/etc/observer/secrets.env"))
+    path = Path(section(cfg)["secrets_file"])
     cred = os.environ.get("CREDENTIALS_DIRECTORY")
     notes = []
     try:
@@ -100,7 +103,7 @@ def check_secrets(cfg: dict, settings: dict, secrets=None) -> tuple[Check, objec
     except SecretsError as e:
         return Check("secrets", "fail", str(e)[:400], f"chmod 600 {path}; check its KEY=VALUE lines"), None
     missing = []
-    for prov in settings.get("providers") or []:
+    for prov in settings.providers:
         pc = (cfg.get("providers") or {}).get(prov) or {}
         for acc in pc.get("accounts") or []:
             for k in (acc.get("key_env"), acc.get("secret_env")):
@@ -118,23 +121,23 @@ def check_secrets(cfg: dict, settings: dict, secrets=None) -> tuple[Check, objec
 
 
 # -- disk, memory, CPU --------------------------------------------------------------------------------
-def disk_verdict(root: Path, used: int, free: int, total: int, settings: dict) -> Check:
+def disk_verdict(root: Path, used: int, free: int, total: int, settings: PreflightConfig) -> Check:
     """The disk row from the numbers: fail at disk_fail_pct used or below disk_min_free_mb free, warn at
     disk_warn_pct."""
     pct = used / (used + free) * 100 if used + free else 100.0
     detail = {"used_pct": round(pct, 1), "free_bytes": free, "total_bytes": total}
     what = f"{root}: {pct:.0f} % used, {mib(free)} free of {mib(total)}"
     fix = "free space: observer-retention (deletes receipted days), or grow the disk"
-    fail_pct, min_free = settings.get("disk_fail_pct", 95), settings.get("disk_min_free_mb", 2048)
-    if pct >= float(fail_pct) or free / 2**20 < float(min_free):
+    fail_pct, min_free = settings.disk_fail_pct, settings.disk_min_free_mb
+    if pct >= fail_pct or free / 2**20 < min_free:
         return Check("disk", "fail", what + f" (fail at {fail_pct:g} % or below {min_free:g} MiB free)", fix, detail)
-    warn_pct = settings.get("disk_warn_pct", 80)
-    if pct >= float(warn_pct):
+    warn_pct = settings.disk_warn_pct
+    if pct >= warn_pct:
         return Check("disk", "warn", what + f" (warn at {warn_pct:g} %)", fix, detail)
     return Check("disk", "ok", what, detail=detail)
 
 
-def check_disk(root: Path, settings: dict) -> Check:
+def check_disk(root: Path, settings: PreflightConfig) -> Check:
     if not root.is_dir():
         return Check("disk", "fail", f"data_dir {root} does not exist",
                      "create it: sudo ./install.sh (or fix data_dir in the config)")
@@ -142,11 +145,11 @@ def check_disk(root: Path, settings: dict) -> Check:
     return disk_verdict(root, u.used, u.free, u.total, settings)
 
 
-def check_disk_write(root: Path, settings: dict) -> Check:
+def check_disk_write(root: Path, settings: PreflightConfig) -> Check:
     """Write, fsync and read back a probe file in state/: ENOSPC, EROFS, permissions, a slow disk."""
     d = root / "state"
     probe = d / f".preflight-probe-{os.getpid()}"
-    size = int(settings.get("disk_probe_kb", 256)) * 1024
+    size = settings.disk_probe_kb * 1024
     fd = -1
     try:
         d.mkdir(parents=True, exist_ok=True)
@@ -177,53 +180,54 @@ def check_disk_write(root: Path, settings: dict) -> Check:
         except OSError:
             pass
     detail = {"fsync_ms": round(ms, 1), "bytes": size}
-    if ms >= float(settings.get("fsync_warn_ms", 500)):
+    if ms >= settings.fsync_warn_ms:
         return Check("disk_write", "warn", f"write+fsync of {mib(size)} took {ms:.0f} ms (slow disk: the "
                      "collectors' durability window will stretch)", "check iostat / the VM's disk tier", detail)
     return Check("disk_write", "ok", f"write+fsync of {mib(size)} in {d}: {ms:.0f} ms", detail=detail)
 
 
-def check_memory(settings: dict) -> Check:
+def check_memory(settings: PreflightConfig) -> Check:
     vm = psutil.virtual_memory()
     avail = vm.available / 2**20
     detail = {"available_bytes": vm.available, "total_bytes": vm.total, "used_pct": vm.percent}
     what = f"{mib(vm.available)} available of {mib(vm.total)} ({vm.percent:.0f} % used)"
     fix = "find what holds memory (ps aux --sort=-rss | head); the collectors need ~1 GiB together"
-    if avail < float(settings.get("memory_fail_mb", 384)):
-        return Check("memory", "fail", what + f": below {settings.get('memory_fail_mb', 384):g} MiB the "
+    if avail < settings.memory_fail_mb:
+        return Check("memory", "fail", what + f": below {settings.memory_fail_mb:g} MiB the "
                      "collectors will be OOM-killed", fix, detail)
-    if avail < float(settings.get("memory_warn_mb", 768)):
-        return Check("memory", "warn", what + f": below {settings.get('memory_warn_mb', 768):g} MiB", fix, detail)
+    if avail < settings.memory_warn_mb:
+        return Check("memory", "warn", what + f": below {settings.memory_warn_mb:g} MiB", fix, detail)
     return Check("memory", "ok", what, detail=detail)
 
 
-def check_cpu(settings: dict) -> Check:
+def check_cpu(settings: PreflightConfig) -> Check:
     n = os.cpu_count() or 1
     load1 = os.getloadavg()[0]
     per = load1 / n
     detail = {"load1": load1, "cpus": n}
     what = f"load {load1:.2f} on {n} CPUs ({per:.2f} per CPU)"
     fix = "find the busy process (top); the collectors need CPU at the open"
-    if per >= float(settings.get("load_fail_per_cpu", 4.0)):
+    if per >= settings.load_fail_per_cpu:
         return Check("cpu", "fail", what, fix, detail)
-    if per >= float(settings.get("load_warn_per_cpu", 1.0)):
+    if per >= settings.load_warn_per_cpu:
         return Check("cpu", "warn", what, fix, detail)
     return Check("cpu", "ok", what, detail=detail)
 
 
 # -- systemd units ----------------------------------------------------------------------------------
-def default_units(cfg: dict, settings: dict) -> list[str]:
+def default_units(cfg: dict) -> list[str]:
+    """The standard set: the timers and services of every install, and a streamer per watched provider."""
     units = ["observer-watchdog.service", "observer-unitctl.path", "observer-preflight.timer",
              "observer-track-a.timer", "observer-gap-filler.timer", "observer-backup.timer",
              "observer-retention.timer"]
-    for p in (cfg.get("watchdog") or {}).get("providers", settings.get("providers") or []):
+    for p in WatchdogConfig.from_config(cfg).providers:
         units.append(f"observer-track-b@{p}.timer")
     return units
 
 
-def check_units(cfg: dict, settings: dict) -> list[Check]:
+def check_units(cfg: dict, settings: PreflightConfig) -> list[Check]:
     out = []
-    for unit in settings.get("units") or default_units(cfg, settings):
+    for unit in settings.units or default_units(cfg):
         name = f"unit {unit}"
         try:
             en = subprocess.run(["systemctl", "is-enabled", unit], capture_output=True, text=True, timeout=15)

@@ -14,6 +14,7 @@ from pathlib import Path
 from observer.core import notify
 from observer.core.checks import Check
 from observer.core.selftest import fix_for
+from observer.core.settings import PreflightConfig
 
 
 def last_error_line(text: str) -> str:
@@ -25,22 +26,22 @@ def last_error_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def programs_dir(settings: dict, program_path: str) -> Path:
+def programs_dir(settings: PreflightConfig, program_path: str) -> Path:
     """preflight.programs_dir, else the directory preflight itself runs from (the installed venv's bin)."""
-    return Path(settings.get("programs_dir") or Path(program_path).resolve().parent)
+    return Path(settings.programs_dir or Path(program_path).resolve().parent)
 
 
-def programs(settings: dict, program_path: str) -> list[Path]:
+def programs(settings: PreflightConfig, program_path: str) -> list[Path]:
     d = programs_dir(settings, program_path)
     return sorted(p for p in d.glob("observer-*") if p.is_file() and os.access(p, os.X_OK)
                   and not p.name.endswith((".py", ".pyc")))
 
 
-def self_test(prog: Path, settings: dict) -> Check:
+def self_test(prog: Path, settings: PreflightConfig) -> Check:
     name = f"self-test {prog.name}"
-    python = settings.get("python") or sys.executable
+    python = settings.python or sys.executable
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
-    timeout = float(settings.get("self_test_timeout_s", 60))
+    timeout = settings.self_test_timeout_s
     t0 = time.monotonic()
     try:
         r = subprocess.run([python, str(prog), "--self-test"], capture_output=True, text=True,
@@ -71,7 +72,7 @@ def self_test(prog: Path, settings: dict) -> Check:
     return Check(name, "fail", f"exit {r.returncode}: {line}"[:400], fix_for([line]), {"exit": r.returncode})
 
 
-def check_programs(settings: dict, program_path: str) -> list[Check]:
+def check_programs(settings: PreflightConfig, program_path: str) -> list[Check]:
     progs = programs(settings, program_path)
     if not progs:
         return [Check("self-test", "fail", f"no observer-* programs in {programs_dir(settings, program_path)}",

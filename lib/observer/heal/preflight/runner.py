@@ -12,14 +12,15 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 from observer.core import notify
 from observer.core.calendar import KrxCalendar, calendar_from_config
 from observer.core.checks import RANK, VERDICTS, Check, CheckContext, CheckFn
 from observer.core.clock import Clock
+from observer.core.config import data_dir
 from observer.core.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 from observer.core.logging import get_logger
+from observer.core.settings import PreflightConfig, TrackAConfig
 from observer.heal.preflight import host, programs
 from observer.providers.base import Provider, ProviderError, get_provider
 
@@ -80,13 +81,13 @@ class Preflight:
                  run_all: bool = False, only: set[str] | None = None, secrets=None, store=None,
                  program: str = "observer-preflight", program_path: str | None = None):
         self.cfg = cfg
-        self.p = cfg.get("preflight") or {}
+        self.p = PreflightConfig.from_config(cfg)
         self.clock = clock
         self.config_error = config_error
         self.systemd = systemd
         self.run_all = run_all
         self.only = only
-        self.root = Path(cfg.get("data_dir", "/var/lib/observer"))
+        self.root = data_dir(cfg)
         self.secrets = secrets
         self.store = store
         self.program = program
@@ -130,7 +131,7 @@ class Preflight:
         self._run("disk_write", lambda: host.check_disk_write(self.root, self.p))
         self._run("memory", lambda: host.check_memory(self.p))
         self._run("cpu", lambda: host.check_cpu(self.p))
-        for name in self.p.get("providers") or []:
+        for name in self.p.providers:
             for check_name, fn in self.provider_checks(name):
                 self._run(check_name, fn)
         self._run("universe", self._universe)
@@ -168,7 +169,8 @@ class Preflight:
     def _universe(self) -> Check:
         from observer.heal.preflight.universe import check_universe
 
-        name = (self.cfg.get("track_a") or {}).get("provider") or (self.p.get("providers") or [None])[0]
+        # Track A's provider lists the universe; the first checked provider when that is empty
+        name = TrackAConfig.from_config(self.cfg).provider or next(iter(self.p.providers), None)
         prov = self.provider(name) if name and self.store is not None else None
         return check_universe(self.root, self.day, self.cfg, self.calendar or calendar_from_config(self.cfg),
                               self.clock, self.store, prov, self.program)

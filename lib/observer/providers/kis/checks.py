@@ -18,6 +18,7 @@ import requests
 
 from observer.core.checks import Check, CheckContext, NamedCheck, http_date_ns, skew_check
 from observer.core.clock import KST, NS, kst_datetime
+from observer.core.settings import PreflightConfig
 from observer.providers.base import ProviderError
 from observer.providers.kis.rest import QUOT, TOKEN_CODES, TR_PRICE, KisRest, urls
 from observer.providers.kis.wsprobe import probe
@@ -32,7 +33,7 @@ class KisChecks:
     def __init__(self, provider, ctx: CheckContext):
         self.provider = provider
         self.ctx = ctx
-        self.s = ctx.settings
+        self.s = PreflightConfig.from_config(ctx.cfg)
         self.clock = ctx.clock
         self._rest: KisRest | None = None
         self.token: str | None = None
@@ -52,13 +53,13 @@ class KisChecks:
         return self._rest
 
     def _need_ns(self) -> int:
-        return int(kst_datetime(self.ctx.day, self.s.get("token_valid_until", "15:40")).timestamp()) * NS
+        return int(kst_datetime(self.ctx.day, self.s.token_valid_until).timestamp()) * NS
 
     def _obtain_token(self, rest: KisRest, invalid: str | None) -> tuple[str | None, str]:
         """Ask for a new token, honouring the issuance limit; (token, '') or (None, why not)."""
         cache = rest.auth.token_cache
         wait = cache.next_request_in_s()
-        limit = float(self.s.get("token_wait_s", 90))
+        limit = self.s.token_wait_s
         if wait > limit:
             return None, (f"the issuance limit (1 token per {cache.min_interval_s:g} s) allows the next "
                           f"request only in {wait:.0f} s (> preflight.token_wait_s {limit:g})")
@@ -69,7 +70,7 @@ class KisChecks:
 
     def _call(self, rest: KisRest, token: str) -> dict:
         """One real REST call (current price of the test symbol) with this exact token, no retries."""
-        sym = self.s.get("test_symbol", "005930")
+        sym = self.s.test_symbol
         t0n = self.clock.now_ns()
         t0 = time.monotonic()
         try:
@@ -98,7 +99,7 @@ class KisChecks:
             return Check(name, "fail", str(e)[:400], FIX_CREDS)
         cache = rest.auth.token_cache
         need = self._need_ns()
-        need_txt = self.s.get("token_valid_until", "15:40")
+        need_txt = self.s.token_valid_until
         cached = cache.peek()
         now = self.clock.now_ns()
         notes = []
@@ -163,7 +164,7 @@ class KisChecks:
             base = urls(self.provider.pcfg)[0]
         except ProviderError as e:
             return Check(name, "fail", str(e)[:400], "set providers.kis.rest_url")
-        n = int(self.s.get("skew_samples", 6))
+        n = self.s.skew_samples
         errors = []
         with requests.Session() as sess:
             for i in range(n):
@@ -178,7 +179,7 @@ class KisChecks:
                 if i < n - 1:
                     time.sleep(1.0 / n)  # spread the samples over one second of the Date header's resolution
         return skew_check(name, self.samples, source=base, errors=errors,
-                          warn_s=float(self.s.get("skew_warn_s", 1)), fail_s=float(self.s.get("skew_fail_s", 5)))
+                          warn_s=self.s.skew_warn_s, fail_s=self.s.skew_fail_s)
 
     def check_websocket(self) -> Check:
         name = f"websocket:{self.provider.name}"
@@ -186,16 +187,15 @@ class KisChecks:
         if hb is not None and hb < 10:
             return Check(name, "skip", f"observer-track-b@{self.provider.name} is streaming (heartbeat {hb:.0f} s "
                          "old): a probe would compete for the app key's WebSocket session", "")
-        pc = self.provider.pcfg
-        wcfg = pc.get("ws") or {}
+        pc = self.provider.pcfg  # the [providers.kis] table with the schema's defaults
+        wcfg = pc["ws"]
         try:
             rest = self._client()
-            ws_url = urls(pc)[1] + (wcfg.get("path") or "")
+            ws_url = urls(pc)[1] + wcfg["path"]
         except ProviderError as e:
             return Check(name, "fail", str(e)[:400], FIX_CREDS)
-        return probe(name, rest.auth, ws_url, self.s.get("test_symbol", "005930"), float(self.s.get("ws_answer_s", 10)),
-                     float(wcfg.get("connect_timeout_s", 10)), int(wcfg.get("tcp_user_timeout_ms", 30000)),
-                     pc.get("custtype", "P"))
+        return probe(name, rest.auth, ws_url, self.s.test_symbol, self.s.ws_answer_s, wcfg["connect_timeout_s"],
+                     wcfg["tcp_user_timeout_ms"], pc["custtype"])
 
 
 def _short_net(e: Exception) -> str:
