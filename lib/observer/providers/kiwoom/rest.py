@@ -29,6 +29,7 @@ from observer.core.ratelimit import TokenBucket, bucket_name
 from observer.core.redact import register_secret
 from observer.providers.base import ApiError, AuthError, ProviderError, RateLimitedError
 from observer.providers.kiwoom import protocol as p
+from observer.store.fs import SharedRecord
 
 DEFAULT_RATE_PER_S = 4.0  # the broker's limit is not published; community clients pace at 4-5/s
 TOKEN_SAFETY_S = 60.0     # a token this close to its expiry is replaced before use
@@ -64,7 +65,7 @@ class KiwoomRest:
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        self.bucket = TokenBucket(Path(state_dir, bucket_name("kiwoom", app_key + "\n" + self.base_url)),
+        self.bucket = TokenBucket(SharedRecord(Path(state_dir, bucket_name("kiwoom", app_key + "\n" + self.base_url))),
                                   rate_per_s, 1.0, self.clock)
         self._token: str | None = None
         self._expires_ns = 0
