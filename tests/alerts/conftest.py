@@ -4,19 +4,8 @@ import pytest
 
 from observer.core import redact
 from observer.core.clock import KST
-from tests.alerts.fake_telegram import FakeTelegram
 
-TOKEN = "7123456789:AAHk3xQ-fakeTokenForTests_0123456789"
-CHAT = "987654321"
-SECRETS = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_CHAT_ID": CHAT}
 DAY_START = datetime(2026, 3, 3, 10, 0, tzinfo=KST)   # a Tuesday
-
-
-@pytest.fixture
-def tg():
-    f = FakeTelegram(TOKEN)
-    yield f
-    f.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from observer.lifecycle.notify import FAILURE_KEYS
 from observer.telemetry.alerts import DEFAULTS
 from observer.telemetry.alerts.table import BY_KEY, CONSTANTS, TABLE, routed_warning_keys
-from observer.lifecycle.notify import FAILURE_KEYS
 
 LIB = Path(__file__).resolve().parents[2] / "lib" / "observer"
 ALERT_METHODS = ("alert", "_alert")

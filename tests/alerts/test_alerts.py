@@ -15,16 +15,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-from observer.telemetry import alerts
-from observer.telemetry.alerts import Alerter, daily_summary_due, send_daily_summary, summarize_day
 from observer.core import redact
 from observer.core.clock import NS, ManualClock
 from observer.core.config import validate_config
 from observer.core.logging import setup_logging
 from observer.programs.verify import verify_tree
 from observer.store.store import Store
-from tests.alerts.conftest import CHAT, DAY_START, SECRETS, TOKEN, make_cfg
+from observer.telemetry import alerts
+from observer.telemetry.alerts import Alerter, daily_summary_due, send_daily_summary, summarize_day
+from tests.alerts.conftest import DAY_START, make_cfg
 from tests.support import wait_for
+from tests.support.fake_telegram import CHAT, SECRETS, TOKEN
 
 REPO = Path(__file__).resolve().parents[2]
 

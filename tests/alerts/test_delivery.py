@@ -1,6 +1,6 @@
 """Every row of the alert table, end to end: the condition is caused for real (the simulator's faults,
 a filled tmpfs, CPU burners, a failing program) and the test waits for the MESSAGE at the local fake
-Telegram server (tests/alerts/fake_telegram.py) — not for an outbox line. Durations are shortened by
+Telegram server (tests/support/fake_telegram.py) — not for an outbox line. Durations are shortened by
 config only. The watchdog-side rows (disk, backup_missing, reconnects, ws_flapping) are in
 tests/heal/test_watchdog.py, the systemd ones (crash_loop, restart, oom) in test_watchdog_system.py."""
 
@@ -12,8 +12,6 @@ import sys
 import time
 from datetime import datetime
 
-from observer.telemetry.alerts import Alerter, summarize_day
-from observer.telemetry.alerts.notifier import ProgramAlerts
 from observer.collect.track_a import TrackA
 from observer.core.calendar import calendar_from_config
 from observer.core.clock import KST, ManualClock
@@ -21,13 +19,15 @@ from observer.heal.watchdog import Watchdog
 from observer.providers.base import get_provider
 from observer.store.reader import iter_day
 from observer.store.store import Store
-from tests.alerts.conftest import CHAT, SECRETS, TOKEN, make_cfg
-from tests.alerts.fake_telegram import FakeTelegram
-from tests.collectors.simenv import SimEnv
+from observer.telemetry.alerts import Alerter, summarize_day
+from observer.telemetry.alerts.notifier import ProgramAlerts
+from tests.alerts.conftest import make_cfg
 from tests.collectors.test_track_b import START, WINDOWS, recorded_trades, run_track_b
-from tests.diskfull import fill, tmpfs
 from tests.support import arrived, wait_for
+from tests.support.diskfull import fill, tmpfs
+from tests.support.fake_telegram import CHAT, SECRETS, TOKEN, FakeTelegram
 from tests.support.sim import busiest
+from tests.support.simenv import SimEnv
 
 
 def _with_telegram(env: SimEnv) -> None:
@@ -114,7 +114,7 @@ def test_store_error_on_a_full_disk_alerts(tmp_path, tg):
             def fill_disk(env, tb):
                 try:
                     fill(data / "filler")
-                except OSError:  # tests/diskfull.fill: close() re-flushes a partial buffer into the full disk
+                except OSError:  # tests.support.diskfull.fill: close() re-flushes a partial buffer into the full disk
                     pass
                 arrived(tg, "CRITICAL", "store_error", "the store cannot write (ENOSPC", timeout=60)
                 (data / "filler").unlink()
@@ -225,7 +225,7 @@ def test_an_hour_of_telegram_outage_delivers_the_backlog_once(tmp_path, tg):
 
 # -- the daily summary, sent by the watchdog program -----------------------------------------------------------
 def test_daily_summary_arrives_from_the_watchdog(tmp_path, tg):
-    from tests.heal.conftest import BIN, PY, Env
+    from tests.support.progenv import BIN, PY, Env
 
     env = Env(tmp_path, start="21:31:00", cfg={
         "watchdog": {"track_a": False, "providers": [], "disk_alert_pct": 100, "interval_s": 1},
@@ -268,15 +268,15 @@ def _life_config(tmp_path, root, tg) -> str:
 def _fill(path) -> None:
     try:
         fill(path)
-    except OSError:  # tests/diskfull.fill: close() re-flushes a partial buffer into the full disk
+    except OSError:  # tests.support.diskfull.fill: close() re-flushes a partial buffer into the full disk
         pass
 
 
 def test_backup_failure_alert_arrives(tmp_path, tg):
     """The backup runs out of disk while packaging (a filled tmpfs): CRITICAL `backup` arrives, sent from
     memory although neither the event nor the outbox line can be written."""
-    from tests.lifecycle.conftest import run_prog
     from tests.lifecycle.test_retention import small_day
+    from tests.support.procs import run_prog
 
     with tmpfs(tmp_path / "data", "4m") as root:
         small_day(root, datetime(2026, 3, 19).date(), False)
@@ -290,8 +290,8 @@ def test_backup_failure_alert_arrives(tmp_path, tg):
 def test_retention_blocked_on_a_full_disk_alert_arrives(tmp_path, tg):
     """The disk is full and the only day on it was never backed up (no receipt): retention may delete
     nothing, and CRITICAL `retention` arrives with the reason."""
-    from tests.lifecycle.conftest import run_prog
     from tests.lifecycle.test_retention import small_day
+    from tests.support.procs import run_prog
 
     with tmpfs(tmp_path / "data", "4m") as root:
         small_day(root, datetime(2026, 3, 19).date(), False)
@@ -305,7 +305,7 @@ def test_retention_blocked_on_a_full_disk_alert_arrives(tmp_path, tg):
 def test_preflight_fail_pages_and_preflight_warn_waits_for_the_summary(tmp_path):
     """The broker's app secret missing from the secrets file before the open: preflight fails and
     CRITICAL `preflight_fail` arrives; a preflight warning is not paged (it is in the daily summary)."""
-    from tests.heal.conftest import Env
+    from tests.support.progenv import Env
 
     tg = FakeTelegram("123456:test-token")   # the heal Env's secrets
     env = Env(tmp_path, cfg={"alerts": {"telegram_api_base": tg.base, "send_timeout_s": 2}})

@@ -6,12 +6,12 @@ import os
 import re
 import threading
 
-from observer.telemetry import metrics
 from observer.core.clock import ManualClock
-from observer.telemetry.metrics import LAST_WRITE, METRICS, MetricsWriter, merge_prom, system_sample
 from observer.programs.verify import verify_tree
 from observer.store import paths
 from observer.store.reader import ReadIssue, read_file
+from observer.telemetry import metrics
+from observer.telemetry.metrics import LAST_WRITE, METRICS, MetricsWriter, merge_prom, system_sample
 from tests.alerts.conftest import DAY_START
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from observer.telemetry.alerts import ALERT_TABLE, DEFAULTS
 from observer.core.config import validate_config
+from observer.telemetry.alerts import ALERT_TABLE, DEFAULTS
 from observer.telemetry.metrics import METRICS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,13 +7,14 @@ import os
 
 import pytest
 
-from observer.telemetry.alerts import KEY_BACKUP, KEY_STORE_ERROR, SEND_NOW_S, ProgramAlerts
 from observer.core.clock import ManualClock
 from observer.store import paths
 from observer.store.reader import read_file
 from observer.store.store import Store
-from tests.alerts.conftest import DAY_START, SECRETS, TOKEN, make_cfg
+from observer.telemetry.alerts import KEY_BACKUP, KEY_STORE_ERROR, SEND_NOW_S, ProgramAlerts
+from tests.alerts.conftest import DAY_START, make_cfg
 from tests.support import wait_for
+from tests.support.fake_telegram import SECRETS, TOKEN
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from observer.providers.base import get_provider
 from observer.store import paths
 from observer.store.reader import iter_day
 from observer.store.state import read_json
-from tests.collectors.simenv import SimEnv
+from tests.support.simenv import SimEnv
 
 
 @pytest.fixture

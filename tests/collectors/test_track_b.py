@@ -15,10 +15,10 @@ from observer.core.calendar import calendar_from_config
 from observer.programs.verify import verify_tree
 from observer.providers.base import get_provider
 from observer.store.reader import iter_day
-from tests.collectors.simenv import SimEnv
-from tests.diskfull import fill, tmpfs
 from tests.support import wait_for
+from tests.support.diskfull import fill, tmpfs
 from tests.support.sim import busiest
+from tests.support.simenv import SimEnv
 
 HELD = 4
 BIN = Path(__file__).resolve().parents[2] / "bin"

@@ -8,11 +8,10 @@ import time
 
 import orjson
 
-from tests.alerts.fake_telegram import FakeTelegram
-from tests.diskfull import tmpfs
 from tests.support import arrived, wait_for
-
-from .conftest import BIN, PY, Env
+from tests.support.diskfull import tmpfs
+from tests.support.fake_telegram import FakeTelegram
+from tests.support.progenv import BIN, PY, Env
 
 TG_TOKEN = "123456:test-token"   # Env's secrets file
 

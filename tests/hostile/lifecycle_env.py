@@ -18,9 +18,9 @@ from observer.lifecycle.backup import package_day
 from observer.lifecycle.pull import build_receipt
 from observer.store import paths
 from observer.store.reader import read_file
-from tests.alerts.conftest import CHAT, TOKEN
-from tests.lifecycle.conftest import run_prog
 from tests.lifecycle.test_retention import day_paths, receipt, small_day
+from tests.support.fake_telegram import CHAT, TOKEN
+from tests.support.procs import run_prog
 
 TODAY = date(2026, 3, 20)
 NOW = {"OBSERVER_CLOCK": "2026-03-20T22:00:00+09:00"}

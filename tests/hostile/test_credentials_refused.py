@@ -20,8 +20,8 @@ from observer.core.clock import NS, ManualClock, ScaledClock, Stopped
 from observer.core.ratelimit import TokenBucket
 from observer.providers.base import AuthError
 from observer.providers.kis.auth import KisAuth, key_hash
-from tests.alerts.fake_telegram import FakeTelegram
-from tests.heal.conftest import BIN, PY, Env
+from tests.support.fake_telegram import FakeTelegram
+from tests.support.progenv import BIN, PY, Env
 
 APP_KEY = "PStestappkey000001"
 GOOD_SECRET = "the-right-secret-0000000001"

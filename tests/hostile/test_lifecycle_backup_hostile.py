@@ -13,8 +13,8 @@ import pytest
 from observer.lifecycle.backup import load_manifest, verify_package
 from observer.store import paths
 from observer.store.reader import read_file
-from tests.lifecycle.conftest import run_prog
-from tests.lifecycle.gen import make_day
+from tests.support.daygen import make_day
+from tests.support.procs import run_prog
 
 pytestmark = pytest.mark.hostile
 DAY = date(2026, 1, 5)

@@ -15,9 +15,10 @@ from observer.lifecycle import layout
 from observer.lifecycle.backup import load_manifest, package_day
 from observer.store import paths
 from tests.hostile.lifecycle_env import snapshot
-from tests.lifecycle.conftest import run_prog, sshd  # noqa: F401  (the real sshd fixture)
-from tests.lifecycle.gen import make_day
+from tests.lifecycle.conftest import sshd  # noqa: F401  (the real sshd fixture)
 from tests.lifecycle.test_pull import pull_config
+from tests.support.daygen import make_day
+from tests.support.procs import run_prog
 
 pytestmark = [pytest.mark.hostile, pytest.mark.sshd]
 D1, D2 = date(2026, 1, 5), date(2026, 1, 6)

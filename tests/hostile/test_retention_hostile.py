@@ -14,7 +14,6 @@ from observer.core.clock import yyyymmdd
 from observer.lifecycle import layout
 from observer.lifecycle.backup import load_manifest
 from observer.store import paths
-from tests.alerts.conftest import tg  # noqa: F401  (the local fake Telegram server)
 from tests.hostile.lifecycle_env import (
     EXPIRED,
     OTHER,

@@ -11,8 +11,8 @@ import pytest
 from observer.programs.verify import verify_tree
 from observer.store.store import Store
 from observer.store.writer import Durability
-from tests.diskfull import fill, tmpfs
 from tests.support import wait_for
+from tests.support.diskfull import fill, tmpfs
 
 T0 = 1_795_000_000_000_000_000
 

@@ -7,8 +7,8 @@ import pytest
 
 from observer.programs.verify import verify_tree
 from observer.store.writer import Durability, JsonlWriter, StoreError, StoreFull
-from tests.diskfull import tmpfs
 from tests.integration.crash_writer import record
+from tests.support.diskfull import tmpfs
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import orjson
 
 from observer.programs.verify import verify_tree
 from observer.store.reader import iter_day
-from tests.collectors.simenv import SimEnv
 from tests.collectors.test_track_b import HELD, START, WINDOWS, run_track_b
-from tests.diskfull import fill, tmpfs
 from tests.support import wait_for
+from tests.support.diskfull import fill, tmpfs
 from tests.support.sim import busiest
+from tests.support.simenv import SimEnv
 
 
 def test_track_b_events_of_a_full_disk_reach_the_tree(tmp_path):

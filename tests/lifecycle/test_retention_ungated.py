@@ -14,13 +14,13 @@ from observer.core.clock import KST, ManualClock, yyyymmdd
 from observer.lifecycle import layout
 from observer.lifecycle import retention as rt
 from observer.lifecycle.backup import load_manifest, package_day
-from observer.telemetry.metrics import MetricsWriter
 from observer.recover import gapfill
 from observer.store import paths
 from observer.store.reader import read_file
 from observer.store.state import write_json_atomic
-from tests.lifecycle.conftest import run_prog
+from observer.telemetry.metrics import MetricsWriter
 from tests.lifecycle.test_retention import day_paths, receipt, small_day
+from tests.support.procs import run_prog
 
 TODAY = date(2026, 3, 20)
 NOW = {"OBSERVER_CLOCK": "2026-03-20T22:00:00+09:00"}

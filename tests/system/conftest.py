@@ -6,14 +6,8 @@ whatever happens. Tests skip only when unshare itself is not permitted.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from harness import SystemdNamespace, unshare_problem  # noqa: E402
+from tests.support.systemd_ns import SystemdNamespace, unshare_problem
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from harness import (
+from tests.support.systemd_ns import (
     CLOCK_MARKET,
     CLOCK_OUTSIDE,
     RELEASE_SRC,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from harness import REPO
+from tests.support.systemd_ns import REPO
 
 pytestmark = pytest.mark.system
 

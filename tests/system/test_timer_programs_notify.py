@@ -15,12 +15,11 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from tests.support.daygen import make_day
 
 from observer.core import notify
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-from tests.lifecycle.gen import make_day  # noqa: E402
 
 DAY = date(2026, 1, 5)
 

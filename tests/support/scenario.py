@@ -14,9 +14,9 @@ from observer.providers.base import get_provider
 from observer.recover.gapfill import GapFiller
 from observer.store.reader import iter_day
 from observer.store.replay import merged_trades
-from tests.collectors.simenv import SimEnv
 from tests.support import wait_for
 from tests.support.sim import busiest
+from tests.support.simenv import SimEnv
 
 HELD = 5
 

@@ -7,7 +7,7 @@ are never written. The namespace ends by PID (kill -9 of its PID 1), then its st
     ns.run("systemctl", "status", "observer.target")
     ns.close()
 
-Also runnable by hand: `python tests/system/harness.py` boots one, prints its PID and how to enter
+Also runnable by hand: `python tests/support/systemd_ns.py` boots one, prints its PID and how to enter
 it, and tears it down on Enter.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 STATE_BASE = Path(os.environ.get("OBSERVER_SYSTEMD_STATE_BASE", "/var/tmp/observer-systemd-tests"))
 # the checkout: bound into every namespace at this same path (BOOT_SH), wherever it lives
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # run by hand (python tests/system/harness.py): tests.support from the checkout
+if str(REPO) not in sys.path:  # run by hand (python tests/support/systemd_ns.py): tests.support from the checkout
     sys.path.insert(0, str(REPO))
 
 from tests.support import wait_for as _wait_for  # noqa: E402

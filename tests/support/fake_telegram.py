@@ -9,7 +9,7 @@ Answers POST /bot<token>/getMe and /bot<token>/sendMessage (JSON or form body) l
     hang      accepts the request and never answers (until the mode changes or the server stops)
     ratelimit HTTP 429 with parameters.retry_after
 
-Run standalone (for a manual look): python tests/alerts/fake_telegram.py TOKEN
+Run standalone (for a manual look): python tests/support/fake_telegram.py TOKEN
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
+
+# the bot and chat of the `tg` fixture (tests/conftest.py) and of the configs that point at it
+TOKEN = "7123456789:AAHk3xQ-fakeTokenForTests_0123456789"
+CHAT = "987654321"
+SECRETS = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_CHAT_ID": CHAT}
 
 
 class _Server(ThreadingHTTPServer):
