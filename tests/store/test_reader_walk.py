@@ -8,7 +8,7 @@ import os
 import orjson
 import pytest
 
-from tests.hostile._tree import N_TRADES, make_tree, reported, run, scalp_path, trade
+from tests.store._tree import N_TRADES, make_tree, reported, run, scalp_path, trade
 
 pytestmark = pytest.mark.hostile
 

@@ -13,7 +13,7 @@ import pytest
 from observer.core.clock import NS, ManualClock, kst_ns
 from observer.store import paths
 from observer.store.store import Store
-from tests.hostile._tree import BIN, DAY
+from tests.store._tree import BIN, DAY
 
 pytestmark = pytest.mark.hostile
 

@@ -12,7 +12,7 @@ import orjson
 
 from observer.programs.verify import verify_tree
 from observer.store.writer import JsonlWriter
-from tests.integration.crash_writer import record
+from tests.store.crash_writer import record
 
 TRIALS = 50
 
@@ -35,7 +35,7 @@ def run_and_kill(path: Path, start: int, rng: random.Random, in_flight: bool = F
     """Start the writer at record `start`, kill -9 it after a random delay (in_flight: as soon as the
     file holds more than the last acknowledged record, i.e. with records written but not yet
     acknowledged - a moment the random delay may miss on a loaded machine); return the last ACK seen."""
-    p = subprocess.Popen([sys.executable, "-m", "tests.integration.crash_writer", str(path), str(start)],
+    p = subprocess.Popen([sys.executable, "-m", "tests.store.crash_writer", str(path), str(start)],
                          stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2])
     acked = start
     # wait for the first ACK so the kill lands while it is writing, not while importing

@@ -7,7 +7,7 @@ import pytest
 
 from observer.programs.verify import verify_tree
 from observer.store.writer import Durability, JsonlWriter, StoreError, StoreFull
-from tests.integration.crash_writer import record
+from tests.store.crash_writer import record
 from tests.support.diskfull import tmpfs
 
 

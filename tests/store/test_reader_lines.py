@@ -7,7 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tests.hostile._tree import N_TRADES, append, make_tree, reported, run, trade
+from tests.store._tree import N_TRADES, append, make_tree, reported, run, trade
 
 pytestmark = pytest.mark.hostile
 
