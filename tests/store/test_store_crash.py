@@ -105,5 +105,5 @@ def test_kill9_never_loses_acknowledged_records(tmp_path):
     # processes lose nothing. A SIGKILL can
     # also cut a write(2) short (Linux checks for fatal signals between pages), leaving a torn
     # tail; when that happened it was repaired and reported above (repaired_total), and
-    # tests/unit/test_store.py covers the repair directly either way.
+    # tests/store/test_store.py covers the repair directly either way.
     assert unacked_seen > 0

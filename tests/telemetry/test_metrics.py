@@ -12,7 +12,7 @@ from observer.store import paths
 from observer.store.reader import ReadIssue, read_file
 from observer.telemetry import metrics
 from observer.telemetry.metrics import LAST_WRITE, METRICS, MetricsWriter, merge_prom, system_sample
-from tests.alerts.conftest import DAY_START
+from tests.telemetry.conftest import DAY_START
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _LABELS = r'\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*")*)?\}'

@@ -23,7 +23,7 @@ from observer.programs.verify import verify_tree
 from observer.store.store import Store
 from observer.telemetry import alerts
 from observer.telemetry.alerts import Alerter, daily_summary_due, send_daily_summary, summarize_day
-from tests.alerts.conftest import DAY_START, make_cfg
+from tests.telemetry.conftest import DAY_START, make_cfg
 from tests.support import wait_for
 from tests.support.fake_telegram import CHAT, SECRETS, TOKEN
 
