@@ -37,7 +37,7 @@ DELIVERY = {
     "oom": "tests/heal/test_watchdog_system.py::test_oom_kill_is_detected_and_reported",
     "daily_summary": "tests/telemetry/test_delivery.py::test_daily_summary_arrives_from_the_watchdog",
     "backup_manifest_invalid": "tests/hostile/test_retention_hostile.py::test_retention_traversal_names_delete_nothing_outside",
-    "credentials_refused": "tests/hostile/test_credentials_refused.py::test_refused_secret_ends_track_a_with_exit_3_and_a_critical_alert",
+    "credentials_refused": "tests/providers/test_credentials_refused.py::test_refused_secret_ends_track_a_with_exit_3_and_a_critical_alert",
     "universe_fallback": "tests/collect/test_universe_master.py::test_download_fails_last_good_copy_used_and_warning_delivered",
 }
 
