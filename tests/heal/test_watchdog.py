@@ -76,7 +76,7 @@ def test_backup_missing_and_disk_pressure(tmp_path):
 
 def test_flapping_websocket_is_reported_and_alerted(tmp_path):
     """The incident's "no close frame" drops every few seconds: the streamer heals each one itself
-    (tests/collectors), and the watchdog sees the pattern in the reconnect events and alerts: flapping
+    (tests/collect), and the watchdog sees the pattern in the reconnect events and alerts: flapping
     and the day's reconnects (> watchdog.reconnects_per_day, 20 by design, 3 here) both arrive."""
     tg = FakeTelegram(TG_TOKEN)
     env = Env(tmp_path, start="09:40:00", cfg={"watchdog": {"track_a": False, "start_grace_s": 0, "no_data_s": 600, "disk_alert_pct": 100,

@@ -1,5 +1,5 @@
 """A simulated segment with scheduled faults recorded by Track B (SimEnv + TrackB, as in
-tests/collectors/test_track_b.py), and the ground-truth comparisons the recovery tests share."""
+tests/collect/test_track_b.py), and the ground-truth comparisons the recovery tests share."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import orjson
 
 from observer.programs.verify import verify_tree
 from observer.store.reader import iter_day
-from tests.collectors.test_track_b import HELD, START, WINDOWS, run_track_b
+from tests.collect.test_track_b import HELD, START, WINDOWS, run_track_b
 from tests.support import wait_for
 from tests.support.diskfull import fill, tmpfs
 from tests.support.sim import busiest
