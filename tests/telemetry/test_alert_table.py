@@ -36,7 +36,7 @@ DELIVERY = {
     "cannot_restart": "tests/heal/test_watchdog.py::test_dead_feed_with_a_live_loop_is_caught_quiet_symbol_is_not",
     "oom": "tests/heal/test_watchdog_system.py::test_oom_kill_is_detected_and_reported",
     "daily_summary": "tests/telemetry/test_delivery.py::test_daily_summary_arrives_from_the_watchdog",
-    "backup_manifest_invalid": "tests/hostile/test_retention_hostile.py::test_retention_traversal_names_delete_nothing_outside",
+    "backup_manifest_invalid": "tests/lifecycle/test_retention_hostile.py::test_retention_traversal_names_delete_nothing_outside",
     "credentials_refused": "tests/providers/test_credentials_refused.py::test_refused_secret_ends_track_a_with_exit_3_and_a_critical_alert",
     "universe_fallback": "tests/collect/test_universe_master.py::test_download_fails_last_good_copy_used_and_warning_delivered",
 }

@@ -14,7 +14,7 @@ from observer.core.clock import yyyymmdd
 from observer.lifecycle import layout
 from observer.lifecycle.backup import load_manifest
 from observer.store import paths
-from tests.hostile.lifecycle_env import (
+from tests.lifecycle.hostile_env import (
     EXPIRED,
     OTHER,
     events,
@@ -38,7 +38,7 @@ def assert_reported_and_arrived(root, telegram, day, r):
         assert any(yyyymmdd(day) in m["text"] and "invalid" in m["text"] for m in msgs), [m["text"] for m in msgs]
 
 
-def test_retention_traversal_names_delete_nothing_outside(tmp_path, tree, tg):  # noqa: F811
+def test_retention_traversal_names_delete_nothing_outside(tmp_path, tree, tg):
     """The issue's attack: archives '../../../victim.txt' and an absolute path, hashes recomputed, receipt
     forged to match. main deleted both victims and exited 0."""
     before = receipted_day(tree, EXPIRED)

@@ -22,8 +22,7 @@ from observer.lifecycle import layout
 from observer.lifecycle import pull as pl
 from observer.lifecycle import retention as rt
 from observer.store import paths
-from tests.hostile.lifecycle_env import snapshot
-from tests.lifecycle.conftest import sshd  # noqa: F401  (the real sshd fixture)
+from tests.lifecycle.hostile_env import snapshot
 
 pytestmark = pytest.mark.hostile
 TODAY = date(2026, 3, 20)
@@ -285,7 +284,7 @@ def test_lifecycle_retention_never_leaves_its_root_never_raises(tmp_path_factory
 
 # -- pull -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def sftp_session(sshd, tmp_path_factory):  # noqa: F811
+def sftp_session(sshd, tmp_path_factory):
     base = tmp_path_factory.mktemp("pullprop")
     cfg = pl.PullConfig(host="127.0.0.1", port=sshd.port, user=sshd.user, key_file=str(sshd.user_key),
                         known_hosts=str(sshd.known_hosts), local_dir=str(base / "unused"), pc_id="prop")

@@ -14,8 +14,7 @@ import pytest
 from observer.lifecycle import layout
 from observer.lifecycle.backup import load_manifest, package_day
 from observer.store import paths
-from tests.hostile.lifecycle_env import snapshot
-from tests.lifecycle.conftest import sshd  # noqa: F401  (the real sshd fixture)
+from tests.lifecycle.hostile_env import snapshot
 from tests.lifecycle.test_pull import pull_config
 from tests.support.daygen import make_day
 from tests.support.procs import run_prog
@@ -49,7 +48,7 @@ def pull(tmp: Path, srv, root: Path, local: Path, env=EVENING, **over):
 
 
 @pytest.mark.parametrize("kind", ["relative", "absolute"])
-def test_pull_traversal_and_absolute_names_write_nothing_outside(sshd, two_days, tmp_path, kind):  # noqa: F811
+def test_pull_traversal_and_absolute_names_write_nothing_outside(sshd, two_days, tmp_path, kind):
     root = two_days
     home = tmp_path / "pc"
     local = home / "a" / "backups"
@@ -78,7 +77,7 @@ def test_pull_traversal_and_absolute_names_write_nothing_outside(sshd, two_days,
     assert (paths.backup_dir(root, D2) / layout.RECEIPT).exists(), "the other day is pulled"
 
 
-def test_pull_server_symlinks_refused(sshd, two_days, tmp_path):  # noqa: F811
+def test_pull_server_symlinks_refused(sshd, two_days, tmp_path):
     root = two_days
     secret = tmp_path / "server-secret.bin"
     secret.write_bytes(b"server file outside the backup directory\n" * 100)
@@ -100,7 +99,7 @@ def test_pull_server_symlinks_refused(sshd, two_days, tmp_path):  # noqa: F811
     assert (paths.backup_dir(root, D2) / layout.RECEIPT).exists()
 
 
-def test_pull_never_follows_a_local_symlink(sshd, two_days, tmp_path):  # noqa: F811
+def test_pull_never_follows_a_local_symlink(sshd, two_days, tmp_path):
     root = two_days
     local = tmp_path / "pc"
     victim = tmp_path / "victim.txt"
@@ -122,7 +121,7 @@ MALFORMED = {"list": lambda: b"[]", "files_only": lambda: b'{"files": []}', "not
 
 
 @pytest.mark.parametrize("bad", sorted(MALFORMED))
-def test_pull_one_malformed_manifest_does_not_stop_the_others(sshd, two_days, tmp_path, bad):  # noqa: F811
+def test_pull_one_malformed_manifest_does_not_stop_the_others(sshd, two_days, tmp_path, bad):
     root = two_days
     rewrite(root, D1, MALFORMED[bad]())
     local = tmp_path / "pc"
@@ -134,7 +133,7 @@ def test_pull_one_malformed_manifest_does_not_stop_the_others(sshd, two_days, tm
     assert (local / "20260106" / "receipt.json").exists() and not (local / "20260105" / "receipt.json").exists()
 
 
-def test_pull_late_day_kept_from_its_pull_not_its_date(sshd, tree, tmp_path):  # noqa: F811
+def test_pull_late_day_kept_from_its_pull_not_its_date(sshd, tree, tmp_path):
     """The PC was off for six weeks: the day it pulls now is older than keep_days by its date. main
     deleted it locally in the same run - and the receipt let the server delete it too."""
     make_day(tree, D1, mb=0.2, quality_anomaly=False)
@@ -155,7 +154,7 @@ def test_pull_late_day_kept_from_its_pull_not_its_date(sshd, tree, tmp_path):  #
     assert r.returncode == 0 and not (local / "20260105").exists()
 
 
-def test_pull_local_receipt_unusable_keeps_the_package(sshd, tree, tmp_path):  # noqa: F811
+def test_pull_local_receipt_unusable_keeps_the_package(sshd, tree, tmp_path):
     (tree / "backup").mkdir()  # a server with nothing new to pull
     local = tmp_path / "pc"
     day = local / "20251201"
@@ -168,7 +167,7 @@ def test_pull_local_receipt_unusable_keeps_the_package(sshd, tree, tmp_path):  #
     assert r.returncode == 1 and "20251201: kept" in r.stderr
 
 
-def test_pull_quarantine_cleaned_after_its_keep(sshd, tree, tmp_path):  # noqa: F811
+def test_pull_quarantine_cleaned_after_its_keep(sshd, tree, tmp_path):
     (tree / "backup").mkdir()  # a server with nothing new to pull
     local = tmp_path / "pc"
     q = local / "quarantine"
