@@ -7,6 +7,7 @@ whatever happens. Tests skip only when unshare itself is not permitted.
 from __future__ import annotations
 
 import pytest
+
 from tests.support.systemd_ns import SystemdNamespace, unshare_problem
 
 

@@ -14,6 +14,7 @@ import time
 
 import pytest
 import requests
+
 from tests.support.systemd_ns import REPO, SystemdNamespace, changes, run_install, snapshot_repo, wait_for
 
 pytestmark = pytest.mark.system

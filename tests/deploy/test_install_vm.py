@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from tests.support.systemd_ns import (
     CLOCK_MARKET,
     CLOCK_OUTSIDE,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+
 from tests.support.systemd_ns import REPO
 
 pytestmark = pytest.mark.system

@@ -15,9 +15,9 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from tests.support.daygen import make_day
 
 from observer.core import notify
+from tests.support.daygen import make_day
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -23,9 +23,9 @@ from observer.programs.verify import verify_tree
 from observer.store.store import Store
 from observer.telemetry import alerts
 from observer.telemetry.alerts import Alerter, daily_summary_due, send_daily_summary, summarize_day
-from tests.telemetry.conftest import DAY_START, make_cfg
 from tests.support import wait_for
 from tests.support.fake_telegram import CHAT, SECRETS, TOKEN
+from tests.telemetry.conftest import DAY_START, make_cfg
 
 REPO = Path(__file__).resolve().parents[2]
 

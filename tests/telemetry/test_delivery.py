@@ -21,13 +21,13 @@ from observer.store.reader import iter_day
 from observer.store.store import Store
 from observer.telemetry.alerts import Alerter, summarize_day
 from observer.telemetry.alerts.notifier import ProgramAlerts
-from tests.telemetry.conftest import make_cfg
 from tests.collect.test_track_b import START, WINDOWS, recorded_trades, run_track_b
 from tests.support import arrived, wait_for
 from tests.support.diskfull import fill, tmpfs
 from tests.support.fake_telegram import CHAT, SECRETS, TOKEN, FakeTelegram
 from tests.support.sim import busiest
 from tests.support.simenv import SimEnv
+from tests.telemetry.conftest import make_cfg
 
 
 def _with_telegram(env: SimEnv) -> None:

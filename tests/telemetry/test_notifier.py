@@ -12,9 +12,9 @@ from observer.store import paths
 from observer.store.reader import read_file
 from observer.store.store import Store
 from observer.telemetry.alerts import KEY_BACKUP, KEY_STORE_ERROR, SEND_NOW_S, ProgramAlerts
-from tests.telemetry.conftest import DAY_START, make_cfg
 from tests.support import wait_for
 from tests.support.fake_telegram import SECRETS, TOKEN
+from tests.telemetry.conftest import DAY_START, make_cfg
 
 
 @pytest.fixture

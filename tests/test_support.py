@@ -10,7 +10,7 @@ import pytest
 
 from tests.support import WaitTimeout, wait_for
 
-TESTS = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 # names the copies had before they were folded into tests/support
 POLLERS = {"wait_for", "_wait", "wait_until", "arrived", "_arrived"}
 
