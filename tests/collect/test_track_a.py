@@ -15,6 +15,8 @@ from observer.store.reader import iter_day
 from observer.store.state import read_json
 from tests.support.simenv import SimEnv
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def env(tmp_path):

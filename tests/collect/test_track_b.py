@@ -20,6 +20,8 @@ from tests.support.diskfull import fill, tmpfs
 from tests.support.sim import busiest
 from tests.support.simenv import SimEnv
 
+pytestmark = pytest.mark.e2e
+
 HELD = 4
 BIN = Path(__file__).resolve().parents[2] / "bin"
 

@@ -3,6 +3,7 @@ emits meanwhile (store_error, the store_full recording event, gap markers) wait 
 the events file once space returns, byte for byte as they were kept: their own times, marked deferred."""
 
 import orjson
+import pytest
 
 from observer.programs.verify import verify_tree
 from observer.store.reader import iter_day
@@ -11,6 +12,8 @@ from tests.support import wait_for
 from tests.support.diskfull import fill, tmpfs
 from tests.support.sim import busiest
 from tests.support.simenv import SimEnv
+
+pytestmark = pytest.mark.integration
 
 
 def test_track_b_events_of_a_full_disk_reach_the_tree(tmp_path):

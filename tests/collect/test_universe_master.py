@@ -17,6 +17,8 @@ from observer.telemetry.alerts import Alerter
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.simenv import SimEnv
 
+pytestmark = pytest.mark.e2e
+
 TG_TOKEN = "7123456789:AAHk3xQ-fakeTokenForTests_0123456789"
 
 

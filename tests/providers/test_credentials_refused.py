@@ -23,6 +23,8 @@ from observer.providers.kis.auth import KisAuth, key_hash
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.progenv import BIN, PY, Env
 
+pytestmark = pytest.mark.hostile
+
 APP_KEY = "PStestappkey000001"
 GOOD_SECRET = "the-right-secret-0000000001"
 WRONG_SECRET = "testsecret-0000000001"  # what Env writes into secrets.env

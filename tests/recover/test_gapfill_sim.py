@@ -36,6 +36,8 @@ from tests.support.scenario import (
     warm_token,
 )
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / "bin"
 

@@ -14,6 +14,8 @@ from observer.store.writer import Durability
 from tests.support import wait_for
 from tests.support.diskfull import fill, tmpfs
 
+pytestmark = pytest.mark.integration
+
 T0 = 1_795_000_000_000_000_000
 
 

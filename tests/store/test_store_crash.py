@@ -9,10 +9,13 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from observer.programs.verify import verify_tree
 from observer.store.writer import JsonlWriter
 from tests.store.crash_writer import record
+
+pytestmark = pytest.mark.integration
 
 TRIALS = 50
 

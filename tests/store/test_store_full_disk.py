@@ -10,6 +10,8 @@ from observer.store.writer import Durability, JsonlWriter, StoreError, StoreFull
 from tests.store.crash_writer import record
 from tests.support.diskfull import tmpfs
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def small_disk(tmp_path):

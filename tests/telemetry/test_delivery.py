@@ -12,6 +12,8 @@ import sys
 import time
 from datetime import datetime
 
+import pytest
+
 from observer.collect.track_a import TrackA
 from observer.core.calendar import calendar_from_config
 from observer.core.clock import KST, ManualClock
@@ -28,6 +30,8 @@ from tests.support.fake_telegram import CHAT, SECRETS, TOKEN, FakeTelegram
 from tests.support.sim import busiest
 from tests.support.simenv import SimEnv
 from tests.telemetry.conftest import make_cfg
+
+pytestmark = pytest.mark.e2e
 
 
 def _with_telegram(env: SimEnv) -> None:
