@@ -5,7 +5,7 @@
 #
 # The validation conditions below use a deliberately small set of functions (can, try, cidrhost,
 # cidrsubnet, split, tonumber, strcontains, regex, contains, trimspace, length): the tests evaluate
-# them in Python (tests/terraform/test_terraform.py) and refuse any function they do not model.
+# them in Python (tests/deploy/test_terraform.py) and refuse any function they do not model.
 
 variable "subscription_id" {
   description = "Azure subscription to deploy into. null = take it from ARM_SUBSCRIPTION_ID (azurerm 4.x needs one of the two)."

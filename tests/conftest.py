@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fake_telegram import TOKEN, FakeTelegram
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
 
@@ -24,6 +26,14 @@ def tree(tmp_path) -> Path:
     d = tmp_path / "data"
     d.mkdir()
     return d
+
+
+@pytest.fixture
+def tg():
+    """The local fake Telegram Bot API (tests/support/fake_telegram.py), answering for TOKEN."""
+    f = FakeTelegram(TOKEN)
+    yield f
+    f.stop()
 
 
 def pytest_report_header(config):

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from observer.lifecycle.backup import BackupOptions, package_day  # noqa: E402
 from observer.store import paths  # noqa: E402
-from tests.lifecycle.gen import make_day  # noqa: E402
+from tests.support.daygen import make_day  # noqa: E402
 
 DAY = date(2026, 1, 5)
 

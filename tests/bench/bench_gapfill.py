@@ -28,8 +28,8 @@ from observer.core.clock import NS  # noqa: E402
 from observer.providers.base import get_provider  # noqa: E402
 from observer.recover.gapfill import GapFiller  # noqa: E402
 from observer.store.replay import merged_trades  # noqa: E402
-from tests.collectors.simenv import SimEnv  # noqa: E402
 from tests.support.pager_oracle import ROWS, oracle_calls  # noqa: E402
+from tests.support.simenv import SimEnv  # noqa: E402
 
 
 def main():

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from observer.lifecycle import layout  # noqa: E402
 from observer.lifecycle import pull as pl  # noqa: E402
 from observer.lifecycle.backup import package_day  # noqa: E402
-from tests.lifecycle.gen import make_day  # noqa: E402
-from tests.lifecycle.sshd import SshServer  # noqa: E402
+from tests.support.daygen import make_day  # noqa: E402
+from tests.support.sshd import SshServer  # noqa: E402
 
 DAY = date(2026, 1, 5)
 

@@ -14,8 +14,10 @@ from observer.providers.base import get_provider
 from observer.providers.kis import master
 from observer.store import paths
 from observer.telemetry.alerts import Alerter
-from tests.alerts.fake_telegram import FakeTelegram
-from tests.collectors.simenv import SimEnv
+from tests.support.fake_telegram import FakeTelegram
+from tests.support.simenv import SimEnv
+
+pytestmark = pytest.mark.e2e
 
 TG_TOKEN = "7123456789:AAHk3xQ-fakeTokenForTests_0123456789"
 
@@ -143,7 +145,7 @@ def test_corrupt_kept_copy_is_not_a_good_copy(env):
 
 
 def test_preflight_creates_the_universe_with_no_symbols_file(tmp_path):
-    from tests.heal.conftest import Env, checks, report
+    from tests.support.progenv import Env, checks, report
 
     env = Env(tmp_path, cfg={"universe": {"candidates_file": ""}})
     try:

@@ -17,11 +17,11 @@ from observer.heal.expected import expected_symbols, previous_day_slots
 from observer.heal.watchdog import Watchdog
 from observer.store import paths
 from observer.store.reader import iter_day
-from tests.collectors.simenv import SimEnv
-from tests.heal.conftest import toml_dump
-from tests.recover.scenario import gap_fill, merged_keys, truth_by_symbol
 from tests.support import wait_for
+from tests.support.progenv import toml_dump
+from tests.support.scenario import gap_fill, merged_keys, truth_by_symbol
 from tests.support.sim import busiest, sim_config
+from tests.support.simenv import SimEnv
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / "bin"

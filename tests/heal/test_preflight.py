@@ -14,9 +14,8 @@ import pytest
 
 from observer.core.clock import parse_clock_spec
 from observer.providers.kis.auth import KisAuth
-from tests.diskfull import fill, tmpfs
-
-from .conftest import BIN, PY, REPO, Env, checks, make_venv, report
+from tests.support.diskfull import fill, tmpfs
+from tests.support.progenv import BIN, PY, REPO, Env, checks, make_venv, report
 
 
 def test_healthy_day_passes_with_every_check(env: Env):

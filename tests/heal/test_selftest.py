@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from observer.core import selftest
-
-from .conftest import PY, REPO, Env, checks, make_venv, report
+from tests.support.progenv import PY, REPO, Env, checks, make_venv, report
 
 LIB = REPO / "lib" / "observer"
 

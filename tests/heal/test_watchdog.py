@@ -8,11 +8,10 @@ import time
 
 import orjson
 
-from tests.alerts.fake_telegram import FakeTelegram
-from tests.diskfull import tmpfs
 from tests.support import arrived, wait_for
-
-from .conftest import BIN, PY, Env
+from tests.support.diskfull import tmpfs
+from tests.support.fake_telegram import FakeTelegram
+from tests.support.progenv import BIN, PY, Env
 
 TG_TOKEN = "123456:test-token"   # Env's secrets file
 
@@ -77,7 +76,7 @@ def test_backup_missing_and_disk_pressure(tmp_path):
 
 def test_flapping_websocket_is_reported_and_alerted(tmp_path):
     """The incident's "no close frame" drops every few seconds: the streamer heals each one itself
-    (tests/collectors), and the watchdog sees the pattern in the reconnect events and alerts: flapping
+    (tests/collect), and the watchdog sees the pattern in the reconnect events and alerts: flapping
     and the day's reconnects (> watchdog.reconnects_per_day, 20 by design, 3 here) both arrive."""
     tg = FakeTelegram(TG_TOKEN)
     env = Env(tmp_path, start="09:40:00", cfg={"watchdog": {"track_a": False, "start_grace_s": 0, "no_data_s": 600, "disk_alert_pct": 100,

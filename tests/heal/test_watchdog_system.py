@@ -1,4 +1,4 @@
-"""The watchdog against real systemd (design §6, tests/system/harness.py): the repository's own units
+"""The watchdog against real systemd (design §6, tests/support/systemd_ns.py): the repository's own units
 (observer-track-b@.service with its Restart=/StartLimit/MemoryMax/WatchdogSec, the restart broker
 observer-unitctl.path + .service) with a drop-in that runs the repo's code; the real observer-track-b
 streaming from the simulator; the real observer-watchdog inside the namespace.
@@ -17,11 +17,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.alerts.fake_telegram import FakeTelegram
-from tests.support import arrived
-from tests.system import harness
-
-from .conftest import REPO, Env, toml_dump
+from tests.support import arrived, systemd_ns
+from tests.support.fake_telegram import FakeTelegram
+from tests.support.progenv import REPO, Env, toml_dump
 
 pytestmark = pytest.mark.system
 PY = str(REPO / ".venv" / "bin" / "python")
@@ -45,17 +43,17 @@ def alerting(env: Env, tg: FakeTelegram) -> Env:
 
 @pytest.fixture
 def ns():
-    problem = harness.unshare_problem()
+    problem = systemd_ns.unshare_problem()
     if problem:
         pytest.skip(problem)
     # basic.target: our units are started by hand; multi-user.target would also start whatever the
     # host has installed (a host PostgreSQL never finishes starting in the namespace)
-    boot = harness.BOOT_SH
-    harness.BOOT_SH = boot.replace("--unit=multi-user.target", "--unit=basic.target")
+    boot = systemd_ns.BOOT_SH
+    systemd_ns.BOOT_SH = boot.replace("--unit=multi-user.target", "--unit=basic.target")
     try:
-        n = harness.SystemdNamespace.boot()
+        n = systemd_ns.SystemdNamespace.boot()
     finally:
-        harness.BOOT_SH = boot
+        systemd_ns.BOOT_SH = boot
     yield n
     n.close()
 
@@ -122,7 +120,7 @@ def test_frozen_streamer_is_restarted_through_the_broker(ns, tmp_path, tg):
         quiet = next(u["symbol"] for u in env.universe if not u["active"])  # never trades: a quiet symbol
         install(ns, env, active + [quiet])
         ns.run("systemctl", "start", UNIT, check=True)  # Type=notify: returns once READY
-        harness.wait_for(lambda: (heartbeat(ns) or {}).get("phase") == "recording"
+        systemd_ns.wait_for(lambda: (heartbeat(ns) or {}).get("phase") == "recording"
                          and (heartbeat(ns) or {}).get("trades", 0) > 0, 60, "track-b to record trades")
         # healthy, one symbol silent all along: not a dead collector
         r = watchdog(ns, env)
@@ -130,13 +128,13 @@ def test_frozen_streamer_is_restarted_through_the_broker(ns, tmp_path, tg):
         assert "restart" not in r.stdout
         pid = ns.show(UNIT, "MainPID")["MainPID"]
         ns.run("kill", "-STOP", pid, check=True)
-        harness.wait_for(lambda: time.time_ns() - heartbeat(ns)["wall_ns"] > 3.5e9, 30, "the heartbeat to go stale")
+        systemd_ns.wait_for(lambda: time.time_ns() - heartbeat(ns)["wall_ns"] > 3.5e9, 30, "the heartbeat to go stale")
         r = watchdog(ns, env)
         assert r.returncode == 1, r.stdout + r.stderr
         assert f"restart {UNIT}: heartbeat" in r.stdout and "the main loop is stuck" in r.stdout
         arrived(tg, f"ERROR · restart:{UNIT}", f"restarted {UNIT}: heartbeat", "the main loop is stuck")
         # the broker carries the request out: a new main process, running
-        harness.wait_for(lambda: (lambda s: s["ActiveState"] == "active" and s["MainPID"] not in ("0", pid))(
+        systemd_ns.wait_for(lambda: (lambda s: s["ActiveState"] == "active" and s["MainPID"] not in ("0", pid))(
             ns.show(UNIT, "ActiveState", "MainPID")), 60, "systemd to restart the unit")
         ev = events(ns, "kis", "restart")
         assert len(ev) == 1
@@ -145,7 +143,7 @@ def test_frozen_streamer_is_restarted_through_the_broker(ns, tmp_path, tg):
         broker = ns.run("journalctl", "-u", "observer-unitctl.service", "--no-pager", "-o", "cat").stdout
         assert f"restart {UNIT}: queued" in broker
         assert not list((tree(ns) / "state" / "unitctl").glob("*"))  # the request was consumed
-        harness.wait_for(lambda: str((heartbeat(ns) or {}).get("pid")) == ns.show(UNIT, "MainPID")["MainPID"]
+        systemd_ns.wait_for(lambda: str((heartbeat(ns) or {}).get("pid")) == ns.show(UNIT, "MainPID")["MainPID"]
                          and heartbeat(ns).get("phase") == "recording", 60, "the new process to record")
     finally:
         env.close()
@@ -218,14 +216,14 @@ def test_streamer_past_memory_max_is_killed_and_restarted(ns, tmp_path):
         install(ns, env, active, f"Environment=OBSERVER_TEST_FAULTS={FAULTS}\nMemoryHigh=infinity\nMemoryMax=200M\n"
                                  "MemorySwapMax=0\nRestartSec=200ms\n")
         ns.run("systemctl", "start", UNIT, check=True)
-        harness.wait_for(lambda: (heartbeat(ns) or {}).get("trades", 0) > 0, 60, "track-b to record trades")
+        systemd_ns.wait_for(lambda: (heartbeat(ns) or {}).get("trades", 0) > 0, 60, "track-b to record trades")
         pid = ns.show(UNIT, "MainPID")["MainPID"]
         write(ns, f"{FAULTS}/leak_mb_per_s", "40\n")
-        harness.wait_for(lambda: (lambda s: s["ActiveState"] == "active" and s["MainPID"] not in ("0", pid)
+        systemd_ns.wait_for(lambda: (lambda s: s["ActiveState"] == "active" and s["MainPID"] not in ("0", pid)
                                   and int(s["NRestarts"]) >= 1)(ns.show(UNIT, "ActiveState", "MainPID", "NRestarts")),
                          90, "the OOM-killed streamer to be restarted")
         new_pid = ns.show(UNIT, "MainPID")["MainPID"]
-        harness.wait_for(lambda: str((heartbeat(ns) or {}).get("pid")) == new_pid
+        systemd_ns.wait_for(lambda: str((heartbeat(ns) or {}).get("pid")) == new_pid
                          and (heartbeat(ns) or {}).get("trades", 0) > 0, 60, "the restarted streamer to record")
         log = ns.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat").stdout
         assert "test fault: leaking memory" in log

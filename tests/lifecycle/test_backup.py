@@ -15,9 +15,9 @@ from observer.lifecycle import layout
 from observer.lifecycle.backup import BackupOptions, load_manifest, package_day, verify_package
 from observer.store import paths
 from observer.store.reader import read_file
-from tests.lifecycle.conftest import kill9, run_prog, start_prog
-from tests.lifecycle.gen import make_day
 from tests.support import wait_for
+from tests.support.daygen import make_day
+from tests.support.procs import kill9, run_prog, start_prog
 
 DAY = date(2026, 1, 5)
 

@@ -16,10 +16,10 @@ from observer.lifecycle.backup import load_manifest, package_day
 from observer.lifecycle.retention import receipt_status
 from observer.store import paths
 from observer.store.reader import read_file
-from tests.lifecycle.conftest import kill9, run_prog, start_prog
-from tests.lifecycle.gen import make_day
-from tests.lifecycle.sshd import SshServer, keygen
 from tests.support import wait_for
+from tests.support.daygen import make_day
+from tests.support.procs import kill9, run_prog, start_prog
+from tests.support.sshd import SshServer, keygen
 
 pytestmark = pytest.mark.sshd
 DAY = date(2026, 1, 5)

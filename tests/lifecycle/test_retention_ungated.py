@@ -19,8 +19,8 @@ from observer.store import paths
 from observer.store.reader import read_file
 from observer.store.state import write_json_atomic
 from observer.telemetry.metrics import MetricsWriter
-from tests.lifecycle.conftest import run_prog
 from tests.lifecycle.test_retention import day_paths, receipt, small_day
+from tests.support.procs import run_prog
 
 TODAY = date(2026, 3, 20)
 NOW = {"OBSERVER_CLOCK": "2026-03-20T22:00:00+09:00"}

@@ -23,7 +23,8 @@ from observer.programs.verify import verify_tree
 from observer.recover.audit import build_quality, write_quality
 from observer.recover.gapfill import checkpoint_path
 from observer.store.reader import day_files, iter_day, read_file
-from tests.recover.scenario import (
+from tests.support import wait_for
+from tests.support.scenario import (
     copy_tree,
     gap_fill,
     merged_keys,
@@ -34,7 +35,8 @@ from tests.recover.scenario import (
     truth_keys,
     warm_token,
 )
-from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / "bin"

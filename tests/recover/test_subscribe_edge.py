@@ -14,10 +14,10 @@ from observer.providers.base import get_provider
 from observer.recover.audit import _pct, build_quality
 from observer.store.markers import SUBSCRIBING, UNSUBSCRIBING
 from observer.store.reader import iter_day
-from tests.collectors.simenv import SimEnv
-from tests.recover.scenario import gap_fill
 from tests.support import wait_for
+from tests.support.scenario import gap_fill
 from tests.support.sim import busiest
+from tests.support.simenv import SimEnv
 
 
 def _holdings(evs: list[dict], end_ns: int) -> dict[str, list[tuple[int, int]]]:

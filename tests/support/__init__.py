@@ -1,5 +1,5 @@
 """Helpers every part of the test tree shares: one way to wait on a condition, one way to wait for an
-alert at the fake Telegram server (tests/alerts/fake_telegram.py). Simulator fixtures: tests.support.sim."""
+alert at the fake Telegram server (tests/support/fake_telegram.py). Simulator fixtures: tests.support.sim."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tests.alerts.fake_telegram import FakeTelegram
+    from tests.support.fake_telegram import FakeTelegram
 
 
 class WaitTimeout(AssertionError, TimeoutError):

@@ -1,6 +1,6 @@
 """The oracle pager: the fewest REST calls any pager could make to back-fill a hole through a paging API
 that returns the newest ROWS trades at or before a whole second (the measure bench_gapfill compares the
-gap-filler against; tests/unit/test_gapfill_oracle.py checks it)."""
+gap-filler against; tests/test_gapfill_oracle.py checks it)."""
 
 ROWS = 30
 

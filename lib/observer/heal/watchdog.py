@@ -222,6 +222,54 @@ def error_text(entries: list[dict]) -> tuple[str, list[str]]:
     return last_error_line("\n".join(lines)), lines[-8:]
 
 
+def in_start_grace(since_window: float, since_start: float | None, since_restart: float | None, speed: float,
+                   grace: float) -> bool:
+    """Too early to judge a collector: its window, its unit's start (systemd's ActiveEnterTimestamp) or the
+    watchdog's last restart of it is less than `grace` market seconds ago (the real ones scaled by speed)."""
+    ages = [since_window] + [x * speed for x in (since_start, since_restart) if x is not None]
+    return min(ages) < grace
+
+
+def restart_cause(c: Collector, show: dict, hb: dict | None, hb_age: float | None, stale_s: float, data_age: float,
+                  newest: str | None) -> tuple[str, str] | None:
+    """Why a collector inside its window needs a restart, as (cause, reason), or None: its unit is not
+    running (only known under systemd: `show` empty otherwise), its heartbeat is missing or older than
+    stale_s (the loop is stuck), or its partition had no new record for no_data_s market seconds while
+    the heartbeat is fresh (the feed is dead)."""
+    active = show.get("ActiveState") if show else None
+    if active is not None and active not in ("active", "reloading", "activating"):
+        return "not_running", (f"{c.unit} is {active}/{show.get('SubState')} inside its window "
+                               f"({c.window[0]}-{c.window[1]})")
+    if hb_age is None or hb_age > stale_s:
+        return "heartbeat_stale", (f"no heartbeat from {c.name}" if hb_age is None else
+                                   f"heartbeat {hb_age:.0f} s old (> {stale_s:g} s): the main loop is stuck "
+                                   f"(pid {hb.get('pid')}, phase {hb.get('phase')})")
+    if data_age > c.no_data_s:
+        return "no_data", (f"no new {c.partition} record for {data_age:.0f} market s (> {c.no_data_s:g} s) while the "
+                           f"market is open; newest file {newest or 'none today'}; heartbeat fresh ({hb_age:.0f} s): "
+                           f"the feed is dead")
+    return None
+
+
+def crash_loop(fails: list[dict], entries: list[dict], show: dict, now: float, k: int,
+               m_s: float) -> tuple[bool, list[dict], bool]:
+    """(in a crash loop, the unit's failures of the last m_s seconds, systemd's start limit hit): K real
+    failures in M minutes, or the start limit, which systemd 252 shows only as the "Start request repeated
+    too quickly" line while keeping the last run's Result."""
+    real_fails = [f for f in fails if f["result"] != "start-limit-hit" and f["us"] / 1e6 > now - m_s]
+    limit_hit = show.get("Result") == "start-limit-hit" or (show.get("ActiveState") == "failed" and (
+        any(f["result"] == "start-limit-hit" for f in fails)
+        or any(_is_systemd(e) and "repeated too quickly" in _msg(e) for e in entries)))
+    return len(real_fails) >= k or limit_hit, real_fails, limit_hit
+
+
+def restarts_exhausted(restarts: list[float], now: float, k: int, m_s: float) -> tuple[bool, list[float]]:
+    """(the watchdog's own restarts give up, its restarts of the last m_s seconds): K of them in M minutes
+    and the collector still needs one, so restarting does not help."""
+    recent = [t for t in restarts if now - t < m_s]
+    return len(recent) >= k, recent
+
+
 # ---------------------------------------------------------------------------------------------------
 # the watchdog
 # ---------------------------------------------------------------------------------------------------
@@ -374,29 +422,16 @@ class Watchdog:
         real_now = time.time()
         since_start = self._since_active(show, real_now) if show else None
         since_restart = real_now - us["restarts"][-1] if us["restarts"] else None
-        ages = [since_window] + [x * speed for x in (since_start, since_restart) if x is not None]
-        if min(ages) < grace:
+        if in_start_grace(since_window, since_start, since_restart, speed, grace):
             return out
         hb = read_json(paths.heartbeat_file(self.root, c.name))
         hb_age = (time.time_ns() - int(hb["wall_ns"])) / NS if hb and "wall_ns" in hb else None
         data_age, newest = self._data_age(c, now_kst, start, speed)
-        active = show.get("ActiveState") if show else None
-        cause = reason = None
         stale_s = float(self.w.heartbeat_stale_s)
-        if active is not None and active not in ("active", "reloading", "activating"):
-            cause, reason = "not_running", (f"{c.unit} is {active}/{show.get('SubState')} inside its window "
-                                            f"({c.window})")
-        elif hb_age is None or hb_age > stale_s:
-            cause = "heartbeat_stale"
-            reason = (f"no heartbeat from {c.name}" if hb_age is None else
-                      f"heartbeat {hb_age:.0f} s old (> {stale_s:g} s): the main loop is stuck "
-                      f"(pid {hb.get('pid')}, phase {hb.get('phase')})")
-        elif data_age > c.no_data_s:
-            cause = "no_data"
-            reason = (f"no new {c.partition} record for {data_age:.0f} market s (> {c.no_data_s:g} s) while the market "
-                      f"is open; newest file {newest or 'none today'}; heartbeat fresh ({hb_age:.0f} s): the feed is dead")
-        if cause is None:
+        verdict = restart_cause(c, show, hb, hb_age, stale_s, data_age, newest)
+        if verdict is None:
             return out
+        cause, reason = verdict
         out.append(self._restart(c, cause, reason, hb, hb_age, data_age, show, us, day))
         return out
 
@@ -436,8 +471,8 @@ class Watchdog:
         k = int(self.w.crash_loop_restarts)
         m_s = float(self.w.crash_loop_minutes) * 60
         now = time.time()
-        recent = [t for t in us["restarts"] if now - t < m_s]
-        if len(recent) >= k:
+        exhausted, recent = restarts_exhausted(us["restarts"], now, k, m_s)
+        if exhausted:
             text = (f"{c.unit}: the watchdog restarted it {len(recent)} times in {m_s / 60:g} min and it is still "
                     f"failing ({reason}); restarting does not help: giving up for today")
             if not self.dry_run:
@@ -494,12 +529,8 @@ class Watchdog:
             out.append(self._say(Finding("unit_failure", c.unit, text, True, {"result": f["result"]})))
         if fails and not self.dry_run:
             us["seen_us"] = max(us.get("seen_us", 0), fails[-1]["us"])
-        real_fails = [f for f in fails if f["result"] != "start-limit-hit" and f["us"] / 1e6 > now - m_s]
-        # systemd 252 logs "Start request repeated too quickly" and keeps the last run's Result
-        limit_hit = show.get("Result") == "start-limit-hit" or (show.get("ActiveState") == "failed" and (
-            any(f["result"] == "start-limit-hit" for f in fails)
-            or any(_is_systemd(e) and "repeated too quickly" in _msg(e) for e in entries)))
-        if (len(real_fails) >= k or limit_hit) and us.get("gave_up") != day:
+        looping, real_fails, limit_hit = crash_loop(fails, entries, show, now, k, m_s)
+        if looping and us.get("gave_up") != day:
             line, tail = err()
             results = Counter("oom-kill" if is_oom(f, show.get("MemoryMax")) else f["result"] for f in real_fails)
             res_txt = ", ".join(f"{RESULT_TEXT.get(r, r)} ×{n}" for r, n in results.most_common()) or show.get("Result", "")

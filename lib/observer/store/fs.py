@@ -1,6 +1,6 @@
 """File-system primitives for the data tree: every directory, file, rename, lock and deletion below
 data_dir is made here (or by writer.py and state.py, built on these), so modes, fsyncs and locking
-follow one set of rules. tests/unit/test_tree_ownership.py keeps the rest of lib/observer from
+follow one set of rules. tests/test_tree_ownership.py keeps the rest of lib/observer from
 touching the tree directly.
 
 Modes: files 0640, directories 0750; PRIVATE_MODE (0600) for files that hold a secret or a

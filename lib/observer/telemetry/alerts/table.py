@@ -1,7 +1,7 @@
 """The alert table: every alert key a program raises, its severity, its condition, who raises it and
 whether a WARNING of it is sent to Telegram by default (docs/alerts.md). The single source: programs
 raise alerts only under the KEY_* constants below, `alerts.warning_keys`'s default is derived from
-the `routed` column, and tests/alerts/test_alert_table.py fails when a program raises a key this
+the `routed` column, and tests/telemetry/test_alert_table.py fails when a program raises a key this
 table does not know or the table lists a key no program raises.
 
 Importing it (and the observer.telemetry.alerts package around it) never imports telegram: collectors use it freely.
