@@ -239,7 +239,7 @@ def restart_cause(c: Collector, show: dict, hb: dict | None, hb_age: float | Non
     active = show.get("ActiveState") if show else None
     if active is not None and active not in ("active", "reloading", "activating"):
         return "not_running", (f"{c.unit} is {active}/{show.get('SubState')} inside its window "
-                               f"({c.window[0]}-{c.window[1]})")
+                               f"({c.window})")
     if hb_age is None or hb_age > stale_s:
         return "heartbeat_stale", (f"no heartbeat from {c.name}" if hb_age is None else
                                    f"heartbeat {hb_age:.0f} s old (> {stale_s:g} s): the main loop is stuck "
