@@ -71,7 +71,8 @@ def pykis_python() -> str:
                 pytest.skip(f"PyPI unreachable, python-kis {PYKIS_VERSION} not installed: {tail}")
             pytest.fail(f"pip install python-kis=={PYKIS_VERSION} failed: {out[-3000:]}")
         (build / "ready").write_text(PYKIS_VERSION + "\n")
-        shutil.rmtree(venv, ignore_errors=True)  # a broken earlier copy
+        if venv.exists() and not _usable(venv):  # a broken earlier copy (not one another run just finished)
+            shutil.rmtree(venv, ignore_errors=True)
         try:
             build.rename(venv)
         except OSError:  # another run finished first: use its copy
