@@ -15,6 +15,8 @@ TR = {
     "inquire-time-itemconclusion": "FHPST01060000",
     "inquire-time-itemchartprice": "FHKST03010200",
     "inquire-daily-price": "FHKST01010400",
+    "inquire-daily-itemchartprice": "FHKST03010100",
+    "search-info": "CTPF1604R",
     "volume-rank": "FHPST01710000",
 }
 

@@ -1,11 +1,14 @@
 """KIS REST of the simulator with a real HTTP client: auth, envelopes, limits, consistency with ground truth."""
 
+import io
 import json
 import time
+import zipfile
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from observer.sim.market import hhmmss
+from observer.sim.master import MEMBER, ZIP_NAME
 from tests.support import wait_for
 
 from .kis import Rest, read_jsonl
@@ -183,3 +186,61 @@ def test_before_the_open_prices_are_the_previous_close(make_sim):
     assert out["acml_vol"] == "0" and out["stck_prpr"] == str(info.prev_close) == out["stck_sdpr"]
     assert out["stck_mxpr"] == str(info.upper) and out["stck_llam"] == str(info.lower)
     assert c.conclusions(code, "090500")["output2"] == []
+
+
+def test_period_chart_windows_pages_and_periods(make_sim):
+    sim = make_sim(start="09:20", speed=1)
+    c = Rest(sim.rest_url)
+    c.issue()
+    code = _active(sim, 2)
+
+    def chart(d1, d2, period="D", iscd=code):
+        return c.get("inquire-daily-itemchartprice", FID_COND_MRKT_DIV_CODE="J", FID_INPUT_ISCD=iscd,
+                     FID_INPUT_DATE_1=d1, FID_INPUT_DATE_2=d2, FID_PERIOD_DIV_CODE=period,
+                     FID_ORG_ADJ_PRC="1").json()
+
+    daily = c.get("inquire-daily-price", FID_COND_MRKT_DIV_CODE="J", FID_INPUT_ISCD=code, FID_PERIOD_DIV_CODE="D",
+                  FID_ORG_ADJ_PRC="0").json()["output"]
+    body = chart("00000101", "20260316")  # no lower bound: the newest 100 rows
+    rows = body["output2"]
+    assert body["rt_cd"] == "0" and body["output1"]["stck_shrn_iscd"] == code
+    assert len(rows) == 100 and rows[0]["stck_bsop_date"] == "20260316"
+    assert [r["stck_bsop_date"] for r in rows] == sorted((r["stck_bsop_date"] for r in rows), reverse=True)
+    keys = ("stck_bsop_date", "stck_oprc", "stck_hgpr", "stck_lwpr", "stck_clpr", "acml_vol", "prdy_vrss",
+            "prdy_vrss_sign")
+    # the same history as FHKST01010400 (today's bar aside: it grows between the two calls)
+    assert [{k: r[k] for k in keys} for r in rows[1:30]] == [{k: d[k] for k in keys} for d in daily[1:30]]
+    # paging back: the next page ends the day before the oldest row, and a window bounds both ends
+    older = chart("00000101", rows[-1]["stck_bsop_date"])["output2"]
+    assert older[0] == rows[-1] and len(older) == 100
+    window = chart("20260302", "20260306")["output2"]
+    assert [r["stck_bsop_date"] for r in window] == ["20260306", "20260305", "20260304", "20260303", "20260302"]
+    assert chart("20260314", "20260315")["output2"] == []  # a weekend
+    weeks = chart("20260223", "20260316", "W")["output2"]
+    assert [r["stck_bsop_date"] for r in weeks] == ["20260316", "20260313", "20260306", "20260227"]
+    assert weeks[1]["acml_vol"] == str(sum(int(r["acml_vol"]) for r in rows if "20260309" <= r["stck_bsop_date"]
+                                           <= "20260313"))
+    years = chart("00000101", "20260316", "Y")["output2"]
+    assert [r["stck_bsop_date"][:4] for r in years] == ["2026", "2025"]
+    for bad in (chart("2026031", "20260316"), chart("20260301", "20260316", "X"),
+                chart("20260301", "20260316", iscd="999999")):
+        assert bad["rt_cd"] == "1"
+
+
+def test_search_info_names_the_listing(make_sim):
+    sim = make_sim(start="09:20", speed=1)
+    c = Rest(sim.rest_url)
+    c.issue()
+    info = sim.universe.by_code["000660"]
+    out = c.get("search-info", PDNO="000660", PRDT_TYPE_CD="300").json()
+    assert out["rt_cd"] == "0"
+    o = out["output"]
+    assert (o["pdno"], o["shtn_pdno"], o["prdt_type_cd"], o["prdt_abrv_name"], o["prdt_name120"]) == \
+        ("000660", "000660", "300", info.name, info.name)
+    # the standard code the master file lists for it (code 9 chars, then the standard code 12)
+    zipped = c.s.get(sim.rest_url + "/common/master/" + ZIP_NAME[info.market], timeout=10)
+    with zipfile.ZipFile(io.BytesIO(zipped.content)) as zf:
+        lines = zf.read(MEMBER[info.market]).splitlines()
+    assert next(ln[9:21] for ln in lines if ln.startswith(b"000660")).decode().strip() == o["std_pdno"]
+    assert c.get("search-info", PDNO="999999", PRDT_TYPE_CD="300").json()["msg_cd"] == "SIM00002"
+    assert c.get("search-info", PDNO="000660", PRDT_TYPE_CD="512").json()["msg_cd"] == "SIM00003"

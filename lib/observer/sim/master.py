@@ -46,6 +46,11 @@ _EXTRAS = [("모의ETF{n}", {"grp": "EF", "etp": "2"}), ("모의ETN{n}", {"grp":
 EXTRA_TYPES = ("etf", "etn", "spac", "preferred", "reit")
 
 
+def standard_code(code: str) -> str:
+    """The simulator's 12-character standard code of a short code (KR7-shaped; its check digit is not ISIN's)."""
+    return f"KR7{code}00{code[-1]}"[:12]
+
+
 def encode_record(code: str, name: str, market: str, fields: dict) -> bytes:
     """One line (with its LF) of `market`'s master file."""
     defaults = {"grp": "ST", "cap_size": "0", "etp": "0", "pref": "0", "warning": "00", "lock": "00",
@@ -56,8 +61,7 @@ def encode_record(code: str, name: str, market: str, fields: dict) -> bytes:
         if len(v) > w:
             raise ValueError(f"{f}={v!r} is wider than {w}")
         tail.append(v.rjust(w, "0") if v.isdigit() and w > 1 else v.ljust(w))
-    std = f"KR7{code}00{code[-1]}"[:12]
-    return code.ljust(9).encode() + std.ljust(12).encode() + name.encode("cp949") + "".join(tail).encode() + b"\n"
+    return code.ljust(9).encode() + standard_code(code).ljust(12).encode() + name.encode("cp949") + "".join(tail).encode() + b"\n"
 
 
 class Masters:

@@ -22,12 +22,14 @@ from observer.sim.market import (
     sign_code,
     tick_size,
 )
+from observer.sim.master import standard_code
 
 if TYPE_CHECKING:
     from observer.sim.interfaces import MarketView
 
 OK = {"rt_cd": "0", "msg_cd": "MCA00000", "msg1": "정상처리 되었습니다."}
 ROWS = 30
+DAILY_CHART_ROWS = 100  # FHKST03010100, providers.md §1.5
 
 
 class DailyHistory:
@@ -324,14 +326,13 @@ class Quotes:
         }
         return {"output1": out1, "output2": rows, **OK}
 
-    # ---- FHKST01010400 ------------------------------------------------------------------------------
-    def inquire_daily_price(self, q: dict) -> dict:
-        s = self._sym(q)
-        info = s.info
-        period = q.get("FID_PERIOD_DIV_CODE", "D") or "D"
-        if period not in ("D", "W", "M"):
+    def _period_bars(self, s: SymbolSim, period: str) -> tuple[list[list], int]:
+        """The daily history plus today's bar so far (once it traded), grouped into D/W/M/Y periods:
+        [[yyyymmdd of the period's last day, open, high, low, close, volume], ...] oldest first, with the
+        close before the first bar."""
+        if period not in ("D", "W", "M", "Y"):
             raise ValueError(period)
-        hist = self.history(info.code)
+        hist = self.history(s.info.code)
         days = [list(r) for r in hist.rows]
         with s.lock:
             s.advance(self.market.market_ms())
@@ -340,9 +341,9 @@ class Quotes:
         if period == "D":
             groups = [[d] for d in days]
         else:
+            keyf = {"W": lambda d: date(int(d[0][:4]), int(d[0][4:6]), int(d[0][6:])).isocalendar()[:2],
+                    "M": lambda d: d[0][:6], "Y": lambda d: d[0][:4]}[period]
             groups = []
-            keyf = (lambda d: date(int(d[0][:4]), int(d[0][4:6]), int(d[0][6:])).isocalendar()[:2]) \
-                if period == "W" else (lambda d: d[0][:6])
             cur = None
             for d in days:
                 k = keyf(d)
@@ -352,10 +353,19 @@ class Quotes:
                 groups[-1].append(d)
         bars = [[g[-1][0], g[0][1], max(x[2] for x in g), min(x[3] for x in g), g[-1][4], sum(x[5] for x in g)]
                 for g in groups]
+        return bars, hist.first_prev
+
+    # ---- FHKST01010400 ------------------------------------------------------------------------------
+    def inquire_daily_price(self, q: dict) -> dict:
+        s = self._sym(q)
+        period = q.get("FID_PERIOD_DIV_CODE", "D") or "D"
+        if period == "Y":  # D/W/M only (providers.md §1.5)
+            raise ValueError(period)
+        bars, first_prev = self._period_bars(s, period)
         rows = []
         for i in range(len(bars) - 1, max(-1, len(bars) - 1 - ROWS), -1):
             d, o, h, lo, c, v = bars[i]
-            pc = bars[i - 1][4] if i > 0 else hist.first_prev
+            pc = bars[i - 1][4] if i > 0 else first_prev
             pv = bars[i - 1][5] if i > 0 else v
             rows.append({
                 "stck_bsop_date": d,
@@ -374,6 +384,95 @@ class Quotes:
                 "acml_prtt_rate": "0.00",
             })
         return {"output": rows, **OK}
+
+    # ---- FHKST03010100 (period chart) -------------------------------------------------------------------
+    def inquire_daily_itemchartprice(self, q: dict) -> dict:
+        """Bars of the periods ending within [FID_INPUT_DATE_1, FID_INPUT_DATE_2], newest first, at most
+        DAILY_CHART_ROWS (providers.md §1.5). The reference names the parameters only: output1 and the row
+        fields are the ones python-kis reads (docs/simulator.md)."""
+        s = self._sym(q)
+        info = s.info
+        lo_d, hi_d = q.get("FID_INPUT_DATE_1", ""), q.get("FID_INPUT_DATE_2", "")
+        for d in (lo_d, hi_d):
+            if len(d) != 8 or not d.isdigit():  # "00000101" (no lower bound) is what clients send
+                raise ValueError(d)
+        if q.get("FID_ORG_ADJ_PRC", "0") not in ("0", "1"):  # no splits here: adjusted == original
+            raise ValueError("FID_ORG_ADJ_PRC")
+        bars, first_prev = self._period_bars(s, q.get("FID_PERIOD_DIV_CODE", "D") or "D")
+        rows = []
+        for i in range(len(bars) - 1, -1, -1):
+            d, o, h, lo, c, v = bars[i]
+            if d > hi_d:
+                continue
+            if d < lo_d or len(rows) == DAILY_CHART_ROWS:
+                break
+            pc = bars[i - 1][4] if i > 0 else first_prev
+            rows.append({
+                "stck_bsop_date": d,
+                "stck_clpr": str(c),
+                "stck_oprc": str(o),
+                "stck_hgpr": str(h),
+                "stck_lwpr": str(lo),
+                "acml_vol": str(v),
+                # the history keeps no turnover: volume at the bar's mean price
+                "acml_tr_pbmn": str(v * (o + h + lo + c) // 4),
+                "flng_cls_code": "00",
+                "prtt_rate": "0.00",
+                "mod_yn": "N",
+                "prdy_vrss_sign": sign_code(c, pc),
+                "prdy_vrss": str(c - pc),
+                "revl_issu_reas": "",
+            })
+        with s.lock:
+            s.advance(self.market.market_ms())
+            px, acml, pbmn = s.last, s.acml_vol, s.acml_pbmn
+            o, h, lo = s.open, s.high, s.low
+        prev = info.prev_close
+        out1 = {
+            "prdy_vrss": str(px - prev),
+            "prdy_vrss_sign": sign_code(px, prev, info.lower, info.upper),
+            "prdy_ctrt": dec2((px - prev) * 100, prev),
+            "stck_prdy_clpr": str(prev),
+            "acml_vol": str(acml),
+            "acml_tr_pbmn": str(pbmn),
+            "hts_kor_isnm": info.name,
+            "stck_prpr": str(px),
+            "stck_shrn_iscd": info.code,
+            "prdy_vol": str(info.prdy_vol),
+            "stck_mxpr": str(info.upper),
+            "stck_llam": str(info.lower),
+            "stck_oprc": str(o),
+            "stck_hgpr": str(h),
+            "stck_lwpr": str(lo),
+            "stck_fcam": str(info.face),
+            "lstn_stcn": str(info.listed),
+        }
+        return {"output1": out1, "output2": rows, **OK}
+
+    # ---- CTPF1604R (product basic info) -------------------------------------------------------------
+    def search_info(self, q: dict) -> dict:
+        """Fields the reference does not give: the ones python-kis reads, named as it names them
+        (docs/simulator.md). Only PRDT_TYPE_CD 300 (stocks) is listed here."""
+        if q.get("PRDT_TYPE_CD") != "300":
+            raise ValueError(q.get("PRDT_TYPE_CD"))
+        code = q.get("PDNO", "")
+        s = self.market.symbol(code)
+        if s is None:
+            raise KeyError(code)
+        info = s.info
+        eng = f"SIM STOCK {code}"
+        return {"output": {
+            "pdno": code,
+            "prdt_type_cd": "300",
+            "shtn_pdno": code,
+            "std_pdno": standard_code(code),
+            "prdt_name": info.name,
+            "prdt_name120": info.name,
+            "prdt_abrv_name": info.name,
+            "prdt_eng_name": eng,
+            "prdt_eng_name120": eng,
+            "prdt_eng_abrv_name": eng,
+        }, **OK}
 
     # ---- FHPST01710000 ------------------------------------------------------------------------------
     def volume_rank(self, q: dict) -> dict:

@@ -27,6 +27,8 @@ TR_BY_PATH = {
     "inquire-time-itemconclusion": "FHPST01060000",
     "inquire-time-itemchartprice": "FHKST03010200",
     "inquire-daily-price": "FHKST01010400",
+    "inquire-daily-itemchartprice": "FHKST03010100",
+    "search-info": "CTPF1604R",
     "volume-rank": "FHPST01710000",
 }
 OK = {"rt_cd": "0", "msg_cd": "MCA00000", "msg1": "정상처리 되었습니다."}
