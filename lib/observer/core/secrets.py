@@ -15,6 +15,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from observer.core.config import section
 from observer.core.redact import register_secret
 
 CREDENTIAL_NAME = "secrets.env"
@@ -118,7 +119,7 @@ def load_secrets(cfg: Mapping | None = None, path: str | os.PathLike | None = No
         source = f"credential {CREDENTIAL_NAME}"
         text = _read_regular(p, source, check_mode=False)
     else:
-        p = Path(path or (cfg or {}).get("secrets_file") or "/etc/observer/secrets.env")
+        p = Path(path or section(dict(cfg or {}))["secrets_file"])  # the default lives in the schema
         source = str(p)
         if not os.path.lexists(p):  # lexists: a dangling symlink is refused below, not taken as "absent"
             return Secrets({}, source + " (absent)")
