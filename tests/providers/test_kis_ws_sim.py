@@ -10,7 +10,7 @@ import pytest
 
 from observer.core.contracts import check
 from observer.providers.base import BOOK, TRADES, RegistrationLimitError, Subscription, get_provider
-from observer.providers.kis.ws import DEFAULT_BACKOFF
+from observer.providers.wssession import DEFAULT_BACKOFF
 from tests.support import wait_for
 
 from .conftest import APP_KEY, events, kis_config, secrets
