@@ -21,8 +21,8 @@ from observer.store.store import Store
 from tests.support import wait_for
 from tests.support.wsscript import Conn, ScriptedWsServer
 
-from .test_kiwoom_rest import OK, server  # noqa: F401  (the REST token server fixture)
 from .test_kis_ws_sim import Sink
+from .test_kiwoom_rest import OK, server  # noqa: F401  (the REST token server fixture)
 
 SYM = "005930"
 WCFG = {"backoff_s": [0.1, 0.2], "backoff_reset_s": 1.0, "poll_s": 0.05, "connect_timeout_s": 2.0}

@@ -20,7 +20,13 @@ from datetime import datetime
 from observer.providers import krx
 from observer.providers.base import AuthError, Decoded, ProviderError, Subscription
 from observer.providers.kis.auth import KisAuth
-from observer.providers.kis.parse import CHANNEL_BY_TR, MARKET, TR_BY_CHANNEL, KisFrameDecoder, subscribe_message
+from observer.providers.kis.parse import (
+    CHANNEL_BY_TR,
+    MARKET,
+    TR_BY_CHANNEL,
+    KisFrameDecoder,
+    subscribe_message,
+)
 from observer.providers.wssession import NOTHING, Control, MultiSession, WireProtocol, WsSession
 
 MAX_REGISTRATIONS = 41
