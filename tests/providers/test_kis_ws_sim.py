@@ -10,7 +10,6 @@ import pytest
 
 from observer.core.contracts import check
 from observer.providers.base import BOOK, TRADES, RegistrationLimitError, Subscription, get_provider
-from observer.providers.wssession import DEFAULT_BACKOFF
 from tests.support import wait_for
 
 from .conftest import APP_KEY, events, kis_config, secrets
@@ -270,7 +269,6 @@ def test_decoded_stream_equals_ground_truth(sim, tree, store, streams):
 
 
 def test_design_backoff_default():
-    assert DEFAULT_BACKOFF == (1, 2, 5, 10, 20, 30, 60)
     from observer.core.config import validate_config
 
     assert validate_config({})["providers"]["kis"]["ws"]["backoff_s"] == [1, 2, 5, 10, 20, 30, 60]

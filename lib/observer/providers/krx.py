@@ -1,20 +1,7 @@
-"""The KRX market as a stream sees it: its session phases by KST clock time and how long a feed of it may
-be silent in each, before a connection counts as stalled or a registration as stale. Every provider that
-streams KRX (its WireProtocol) times its sessions by these; the config overrides the limits."""
+"""The KRX market as a stream sees it: its session phases by KST clock time, which the silence limits of
+a stream (ws.stall_s, ws.stale_s) are keyed by. Every provider that streams KRX times its sessions by it."""
 
 from __future__ import annotations
-
-from observer.providers.base import BOOK, TRADES
-
-MARKET = "krx"
-PHASES = ("preopen", "continuous", "auction", "after")
-# no data frame on a connection for this long (s) = stalled
-STALL_S = {"preopen": 600.0, "continuous": 60.0, "auction": 120.0, "after": 1800.0}
-# no data for one registration for this long (s) = stale
-STALE_S = {
-    TRADES: {"preopen": 1800.0, "continuous": 300.0, "auction": 600.0, "after": 3600.0},
-    BOOK: {"preopen": 600.0, "continuous": 120.0, "auction": 300.0, "after": 3600.0},
-}
 
 
 def session_phase(hour: int, minute: int) -> str:

@@ -65,7 +65,6 @@ from observer.providers.wsframes import OP_BINARY, OP_CLOSE, OP_PING, FrameReade
 
 log = get_logger(__name__)
 
-DEFAULT_BACKOFF = (1, 2, 5, 10, 20, 30, 60)
 # registrations are keyed by (record kind, symbol): a decoded record finds its registration in one lookup
 KIND_OF_CHANNEL = {TRADES: "trade", BOOK: "book"}
 
@@ -87,6 +86,18 @@ class Control:
 NOTHING = Control()
 
 
+def open_socket(url: str, connect_timeout_s: float, tcp_user_timeout_ms: int = 30000) -> websocket.WebSocket:
+    """Connect and handshake, with TCP keepalive and TCP_USER_TIMEOUT so a half-open socket fails instead
+    of hanging. Raises websocket/OS errors as websocket-client does (the caller names them)."""
+    opts = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+    for name, val in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3),
+                      ("TCP_USER_TIMEOUT", tcp_user_timeout_ms)):
+        if hasattr(socket, name) and val:
+            opts.append((socket.IPPROTO_TCP, getattr(socket, name), val))
+    return websocket.create_connection(url, timeout=connect_timeout_s, skip_utf8_validation=True,
+                                       enable_multithread=True, sockopt=opts)
+
+
 class WireProtocol(abc.ABC):
     """One provider's WebSocket protocol, as a WsSession needs it. One instance per session: it may keep
     per-connection state (e.g. which registration an answer that names none belongs to)."""
@@ -95,8 +106,9 @@ class WireProtocol(abc.ABC):
     label = ""                # how messages to people name the provider
     market = ""               # market of the gap markers
     max_registrations = 0     # per connection; the config may only lower it
-    stall_s: dict[str, float] = {}              # phase -> s (defaults; config overrides)
-    stale_s: dict[str, dict[str, float]] = {}   # channel -> phase -> s
+    # every key of the session's table (backoff_s, stall_s by phase, stale_s by channel and phase, ...):
+    # what applies where the config says nothing
+    defaults: dict = {}
 
     @abc.abstractmethod
     def credential(self, refused: str | None) -> str:
@@ -162,20 +174,23 @@ class WsSession:
         self.sink = sink
         self.events = events
         self.label = protocol.label
-        self.max_registrations = min(int(wcfg.get("max_registrations", protocol.max_registrations)),
-                                     protocol.max_registrations)
-        self.backoff = [float(x) for x in (wcfg.get("backoff_s") or DEFAULT_BACKOFF)]
-        self.backoff_reset_s = float(wcfg.get("backoff_reset_s", 30.0))
-        self.connect_timeout_s = float(wcfg.get("connect_timeout_s", 10.0))
-        self.silence_s = float(wcfg.get("silence_s", 150.0))
-        self.stall_s = {**protocol.stall_s, **(wcfg.get("stall_s") or {})}
-        self.stale_s = {ch: {**protocol.stale_s.get(ch, {}), **((wcfg.get("stale_s") or {}).get(ch) or {})}
-                        for ch in CHANNELS}
-        self.stale_resubscribe = bool(wcfg.get("stale_resubscribe", True))
-        self.gap_markers = bool(wcfg.get("gap_markers", True))
-        self.poll_s = float(wcfg.get("poll_s", 0.25))  # real seconds between timer checks while idle
-        self.tcp_user_timeout_ms = int(wcfg.get("tcp_user_timeout_ms", 30000))
-        self.error_events_per_min = int(wcfg.get("error_events_per_min", 30))
+        # the protocol's defaults (KIS: the config schema's ws table) under what the config sets; a phase
+        # table given in part keeps the defaults of the other phases
+        d = protocol.defaults
+        w = {**d, **wcfg}
+        self.max_registrations = min(int(w["max_registrations"]), protocol.max_registrations)
+        self.backoff = [float(x) for x in w["backoff_s"]]
+        self.backoff_reset_s = float(w["backoff_reset_s"])
+        self.connect_timeout_s = float(w["connect_timeout_s"])
+        self.silence_s = float(w["silence_s"])
+        self.stall_s = {**d["stall_s"], **(wcfg.get("stall_s") or {})}
+        stale = wcfg.get("stale_s") or {}
+        self.stale_s = {ch: {**d["stale_s"][ch], **(stale.get(ch) or {})} for ch in CHANNELS}
+        self.stale_resubscribe = bool(w["stale_resubscribe"])
+        self.gap_markers = bool(w["gap_markers"])
+        self.poll_s = float(w["poll_s"])  # real seconds between timer checks while idle
+        self.tcp_user_timeout_ms = int(w["tcp_user_timeout_ms"])
+        self.error_events_per_min = int(w["error_events_per_min"])
         self._lock = threading.RLock()
         self._regs: dict[tuple[str, str], _Reg] = {}
         self._ever: dict[str, set[str]] = {ch: set() for ch in CHANNELS}
@@ -295,13 +310,7 @@ class WsSession:
 
     def _connect(self) -> websocket.WebSocket:
         self._credential = self.protocol.credential(self._refused)
-        opts = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-        for name, val in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3),
-                          ("TCP_USER_TIMEOUT", self.tcp_user_timeout_ms)):
-            if hasattr(socket, name) and val:
-                opts.append((socket.IPPROTO_TCP, getattr(socket, name), val))
-        ws = websocket.create_connection(self.ws_url, timeout=self.connect_timeout_s, skip_utf8_validation=True,
-                                         enable_multithread=True, sockopt=opts)
+        ws = open_socket(self.ws_url, self.connect_timeout_s, self.tcp_user_timeout_ms)
         ws.settimeout(self.poll_s)
         return ws
 

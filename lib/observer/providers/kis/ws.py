@@ -15,6 +15,7 @@ What KIS adds to the shared machinery:
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from observer.providers import krx
@@ -28,10 +29,19 @@ from observer.providers.kis.parse import (
     subscribe_message,
 )
 from observer.providers.wssession import NOTHING, Control, MultiSession, WireProtocol, WsSession
+from observer.providers.wssession import open_socket as open_socket  # preflight's probe connects the same way
 
 MAX_REGISTRATIONS = 41
 _ACKED = ("OPSP0000", "OPSP0002")     # registered; already registered (treated as registered)
 _NOTHING_TO_DO = ("OPSP0001", "OPSP0003")  # released; release of something not registered
+
+
+@functools.cache
+def ws_defaults() -> dict:
+    """The config schema's [providers.kis.ws] table with nothing set: every default, in one place."""
+    from observer.core.config import validate_config
+
+    return validate_config({})["providers"]["kis"]["ws"]
 
 
 class KisProtocol(WireProtocol):
@@ -39,12 +49,11 @@ class KisProtocol(WireProtocol):
     label = "KIS"
     market = MARKET
     max_registrations = MAX_REGISTRATIONS
-    stall_s = krx.STALL_S
-    stale_s = krx.STALE_S
 
     def __init__(self, auth: KisAuth, custtype: str = "P"):
         self.auth = auth
         self.custtype = custtype
+        self.defaults = ws_defaults()
 
     def credential(self, refused: str | None) -> str:
         return self.auth.approval_key(invalid=refused)

@@ -45,6 +45,18 @@ from observer.providers.wssession import NOTHING, Control, MultiSession, WirePro
 
 # registrations per connection: the broker publishes none (UNCONFIRMED); the config may lower it
 MAX_REGISTRATIONS = 100
+# Kiwoom has no config table yet: the session's defaults are those of the KIS table (config/schema
+# provider_kis.json, ws), the same market's phases and the same reasoning; they move into the schema
+# with the provider's table
+WS_DEFAULTS = {
+    "max_registrations": MAX_REGISTRATIONS, "connect_timeout_s": 10, "backoff_s": [1, 2, 5, 10, 20, 30, 60],
+    "backoff_reset_s": 30, "silence_s": 150,
+    "stall_s": {"preopen": 600, "continuous": 60, "auction": 120, "after": 1800},
+    "stale_s": {"trades": {"preopen": 1800, "continuous": 300, "auction": 600, "after": 3600},
+                "book": {"preopen": 600, "continuous": 120, "auction": 300, "after": 3600}},
+    "stale_resubscribe": True, "gap_markers": True, "poll_s": 0.25, "tcp_user_timeout_ms": 30000,
+    "error_events_per_min": 30,
+}
 _ACCOUNT_REFUSED = CREDENTIAL_CODES | ENV_MISMATCH_CODES | (DEVICE_CODES - REFRESH_ONCE_CODES)
 
 
@@ -53,8 +65,7 @@ class KiwoomProtocol(WireProtocol):
     label = "Kiwoom"
     market = MARKET
     max_registrations = MAX_REGISTRATIONS
-    stall_s = krx.STALL_S
-    stale_s = krx.STALE_S
+    defaults = WS_DEFAULTS
 
     def __init__(self, rest: KiwoomRest, *, grp_no: str = "1", max_registrations: int = MAX_REGISTRATIONS):
         self.rest = rest
@@ -141,7 +152,7 @@ class KiwoomConnection(WsSession):
     def __init__(self, *, ws_url: str, rest: KiwoomRest, account: str, wcfg: dict, clock, sink, events=None,
                  trading_date=None, grp_no: str = "1"):
         proto = KiwoomProtocol(rest, grp_no=grp_no,
-                               max_registrations=int(wcfg.get("max_registrations", MAX_REGISTRATIONS)))
+                               max_registrations=int({**WS_DEFAULTS, **wcfg}["max_registrations"]))
         super().__init__(proto, url=ws_url, account=account, wcfg=wcfg, clock=clock, sink=sink, events=events,
                          trading_date=trading_date)
 
