@@ -162,7 +162,7 @@ def test_flapping_server_is_not_hammered(sim, tree, store, streams):
 
 def _data_flowed_longer_than(stream, reset_s: float) -> None:
     """Wait until the current connection has received data frames for longer than reset_s: a frame that
-    arrives reset_s after the connection's first one is what resets the backoff (KisConnection._receive).
+    arrives reset_s after the connection's first one is what resets the backoff (WsSession._receive).
     Waiting on the frames, not on a fixed sleep, holds on a loaded machine where data starts late."""
     n0 = stream.stats()["data_frames"]
     wait_for(lambda: stream.stats()["data_frames"] > n0, 10, what="data on the new connection")

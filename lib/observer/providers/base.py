@@ -5,7 +5,7 @@ A collector written against this module works with any provider:
     provider = get_provider("kis", cfg, secrets, store, clock)
     rest = provider.rest()                       # MarketRest: provider-neutral REST calls
     snap = rest.current_price("005930")          # -> snapshot record
-    stream = provider.stream(sink)               # StreamClient (all accounts/connections)
+    stream = provider.stream(sink, trading_date=day)  # StreamClient (all accounts/connections)
     stream.subscribe("005930", TRADES); stream.subscribe("005930", BOOK)
     stream.start()
     ...
@@ -247,7 +247,9 @@ class Provider(abc.ABC):
     def rest(self) -> MarketRest: ...
 
     @abc.abstractmethod
-    def stream(self, sink: FrameSink) -> StreamClient: ...
+    def stream(self, sink: FrameSink, *, trading_date=None) -> StreamClient:
+        """A stream over every account; `trading_date` (a date, None = the receive time's) stamps frames
+        whose times carry no date."""
 
     @abc.abstractmethod
     def decoder(self, *, trading_date=None) -> FrameDecoder: ...

@@ -135,7 +135,12 @@ class KiwoomRest:
             raise err
 
     # -- token -------------------------------------------------------------------------------
-    def token(self) -> str:
+    def token(self, *, refused: str | None = None) -> str:
+        """The access token, issued when none is held or it is about to expire. `refused`: a token a server
+        just refused (the WebSocket LOGIN): if it is the one held, a new one is issued."""
+        if refused is not None and refused == self._token:
+            self._token = None
+            self.stats["token_refreshes"] += 1
         if self._token is None or self._expires_ns - TOKEN_SAFETY_S * NS <= self.clock.now_ns():
             body, _ = self.call(p.token_request(self.app_key, self.secret_key), authorized=False)
             token, expires = p.parse_token(body)
