@@ -1,23 +1,19 @@
 """KIS credentials shared between processes: the REST access token and the WebSocket approval key.
 
 Issuing a token is limited (1 per minute, HTTP 403 EGW00133) and every issuance notifies the
-account holder, so a token is requested only when no valid one is cached. The cache is a 0600 JSON
-file under state/; every decision to issue is taken while holding flock on a lock file beside it,
-so two processes that start together issue one token, and the second reads the first's.
-
-Files are named by a hash of (base URL, app key): the key itself never appears in a file name,
-and a paper token is never offered to the real server.
+account holder, so a token is requested only when no valid one is cached. Both live in the shared
+credential cache (providers/credcache.py: a 0600 file under state/, issuance decided under flock);
+this module is KIS's issuance protocol: tokenP and Approval, their replies and refusals. Files are
+named kis_token_<hash>.json / kis_approval_<hash>.json by a hash of (base URL, app key).
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-import orjson
 import requests
 
 from observer.core.clock import KST, NS, Clock, to_ns
@@ -25,126 +21,15 @@ from observer.core.config import with_defaults
 from observer.core.logging import get_logger
 from observer.core.redact import register_secret
 from observer.providers.base import AuthError, ProviderError
-from observer.store.fs import PRIVATE_MODE, ensure_dir, locked
-from observer.store.state import write_bytes_atomic
+from observer.providers.credcache import CredentialCache, key_hash
 
 log = get_logger(__name__)
-
-
-def key_hash(base_url: str, app_key: str) -> str:
-    return hashlib.sha256(f"{base_url}\n{app_key}".encode()).hexdigest()[:16]
 
 
 def rest_timeouts(pcfg: dict) -> tuple[float, float]:
     """(connect, read) seconds of a REST request, from providers.kis.timeouts."""
     t = with_defaults(pcfg, "providers", "kis")["timeouts"]
     return float(t["connect_s"]), float(t["read_s"])
-
-
-class CachedCredential:
-    """A secret with an expiry, cached on disk and shared under flock.
-
-    fetch(urgent) -> (value, expires_ns) performs the issuance; it is called only under the lock, only
-    when the cache holds nothing usable (urgent=True: wait out limits and retry) or the value is due
-    for a refresh ahead of expiry (urgent=False: one attempt, no waiting - a valid value is in hand, and
-    every process needing the credential waits on this lock), and never sooner than min_interval_s
-    after the previous request (by any process) for this key.
-    """
-
-    def __init__(self, path: Path, fetch: Callable[[bool], tuple[str, int]], clock: Clock, *, what: str,
-                 min_interval_s: float, refresh_ahead_s: float, safety_s: float = 60.0,
-                 on_issue: Callable[[str, str], None] | None = None):
-        self.path = path
-        self.lock_path = path.with_name(path.name + ".lock")
-        self._fetch = fetch
-        self.clock = clock
-        self.what = what
-        self.min_interval_s = min_interval_s
-        self.refresh_ahead_s = refresh_ahead_s
-        self.safety_s = safety_s
-        self.on_issue = on_issue
-        self._mem: dict | None = None
-        self.issued = 0  # issuances by this process
-        ensure_dir(path.parent)
-
-    def _read(self) -> dict | None:
-        try:
-            c = orjson.loads(self.path.read_bytes())
-        except (FileNotFoundError, orjson.JSONDecodeError, OSError):
-            return None
-        if not isinstance(c, dict):
-            return None
-        if c.get("value"):
-            register_secret(c["value"])
-        return c
-
-    def peek(self) -> dict | None:
-        """What the cache holds now ({value, expires_ns, requested_ns, ...}), issuing nothing; None when
-        there is no readable cache. For a caller that decides itself whether to ask (preflight)."""
-        return self._read()
-
-    def next_request_in_s(self) -> float:
-        """Seconds until the issuance limit lets any process ask again for this key (<= 0: now)."""
-        c = self._read() or {}
-        return (c.get("requested_ns", 0) + self.min_interval_s * NS - self.clock.now_ns()) / NS
-
-    def _usable(self, c: dict | None, now: int, invalid: str | None) -> bool:
-        return bool(c and c.get("value") and c["value"] != invalid
-                    and c.get("expires_ns", 0) - self.safety_s * NS > now)
-
-    def _refresh_due(self, c: dict, now: int) -> bool:
-        return (c["expires_ns"] - self.refresh_ahead_s * NS < now
-                and now - c.get("requested_ns", 0) > max(self.min_interval_s, 600) * NS)
-
-    def get(self, invalid: str | None = None) -> str:
-        """A valid value. `invalid`: the value the server just refused (expired/invalid): never return it."""
-        now = self.clock.now_ns()
-        m = self._mem
-        if self._usable(m, now, invalid) and not self._refresh_due(m, now):
-            return m["value"]
-        # another process may hold the lock through a 61 s issuance wait: with a stop event on the
-        # clock the wait ends (Stopped) as soon as the program is told to stop
-        with locked(self.lock_path, stop_event=self.clock.stop_event):
-            c = self._read()
-            now = self.clock.now_ns()
-            if self._usable(c, now, invalid) and not self._refresh_due(c, now):
-                self._mem = c
-                return c["value"]
-            try:
-                fresh = self._issue(c, invalid)
-            except ProviderError as e:
-                if self._usable(c, self.clock.now_ns(), invalid):  # refresh-ahead failed: keep the valid one
-                    log.warning(f"{self.what} refresh failed; keeping the cached one until it expires",
-                                extra={"error": str(e)[:200]})
-                    self._mem = self._read() or c  # with the attempt time: no new attempt for 10 min
-                    return c["value"]
-                raise
-            self._mem = fresh
-            return fresh["value"]
-
-    def _issue(self, cached: dict | None, invalid: str | None) -> dict:
-        last = (cached or {}).get("requested_ns", 0)
-        wait = (last + self.min_interval_s * NS - self.clock.now_ns()) / NS
-        if wait > 0:
-            log.info(f"waiting {wait:.1f} s before requesting a new {self.what} (issuance limit)")
-            self.clock.sleep(wait)
-        now = self.clock.now_ns()
-        urgent = not self._usable(cached, now, invalid)
-        record = dict(cached or {})
-        record["requested_ns"] = now
-        try:
-            value, expires_ns = self._fetch(urgent)
-        except BaseException:
-            # remember the attempt so no process asks again within the limit
-            write_bytes_atomic(self.path, orjson.dumps(record), mode=PRIVATE_MODE)
-            raise
-        register_secret(value)
-        record.update({"value": value, "expires_ns": expires_ns, "issued_ns": now, "requested_ns": now})
-        write_bytes_atomic(self.path, orjson.dumps(record), mode=PRIVATE_MODE)
-        self.issued += 1
-        if self.on_issue:
-            self.on_issue(self.what, "invalidated" if invalid else ("refresh" if cached and cached.get("value") else "none cached"))
-        return record
 
 
 def parse_token_reply(body: dict, now_ns: int) -> tuple[str, int]:
@@ -202,12 +87,12 @@ class KisAuth:
         # a credential fails at once with the same reason
         self.refused: str | None = None
         h = key_hash(self.base_url, app_key)
-        self.token_cache = CachedCredential(Path(state_dir, f"kis_token_{h}.json"), self._fetch_token, clock,
-                                            what="access token", min_interval_s=token_min_interval_s,
-                                            refresh_ahead_s=token_refresh_ahead_s, on_issue=on_issue)
-        self.approval_cache = CachedCredential(Path(state_dir, f"kis_approval_{h}.json"), self._fetch_approval,
-                                               clock, what="approval key", min_interval_s=approval_min_interval_s,
-                                               refresh_ahead_s=3600.0, on_issue=on_issue)
+        self.token_cache = CredentialCache(Path(state_dir, f"kis_token_{h}.json"), self._fetch_token, clock,
+                                           what="access token", min_interval_s=token_min_interval_s,
+                                           refresh_ahead_s=token_refresh_ahead_s, on_issue=on_issue)
+        self.approval_cache = CredentialCache(Path(state_dir, f"kis_approval_{h}.json"), self._fetch_approval,
+                                              clock, what="approval key", min_interval_s=approval_min_interval_s,
+                                              refresh_ahead_s=3600.0, on_issue=on_issue)
 
     def token(self, invalid: str | None = None) -> str:
         if self.refused:

@@ -12,27 +12,34 @@ Errors (protocol.classify decides what a reply is):
 Every wait goes through the Clock, so a program's stop ends it. Tokens and keys are registered with the
 redactor: they never reach a log.
 
-The token lives in memory only; sharing it between processes (as the KIS client does) belongs to the
-provider integration.
+The token is shared by every process using the app key on this server: the credential cache
+(providers/credcache.py) keeps it in state_dir/kiwoom_token_<hash of URL and key>.json and issues one only
+when none valid is cached, so processes starting together issue one token, and a refused token is
+replaced once for all of them.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from observer.core.clock import NS, Clock
+from observer.core.clock import Clock
 from observer.core.ratelimit import TokenBucket, bucket_name
 from observer.core.redact import register_secret
 from observer.providers.base import ApiError, AuthError, ProviderError, RateLimitedError
+from observer.providers.credcache import CredentialCache, key_hash
 from observer.providers.kiwoom import protocol as p
 from observer.store.fs import SharedRecord
 
 DEFAULT_RATE_PER_S = 4.0  # the broker's limit is not published; community clients pace at 4-5/s
 TOKEN_SAFETY_S = 60.0     # a token this close to its expiry is replaced before use
+# the broker publishes no issuance limit: a second between requests keeps a refusal loop from hammering it
+TOKEN_MIN_INTERVAL_S = 1.0
+TOKEN_REFRESH_AHEAD_S = 3600.0  # a token this close to its expiry is replaced when convenient
 
 
 class KiwoomRest:
@@ -41,7 +48,10 @@ class KiwoomRest:
                  rate_per_s: float = DEFAULT_RATE_PER_S, max_attempts: int = 5, backoff_base_s: float = 0.5,
                  backoff_max_s: float = 30.0, rl_max_retries: int = 20, rl_backoff_s: float = 1.0,
                  page_pause_s: float = 0.2, max_pages: int = 10,
-                 refresh_codes: frozenset[int] = p.REFRESH_ONCE_CODES):
+                 refresh_codes: frozenset[int] = p.REFRESH_ONCE_CODES,
+                 token_min_interval_s: float = TOKEN_MIN_INTERVAL_S,
+                 token_refresh_ahead_s: float = TOKEN_REFRESH_AHEAD_S,
+                 on_issue: Callable[[str, str], None] | None = None):
         if not base_url.startswith(("https://", "http://")):
             raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
         if not app_key or not secret_key:
@@ -67,8 +77,10 @@ class KiwoomRest:
         self.session.mount("https://", adapter)
         self.bucket = TokenBucket(SharedRecord(Path(state_dir, bucket_name("kiwoom", app_key + "\n" + self.base_url))),
                                   rate_per_s, 1.0, self.clock)
-        self._token: str | None = None
-        self._expires_ns = 0
+        self.token_cache = CredentialCache(Path(state_dir, f"kiwoom_token_{key_hash(self.base_url, app_key)}.json"),
+                                           self._fetch_token, self.clock, what="access token",
+                                           min_interval_s=token_min_interval_s, refresh_ahead_s=token_refresh_ahead_s,
+                                           safety_s=TOKEN_SAFETY_S, on_issue=on_issue)
         self.stats = {"http_requests": 0, "rate_limited": 0, "retries": 0, "token_refreshes": 0, "tokens_issued": 0}
 
     def close(self) -> None:
@@ -79,8 +91,9 @@ class KiwoomRest:
     def _sleep_backoff(self, attempt: int) -> None:
         self.clock.sleep(min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
 
-    def _send(self, req: p.Request, token: str | None, next_key: str | None) -> tuple[int, object, dict]:
-        """One POST, network errors and 5xx retried; (status, parsed body or None, headers)."""
+    def _send(self, req: p.Request, token: str | None, next_key: str | None, max_attempts: int
+              ) -> tuple[int, object, dict]:
+        """One POST, network errors and 5xx retried up to max_attempts; (status, parsed body or None, headers)."""
         attempt = 0
         while True:
             self.bucket.acquire()
@@ -90,7 +103,7 @@ class KiwoomRest:
                                       timeout=self.timeouts)
             except (requests.ConnectionError, requests.Timeout) as e:
                 attempt += 1
-                if attempt >= self.max_attempts:
+                if attempt >= max_attempts:
                     raise ProviderError(f"{req.api_id}: {type(e).__name__} after {attempt} attempts") from None
                 self.stats["retries"] += 1
                 self._sleep_backoff(attempt)
@@ -99,61 +112,65 @@ class KiwoomRest:
                 body = r.json()
             except ValueError:
                 body = None
-            if r.status_code >= 500 and attempt + 1 < self.max_attempts:
+            if r.status_code >= 500 and attempt + 1 < max_attempts:
                 attempt += 1
                 self.stats["retries"] += 1
                 self._sleep_backoff(attempt)
                 continue
             return r.status_code, body, dict(r.headers)
 
-    def call(self, req: p.Request, next_key: str | None = None, *, authorized: bool = True) -> tuple[dict, dict]:
-        """Send one request; (body, response headers) of a success, else the mapped ProviderError."""
+    def call(self, req: p.Request, next_key: str | None = None, *, authorized: bool = True,
+             retry: bool = True) -> tuple[dict, dict]:
+        """Send one request; (body, response headers) of a success, else the mapped ProviderError.
+        retry=False: one attempt, no waiting on errors or the rate limit."""
         rl_hits = 0
-        refreshed = False
+        refused: str | None = None  # the token the server refused: the next one must differ
         while True:
-            token = self.token() if authorized else None
-            status, body, headers = self._send(req, token, next_key)
+            token = self.token(refused=refused) if authorized else None
+            status, body, headers = self._send(req, token, next_key, self.max_attempts if retry else 1)
             err = p.classify(req.api_id, status, body, refresh_codes=self.refresh_codes)
             if err is None:
                 return body, headers
             if isinstance(err, RateLimitedError):
                 rl_hits += 1
                 self.stats["rate_limited"] += 1
-                if rl_hits > self.rl_max_retries:
+                if rl_hits > (self.rl_max_retries if retry else 0):
                     raise RateLimitedError(f"{err} still after {rl_hits} tries") from None
                 self.bucket.penalize(min(10.0, self.rl_backoff_s * 2 ** (rl_hits - 1)) * random.uniform(0.75, 1.25))
                 continue
             if isinstance(err, p.TokenRejected):
-                if refreshed or not authorized:
-                    e = AuthError(f"{err}, again after a new token" if refreshed else str(err))
+                if refused is not None or not authorized:
+                    e = AuthError(f"{err}, again after a new token" if refused is not None else str(err))
                     e.code, e.status = err.code, err.status
                     raise e from None
-                refreshed = True
-                self.stats["token_refreshes"] += 1
-                self._token = None
+                refused = token
                 continue
             raise err
 
     # -- token -------------------------------------------------------------------------------
     def token(self, *, refused: str | None = None) -> str:
-        """The access token, issued when none is held or it is about to expire. `refused`: a token a server
-        just refused (the WebSocket LOGIN): if it is the one held, a new one is issued."""
-        if refused is not None and refused == self._token:
-            self._token = None
+        """The access token, from the shared cache or issued when none valid is cached. `refused`: a token a
+        server just refused (a call, the WebSocket LOGIN): never returned; when it is the cached one, one new
+        token is issued (by whichever process asks first)."""
+        if refused is not None:
             self.stats["token_refreshes"] += 1
-        if self._token is None or self._expires_ns - TOKEN_SAFETY_S * NS <= self.clock.now_ns():
-            body, _ = self.call(p.token_request(self.app_key, self.secret_key), authorized=False)
-            token, expires = p.parse_token(body)
-            register_secret(token)
-            self._token, self._expires_ns = token, expires
-            self.stats["tokens_issued"] += 1
-        return self._token
+        return self.token_cache.get(invalid=refused)
+
+    def _fetch_token(self, urgent: bool = True) -> tuple[str, int]:
+        """au10001, under the cache's lock. urgent=False (a valid token is cached, this is a refresh ahead of
+        its expiry): one attempt, so the processes waiting on the lock are not held up by retries."""
+        body, _ = self.call(p.token_request(self.app_key, self.secret_key), authorized=False, retry=urgent)
+        token, expires = p.parse_token(body)
+        register_secret(token)
+        self.stats["tokens_issued"] += 1
+        return token, expires
 
     def revoke(self) -> None:
-        """au10002: give the token back (at the end of a day); nothing to do without one."""
-        if self._token is None:
+        """au10002: give the cached token back (at the end of a day); nothing to do without one. Other
+        processes using it then get a new one (a refused token is replaced)."""
+        token = self.token_cache.discard()
+        if token is None:
             return
-        token, self._token = self._token, None
         self.call(p.revoke_request(self.app_key, self.secret_key, token), authorized=False)
 
     # -- calls -------------------------------------------------------------------------------
