@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from observer.sim.faults import FaultError
+from observer.sim.httpserver import ThreadedServer
 
 if TYPE_CHECKING:
     from observer.sim.interfaces import SimControl
@@ -81,21 +81,7 @@ class ControlHandler(BaseHTTPRequestHandler):
             self._send(400, {"error": str(e)})
 
 
-class ControlServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class ControlServer(ThreadedServer):
     def __init__(self, sim: SimControl, host: str, port: int):
         self.sim = sim
-        super().__init__((host, port), ControlHandler)
-        self.port = self.server_address[1]
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
-                                       name="sim-control", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        if self.thread.is_alive():  # shutdown() waits for serve_forever(), forever if it never ran
-            self.shutdown()
-        self.server_close()
+        super().__init__(host, port, ControlHandler, name="sim-control")

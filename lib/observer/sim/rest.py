@@ -11,11 +11,12 @@ import threading
 import time
 from collections import deque
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 from observer.core.clock import UTC, from_ns
 from observer.sim.auth import E_APPKEY
+from observer.sim.httpserver import ThreadedServer
 
 log = logging.getLogger("observer.sim.rest")
 
@@ -231,27 +232,14 @@ class KisHandler(SimHandler):
         self._reply(200, out, tr_id)
 
 
-class RestServer(ThreadingHTTPServer):
+class RestServer(ThreadedServer):
     """One provider's HTTP server: `handler` serves it, `parts` (market, faults, auth, counters, ...) are what
     the handler may reach through `self.server`; `latency` (real seconds) delays every reply."""
 
-    daemon_threads = True
-    allow_reuse_address = True
     request_queue_size = 64
 
     def __init__(self, host: str, port: int, *, handler=KisHandler, latency: float = 0.0, **parts):
         self.latency = latency
         for k, v in parts.items():
             setattr(self, k, v)
-        super().__init__((host, port), handler)
-        self.port = self.server_address[1]
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
-                                       name=f"sim-http-{self.port}", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        if self.thread.is_alive():  # shutdown() waits for serve_forever(), forever if it never ran
-            self.shutdown()
-        self.server_close()
+        super().__init__(host, port, handler, name="sim-http-{port}")
