@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import date, datetime
 
 from observer.collect.heartbeat import Heartbeat
-from observer.core.calendar import KrxCalendar
+from observer.core.calendar import Calendar
 from observer.core.clock import NS, Clock, Stopped, kst
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
@@ -43,7 +43,7 @@ def sweep_slots(start: datetime, end: datetime, interval_min: int) -> list[int]:
 
 
 class TrackA:
-    def __init__(self, *, store: Store, rest: MarketRest, clock: Clock, calendar: KrxCalendar, cfg: dict,
+    def __init__(self, *, store: Store, rest: MarketRest, clock: Clock, calendar: Calendar, cfg: dict,
                  provider: str, symbols: list[str], notifier: Notifier | None = None,
                  stop: threading.Event | None = None):
         self.store = store

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
-from observer.core.calendar import KrxCalendar
+from observer.core.calendar import Calendar
 from observer.core.clock import Clock, Stopped, to_ns, yyyymmdd
 from observer.core.config import section
 from observer.core.logging import get_logger
@@ -123,7 +123,7 @@ def _copy_kept(src: Path, dst: Path) -> None:
             write_bytes_atomic(dst / f.name, f.read_bytes())
 
 
-def listed_candidates(root: Path, day: date, source: Provider, ucfg: dict, calendar: KrxCalendar, events,
+def listed_candidates(root: Path, day: date, source: Provider, ucfg: dict, calendar: Calendar, events,
                       alerts=None) -> tuple[list[str], dict[str, dict], dict]:
     """Candidates from the provider's listing files: (symbols, {symbol: {name, market, type}}, source).
 
@@ -177,7 +177,7 @@ def listed_candidates(root: Path, day: date, source: Provider, ucfg: dict, calen
     return symbols, info, src
 
 
-def ensure_universe(root: Path, day: date, rest: MarketRest, cfg: dict, calendar: KrxCalendar, events,
+def ensure_universe(root: Path, day: date, rest: MarketRest, cfg: dict, calendar: Calendar, events,
                     clock: Clock, provider: str = "kis", *, source: Provider | None = None, alerts=None) -> dict:
     """The universe of `day`: the frozen file if it exists, else created now, else the previous
     trading day's (WARNING event + alert). Candidates come from `universe.candidates_file` when set,

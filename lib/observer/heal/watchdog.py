@@ -35,7 +35,7 @@ from pathlib import Path
 
 import psutil
 
-from observer.core.calendar import KrxCalendar
+from observer.core.calendar import Calendar
 from observer.core.clock import NS, Clock, kst_datetime, yyyymmdd
 from observer.core.logging import get_logger
 from observer.core.settings import TrackAConfig, TradingWindow, WatchdogConfig
@@ -226,7 +226,7 @@ def error_text(entries: list[dict]) -> tuple[str, list[str]]:
 # the watchdog
 # ---------------------------------------------------------------------------------------------------
 class Watchdog:
-    def __init__(self, cfg: dict, clock: Clock, calendar: KrxCalendar, *, store, alerts, dry_run: bool = False,
+    def __init__(self, cfg: dict, clock: Clock, calendar: Calendar, *, store, alerts, dry_run: bool = False,
                  systemd: Systemd | None = None, use_systemd: bool | None = None, program_path: str | None = None,
                  out=None):
         self.cfg = cfg

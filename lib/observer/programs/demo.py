@@ -84,7 +84,7 @@ def main(argv=None) -> int:
 
     cal = calendar_from_config({})
     if not cal.is_trading_day(args.date):  # the collectors would only stand down
-        p.error(f"argument --date: {yyyymmdd(args.date)} is not a KRX trading day ({cal.closed_reason(args.date)})")
+        p.error(f"argument --date: {yyyymmdd(args.date)} is not a {cal.market_name} trading day ({cal.closed_reason(args.date)})")
     cli.start(PROGRAM, args, need_config=False)
     try:
         work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="observer-demo-"))

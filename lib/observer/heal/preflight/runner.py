@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 
 from observer.core import notify
-from observer.core.calendar import KrxCalendar, calendar_from_config
+from observer.core.calendar import Calendar, calendar_from_config
 from observer.core.checks import RANK, VERDICTS, Check, CheckContext, CheckFn
 from observer.core.clock import Clock
 from observer.core.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
@@ -91,7 +91,7 @@ class Preflight:
         self.store = store
         self.program = program
         self.program_path = program_path or sys.argv[0]
-        self.calendar: KrxCalendar | None = None
+        self.calendar: Calendar | None = None
         self.checks: list[Check] = []
         self.day = clock.today_kst()
         self._providers: dict[str, Provider] = {}

@@ -7,7 +7,7 @@ from datetime import date
 from pathlib import Path
 
 from observer.collect.universe import MARKET, UniverseError, ensure_universe
-from observer.core.calendar import KrxCalendar
+from observer.core.calendar import Calendar
 from observer.core.checks import Check
 from observer.core.clock import Clock, yyyymmdd
 from observer.core.secrets import SecretsError
@@ -17,7 +17,7 @@ from observer.store.state import read_json
 from observer.telemetry.alerts.notifier import SEND_NOW_S, ProgramAlerts
 
 
-def check_universe(root: Path, day: date, cfg: dict, calendar: KrxCalendar, clock: Clock, store,
+def check_universe(root: Path, day: date, cfg: dict, calendar: Calendar, clock: Clock, store,
                    provider: Provider | None, program: str) -> Check:
     """`provider`: the one whose listing files the universe comes from; `program`: who raises its alerts."""
     path = paths.universe_file(root, day, MARKET)
