@@ -23,7 +23,7 @@ from pathlib import Path
 
 from observer.core.clock import NS, Clock, yyyymmdd
 from observer.core.settings import AnomalyConfig, AuditConfig, GapfillConfig, TrackAConfig, TradingWindow
-from observer.recover.gapfill import load_checkpoint, open_holes
+from observer.recover.gapfill import load_checkpoint, open_holes, source_of
 from observer.recover.gaps import (
     DayData,
     Hole,
@@ -77,8 +77,10 @@ def _ground_truth(gt_dir: Path, symbols: set[str]) -> dict[str, list[dict]]:
     return out
 
 
-def build_quality(root: Path, day: date, cfg: dict, *, provider: str = "kis", market: str = "krx",
+def build_quality(root: Path, day: date, cfg: dict, *, provider: str | None = None, market: str | None = None,
                   clock: Clock | None = None, calendar=None, ground_truth: Path | None = None) -> dict:
+    """provider: whose day (None: the configured `gapfill.provider`); market: its records' (None: the provider's)."""
+    provider, market = source_of(cfg, provider, market)
     clock = clock or Clock()
     g = GapfillConfig.from_config(cfg)
     acfg = AuditConfig.from_config(cfg)

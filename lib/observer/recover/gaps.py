@@ -198,7 +198,7 @@ class DayData:
     """One provider's day: events, recorded (and recovered) trades per symbol, book samples, raw-frame
     timeline. Reading is streaming per file; only trades are held in memory (as compact tuples)."""
 
-    def __init__(self, root: Path, day: date, provider: str = "kis", market: str = "krx", *,
+    def __init__(self, root: Path, day: date, provider: str, market: str, *,
                  no_frames_s: float = 120.0, read_raw: bool = True):
         self.root = Path(root)
         self.day = day
