@@ -13,9 +13,9 @@ import time
 from datetime import datetime
 
 from observer.collect.track_a import TrackA
-from observer.core.calendar import calendar_from_config
 from observer.core.clock import KST, ManualClock
 from observer.heal.watchdog import Watchdog
+from observer.markets import calendar_from_config
 from observer.providers.base import get_provider
 from observer.store.reader import iter_day
 from observer.store.store import Store

@@ -7,12 +7,13 @@ import threading
 from dataclasses import dataclass
 from datetime import date
 
-from observer.core.calendar import Calendar, calendar_from_config
+from observer.core.calendar import Calendar
 from observer.core.clock import Clock
 from observer.core.config import data_dir, host_id
 from observer.core.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from observer.core.notify import Notifier
 from observer.core.secrets import Secrets, load_secrets
+from observer.markets import calendar_from_config
 from observer.providers.base import Provider, get_provider
 from observer.store.store import EventLog, Store
 from observer.store.writer import Durability

@@ -18,7 +18,7 @@ from observer.core.clock import NS, Clock, Stopped, kst
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
 from observer.core.settings import TrackAConfig, TradingWindow
-from observer.providers.base import AuthError, MarketRest, ProviderError
+from observer.providers.base import AuthError, MarketRest, ProviderError, provider_class
 from observer.store.store import Store
 from observer.telemetry.alerts import KEY_TRACK_A_RATE, ProgramAlerts, Sustained
 from observer.telemetry.metrics import MetricsWriter
@@ -52,7 +52,7 @@ class TrackA:
         self.calendar = calendar
         self.cfg = cfg
         self.provider = provider
-        self.market = "krx"
+        self.market = provider_class(provider).market
         self.symbols = symbols
         self.notifier = notifier or Notifier()
         self.stop = stop or threading.Event()

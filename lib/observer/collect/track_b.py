@@ -58,7 +58,7 @@ class TrackB:
         self.store = store
         self.provider = provider
         self.pname = provider.name
-        self.market = provider.market or "krx"
+        self.market = provider.market
         self.clock = clock
         self.calendar = calendar
         self.cfg = cfg

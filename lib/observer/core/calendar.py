@@ -1,8 +1,8 @@
 """What the core knows of a trading calendar: its shape, and how config adjusts it.
 
 A market (observer.markets.<code>) owns its calendar: which days trade and when its regular session
-runs. The core asks the configured market (`calendar.market`) for it through calendar_from_config()
-and speaks to it only through the Calendar protocol below; the types a calendar answers with
+runs. The programs ask the configured market (`calendar.market`) for it through
+observer.markets.calendar_from_config() and speak to it only through the Calendar protocol below; the types a calendar answers with
 (Session, LateOpen, NotATradingDay) live here so no caller imports a market.
 
 Config adjusts any market's calendar the same way ([calendar], docs/calendar.md): `extra_closed`
@@ -121,21 +121,5 @@ def adjustments_from_config(cfg: dict) -> Adjustments:
     return Adjustments(extra_closed=closed, extra_open=opened, late_open=late)
 
 
-def calendar_from_config(cfg: dict, market: str | None = None) -> Calendar:
-    """`market`'s calendar (None: the configured one, `calendar.market`) with the config's adjustments."""
-    from observer.markets import configured_market, get_market  # here: markets import this module
-
-    m = configured_market(cfg) if market is None else get_market(market)
-    return m.calendar(adjustments_from_config(cfg))
-
-
-def supported_years() -> tuple[int, int]:
-    """First and last year every installed market's calendar can answer for; --date is checked against it."""
-    from observer.markets import all_markets
-
-    ranges = [m.supported_years() for m in all_markets()]
-    return max(lo for lo, _ in ranges), min(hi for _, hi in ranges)
-
-
 __all__ = ["Adjustments", "Calendar", "CONFIG_REASON", "LateOpen", "NotATradingDay", "Session",
-           "adjustments_from_config", "as_date", "calendar_from_config", "supported_years"]
+           "adjustments_from_config", "as_date"]

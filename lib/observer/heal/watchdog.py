@@ -42,6 +42,7 @@ from observer.core.settings import TrackAConfig, TradingWindow, WatchdogConfig
 from observer.heal.expected import ExpectedCoverage
 from observer.heal.preflight import last_error_line
 from observer.lifecycle import layout
+from observer.providers.base import provider_class
 from observer.store import paths
 from observer.store.reader import read_new
 from observer.store.state import read_json, write_json_atomic
@@ -98,12 +99,13 @@ def collectors_from_config(cfg: dict) -> list[Collector]:
     w = WatchdogConfig.from_config(cfg)
     out = []
     if w.track_a:
-        out.append(Collector("track-a", "observer-track-a.service", TrackAConfig.from_config(cfg).provider,
-                             TradingWindow.from_config(cfg, "track_a"), "swing", "krx", float(w.track_a_no_data_s)))
+        a = TrackAConfig.from_config(cfg).provider
+        out.append(Collector("track-a", "observer-track-a.service", a,
+                             TradingWindow.from_config(cfg, "track_a"), "swing", provider_class(a).market, float(w.track_a_no_data_s)))
     tb = TradingWindow.from_config(cfg, "track_b")
     for p in w.providers:
         out.append(Collector(f"track-b@{p}", f"observer-track-b@{p}.service", p, tb, "scalp",
-                             "krx", float(w.no_data_s)))
+                             provider_class(p).market, float(w.no_data_s)))
     return out
 
 

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from observer.core.calendar import Calendar, calendar_from_config
+from observer.core.calendar import Calendar
 from observer.core.clock import Clock, kst_datetime, yyyymmdd
 from observer.core.config import section
 from observer.core.settings import TradingWindow
 from observer.lifecycle import layout
 from observer.lifecycle.backup import BackupOptions, Result, package_day
+from observer.markets import calendar_from_config
 
 
 def collection_end(cfg: dict, day: date, calendar: Calendar | None = None) -> datetime:

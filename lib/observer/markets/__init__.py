@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 
 from observer.core import plugins
-from observer.core.calendar import Adjustments, Calendar
+from observer.core.calendar import Adjustments, Calendar, adjustments_from_config
 from observer.core.config import section
 
 
@@ -63,9 +63,22 @@ def configured_market(cfg: dict) -> Market:
     return get_market(section(cfg or {}, "calendar")["market"])
 
 
+def calendar_from_config(cfg: dict, market: str | None = None) -> Calendar:
+    """`market`'s calendar (None: the configured one, `calendar.market`) with the config's adjustments."""
+    m = configured_market(cfg) if market is None else get_market(market)
+    return m.calendar(adjustments_from_config(cfg))
+
+
+def supported_years() -> tuple[int, int]:
+    """First and last year every installed market's calendar can answer for; --date is checked against it."""
+    ranges = [m.supported_years() for m in all_markets()]
+    return max(lo for lo, _ in ranges), min(hi for _, hi in ranges)
+
+
 def all_markets() -> list[Market]:
     """Every installed market (each module imported)."""
     return [get_market(code) for code in plugins.installed("markets")]
 
 
-__all__ = ["Market", "all_markets", "configured_market", "get_market", "register_market"]
+__all__ = ["Market", "all_markets", "calendar_from_config", "configured_market", "get_market", "register_market",
+           "supported_years"]

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.minutes <= 0 or args.speed <= 0 or args.symbols < 1 or args.active < 0:
         p.error("--minutes > 0, --speed > 0, --symbols >= 1 and --active >= 0 please")
-    from observer.core.calendar import calendar_from_config
+    from observer.markets import calendar_from_config
 
     cal = calendar_from_config({})
     if not cal.is_trading_day(args.date):  # the collectors would only stand down

@@ -359,6 +359,13 @@ def provider_class(name: str) -> type[Provider]:
         raise ValueError(f"unknown provider {name!r}; known: {', '.join(provider_names())}") from None
 
 
+def market_of(name: str):
+    """The observer.markets.Market whose records provider `name` carries (its calendar, universe name)."""
+    from observer.markets import get_market
+
+    return get_market(provider_class(name).market)
+
+
 def get_provider(name: str, cfg: dict, secrets=None, store=None, clock=None) -> Provider:
     cls = provider_class(name)
     if clock is None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from observer.core.clock import NS, Clock, yyyymmdd
 from observer.core.settings import AnomalyConfig, AuditConfig, GapfillConfig, TrackAConfig, TradingWindow
+from observer.providers.base import market_of
 from observer.recover.gapfill import load_checkpoint, open_holes, source_of
 from observer.recover.gaps import (
     DayData,
@@ -101,7 +102,7 @@ def build_quality(root: Path, day: date, cfg: dict, *, provider: str | None = No
     if "A" in tracks and calendar is not None:
         interval = int(TrackAConfig.from_config(cfg).interval_minutes)
         win = TradingWindow.from_config(cfg, "track_a")
-        uni = universe_symbols(root, day)
+        uni = universe_symbols(root, day, market_of(provider).universe)
         sweeps = {e["sweep_ns"]: e for e in data.events if e.get("event") == "sweep"}
         now = clock.now_ns()
         ok_all = exp_all = 0

@@ -33,7 +33,7 @@ from observer.core import notify
 from observer.core.clock import NS, Clock, yyyymmdd
 from observer.core.logging import get_logger
 from observer.core.settings import GapfillConfig, TrackAConfig, TradingWindow
-from observer.providers.base import MarketRest, ProviderError, RecoverySource, provider_class
+from observer.providers.base import MarketRest, ProviderError, RecoverySource, market_of, provider_class
 from observer.recover.gaps import (
     DayData,
     Hole,
@@ -338,7 +338,7 @@ class GapFiller:
             interval = int(TrackAConfig.from_config(self.cfg).interval_minutes)
             slots = track_a_slots(self.calendar, self.day, win, interval)
             self._emit_markers(detect_track_a(data, slots, interval, self.clock.now_ns(),
-                                              universe_symbols(self.root, self.day)))
+                                              universe_symbols(self.root, self.day, market_of(self.provider).universe)))
         holes: list[Hole] = []
         if "B" in tracks:
             holes, new = open_holes(data, self.cfg, self.cp)

@@ -467,8 +467,8 @@ def track_a_slots(calendar, day: date, window: TradingWindow, interval_min: int)
     return list(range(int(start.timestamp()) * NS, int(end.timestamp()) * NS + 1, step))
 
 
-def universe_symbols(root: Path, day: date) -> list[str] | None:
-    p = paths.universe_file(root, day)
+def universe_symbols(root: Path, day: date, universe: str) -> list[str] | None:
+    p = paths.universe_file(root, day, universe)
     try:
         u = orjson.loads(p.read_bytes())
     except (OSError, orjson.JSONDecodeError):

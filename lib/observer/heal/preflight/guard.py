@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from observer.core.calendar import Calendar, calendar_from_config
+from observer.core.calendar import Calendar
 from observer.core.clock import KST, Clock, kst_datetime
+from observer.markets import calendar_from_config
 
 NY = ZoneInfo("America/New_York")
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import psutil
 
-from observer.core.calendar import Calendar, calendar_from_config
+from observer.core.calendar import Calendar
 from observer.core.checks import Check
 from observer.core.secrets import SecretsError, load_secrets
+from observer.markets import calendar_from_config
 
 
 def mib(n: float) -> str:

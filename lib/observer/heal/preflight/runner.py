@@ -15,12 +15,13 @@ from datetime import date
 from pathlib import Path
 
 from observer.core import notify
-from observer.core.calendar import Calendar, calendar_from_config
+from observer.core.calendar import Calendar
 from observer.core.checks import RANK, VERDICTS, Check, CheckContext, CheckFn
 from observer.core.clock import Clock
 from observer.core.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 from observer.core.logging import get_logger
 from observer.heal.preflight import host, programs
+from observer.markets import calendar_from_config
 from observer.providers.base import Provider, ProviderError, get_provider
 
 log = get_logger(__name__)
