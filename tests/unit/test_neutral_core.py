@@ -15,7 +15,13 @@ import ast
 import io
 import re
 import tokenize
+from datetime import date
 from pathlib import Path
+
+import pytest
+
+from observer.markets import get_market
+from observer.providers.base import provider_class, provider_names
 
 LIB = Path(__file__).resolve().parents[2] / "lib" / "observer"
 WORDS = ("kis", "kiwoom", "upbit", "krx", "nxt", "nasdaq", "nyse")
@@ -87,3 +93,28 @@ def test_no_broker_or_exchange_is_spelled_in_the_core():
                 found.append(f"lib/observer/{rel}:{line}: {word}")
     assert known_seen == KNOWN, f"KNOWN lists places that no longer spell a name: {sorted(KNOWN - known_seen)}"
     assert not found, "broker or exchange spelled outside providers/<name>/, markets/, sim/:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("name, error", [
+    ("../kis", "bad provider name"), ("kis.provider", "bad provider name"), ("Kis", "bad provider name"),
+    ("", "bad provider name"), (None, "bad provider name"),
+    ("base", "unknown provider 'base'"),        # a module of the package, not a provider
+    ("kiwoom", "unknown provider 'kiwoom'"),    # a package without provider.py registers nothing
+    ("nosuch", "unknown provider 'nosuch'"),
+])
+def test_a_provider_name_from_config_is_checked_before_anything_is_imported(name, error):
+    with pytest.raises(ValueError, match=re.escape(error)):
+        provider_class(name)
+
+
+def test_providers_and_markets_register_themselves_and_declare_what_the_core_needs():
+    assert "kis" in provider_names()
+    cls = provider_class("kis")
+    assert cls.name == "kis" and cls.market == cls.markets[0]
+    market = get_market(cls.market)
+    assert market.code == cls.market and market.calendar().is_trading_day(date(2026, 3, 16))
+    assert not market.calendar().is_trading_day(date(2026, 3, 14))  # a Saturday
+    assert cls.registration_limits.per_connection >= 1
+    assert {"trade", "bar"} <= set(cls.recovery_sources)
+    with pytest.raises(ValueError, match="bad market name"):
+        get_market("krx/../x")

@@ -338,12 +338,11 @@ def register_provider(name: str):
 
 
 def provider_names() -> list[str]:
-    """The registered providers, every installed provider package imported first."""
+    """The installed providers: packages observer.providers.<name> with a provider.py (which registers
+    the Provider), found without importing them (a program lists them before its self-test)."""
     from observer.core import plugins  # here: this module stays free of observer imports at load time
 
-    for name in plugins.installed("providers", packages_only=True):
-        plugins.load("providers", name, "provider", packages_only=True)
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(plugins.installed("providers", containing="provider")))
 
 
 def provider_class(name: str) -> type[Provider]:
@@ -352,7 +351,7 @@ def provider_class(name: str) -> type[Provider]:
     if name not in _REGISTRY:
         from observer.core import plugins
 
-        plugins.load("providers", name, "provider", packages_only=True)
+        plugins.load("providers", name, "provider", containing="provider")
     try:
         return _REGISTRY[name]
     except KeyError:
