@@ -331,7 +331,8 @@ def register_provider(name: str):
         with _lock:
             _REGISTRY[name] = cls
         cls.name = name
-        cls.market = cls.markets[0] if cls.markets else ""
+        if cls.markets:  # the records' market is the first it serves
+            cls.market = cls.markets[0]
         return cls
 
     return deco
