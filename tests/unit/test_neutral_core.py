@@ -23,7 +23,8 @@ import pytest
 from observer.markets import get_market
 from observer.providers.base import provider_class, provider_names
 
-LIB = Path(__file__).resolve().parents[2] / "lib" / "observer"
+# the checkout's lib/observer, wherever in tests/ this file sits
+LIB = next(p for p in Path(__file__).resolve().parents if (p / "lib" / "observer").is_dir()) / "lib" / "observer"
 WORDS = ("kis", "kiwoom", "upbit", "krx", "nxt", "nasdaq", "nyse")
 _WORD = re.compile(r"\b(" + "|".join(WORDS) + r")\b", re.IGNORECASE)
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
