@@ -14,7 +14,8 @@ LIB = Path(__file__).resolve().parents[1] / "lib"
 # Lowest first. A package may import its own modules and any package on a lower floor; never one on its
 # own floor (no sideways imports) or above. The package root (observer/__init__: __version__) counts as core.
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
-    ("core", ("core",)),                          # config, clock, calendar, contracts, exit codes, ...
+    ("core", ("core",)),                          # config, clock, calendar shape, contracts, exit codes, ...
+    ("markets", ("markets",)),                    # market definitions: calendar, session, time zone, universe
     ("store", ("store",)),                        # the tree: paths, writer, reader, record and marker vocabulary
     ("services", ("telemetry", "providers", "sim")),  # alerts+metrics; broker adapters; the simulator
     ("domain", ("recover", "collect", "lifecycle")),  # what the programs do, independent of each other
@@ -127,19 +128,19 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     # an import inside a function counts
     ({"observer/heal/w.py": "def f():\n    from observer.deploy.unitctl import request\n",
       "observer/deploy/unitctl.py": ""},
-     ["observer.heal.w:2 -> observer.deploy.unitctl (floor 4 heal imports floor 7 deploy: up)"]),
+     ["observer.heal.w:2 -> observer.deploy.unitctl (floor 5 heal imports floor 8 deploy: up)"]),
     # `from package import module` is an import of that module, not of the package
     ({"observer/collect/r.py": "from observer import cli\n", "observer/cli.py": ""},
-     ["observer.collect.r:1 -> observer.cli (floor 3 domain imports floor 5 cli: up)"]),
+     ["observer.collect.r:1 -> observer.cli (floor 4 domain imports floor 6 cli: up)"]),
     # sideways on one floor
     ({"observer/collect/t.py": "import observer.recover.gaps\n", "observer/recover/gaps.py": ""},
-     ["observer.collect.t:1 -> observer.recover.gaps (floor 3 domain imports floor 3 domain: sideways)"]),
+     ["observer.collect.t:1 -> observer.recover.gaps (floor 4 domain imports floor 4 domain: sideways)"]),
     # relative imports resolve against the package
     ({"observer/store/s.py": "from ..telemetry import metrics\n", "observer/telemetry/metrics.py": ""},
-     ["observer.store.s:1 -> observer.telemetry.metrics (floor 1 store imports floor 2 services: up)"]),
+     ["observer.store.s:1 -> observer.telemetry.metrics (floor 2 store imports floor 3 services: up)"]),
     # the simulator imports core only, though the store is below it
     ({"observer/sim/m.py": "from observer.store import paths\n", "observer/store/paths.py": ""},
-     ["observer.sim.m:1 -> observer.store.paths (floor 2 services: sim imports only core, not store)"]),
+     ["observer.sim.m:1 -> observer.store.paths (floor 3 services: sim imports only core, not store)"]),
     # a new package nobody placed
     ({"observer/extra/x.py": ""}, ["observer.extra: package 'extra' is on no floor (add it to FLOORS and "
                                    "docs/architecture.md)", "observer.extra.x: package 'extra' is on no floor "

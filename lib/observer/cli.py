@@ -74,7 +74,7 @@ def date_arg(s: str) -> date:
         d = date(int(s[:4]), int(s[4:6]), int(s[6:8]))
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"bad date {s!r}: {e}") from None
-    from observer.core.calendar import supported_years
+    from observer.markets import supported_years
 
     lo, hi = supported_years()
     if not lo <= d.year <= hi:

@@ -15,8 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from observer.collect.track_a import TrackA  # noqa: E402
-from observer.core.calendar import calendar_from_config  # noqa: E402
 from observer.core.clock import NS  # noqa: E402
+from observer.markets import calendar_from_config  # noqa: E402
 from observer.providers.base import get_provider  # noqa: E402
 from tests.support.simenv import SimEnv  # noqa: E402
 

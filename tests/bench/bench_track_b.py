@@ -31,10 +31,10 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from observer.collect.track_b import TrackB  # noqa: E402
-from observer.core.calendar import KrxCalendar  # noqa: E402
 from observer.core.clock import ScaledClock, kst_datetime, parse_yyyymmdd  # noqa: E402
 from observer.core.config import validate_config  # noqa: E402
 from observer.core.secrets import Secrets  # noqa: E402
+from observer.markets.krx import KrxCalendar  # noqa: E402
 from observer.providers.base import get_provider  # noqa: E402
 from observer.store.store import Store  # noqa: E402
 from observer.store.writer import Durability  # noqa: E402

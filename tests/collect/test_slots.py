@@ -24,7 +24,7 @@ def step(m: SlotManager, cands, now) -> Plan:
 
 # -- capacity ----------------------------------------------------------------------------------------
 def test_capacity_for_kis():
-    assert capacity_for() == 20                       # one key, ticks + book
+    assert capacity_for(41) == 20                      # one key, ticks + book
     assert capacity_for(41, 1) == 41                  # ticks only
     assert capacity_for(41, 2, 2) == 40               # two keys
     assert SlotManager.capacity_for(41, 2, 3) == 60

@@ -6,8 +6,8 @@ import pytest
 
 from observer.collect.track_a import TrackA
 from observer.collect.universe import ensure_universe
-from observer.core.calendar import calendar_from_config
 from observer.core.clock import NS
+from observer.markets import calendar_from_config
 from observer.programs.verify import verify_tree
 from observer.providers.base import get_provider
 from observer.store import paths
@@ -34,7 +34,7 @@ def test_universe_is_filtered_frozen_and_reused(env):
     want = sorted(s for s, u in env.universe_truth.items() if u["prev_close"] >= 4000)
     assert sorted(s["symbol"] for s in uni["symbols"]) == want
     assert 0 < len(want) < len(env.universe_truth), "the sim should have symbols on both sides of 4,000"
-    path = paths.universe_file(env.root, env.day)
+    path = paths.universe_file(env.root, env.day, "kr_stocks")
     before = path.read_bytes()
     again = ensure_universe(env.root, env.day, prov.rest(), env.cfg, cal, store.events("kis"), env.clock)
     assert again == uni and path.read_bytes() == before

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from observer.collect.track_b import TrackB
-from observer.core.calendar import calendar_from_config
+from observer.markets import calendar_from_config
 from observer.programs.verify import verify_tree
 from observer.providers.base import get_provider
 from observer.store.reader import iter_day

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from observer.collect.universe import UniverseError, ensure_universe
-from observer.core.calendar import calendar_from_config
+from observer.markets import calendar_from_config
 from observer.providers.base import get_provider
 from observer.providers.kis import master
 from observer.store import paths
@@ -125,7 +125,7 @@ def test_hostile_masters_refused_with_a_clear_message(env, mode, why):
     assert "\n" not in msg
     kept = paths.universe_sources_dir(env.root, env.day)
     assert not kept.exists() or not any(kept.iterdir()), "a refused file was kept"
-    assert not paths.universe_file(env.root, env.day).exists()
+    assert not paths.universe_file(env.root, env.day, "kr_stocks").exists()
     assert not list(env.tmp.rglob("kospi_code.mst")), "something was extracted"
     store.close()
 
@@ -155,7 +155,7 @@ def test_preflight_creates_the_universe_with_no_symbols_file(tmp_path):
         r = env.preflight("--only", "universe")
         c = checks(report(r))["universe"]
         assert c["verdict"] == "ok" and "created now" in c["reason"], (c, r.stderr[-2000:])
-        uni = orjson.loads(paths.universe_file(env.root, env.day).read_bytes())
+        uni = orjson.loads(paths.universe_file(env.root, env.day, "kr_stocks").read_bytes())
         assert uni["source"]["kind"] == "listing_files"
         assert {s["symbol"] for s in uni["symbols"]} == {u["symbol"] for u in env.universe if u["prev_close"] >= 4000}
         assert sorted(p.name for p in paths.universe_sources_dir(env.root, env.day).iterdir()) == [

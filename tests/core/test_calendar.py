@@ -11,15 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from observer.core import calendar as calmod
-from observer.core.calendar import (
-    CSAT_DATES,
-    KrxCalendar,
-    LateOpen,
-    NotATradingDay,
-    calendar_from_config,
-)
+from observer.core.calendar import LateOpen, NotATradingDay
 from observer.core.clock import KST, UTC
+from observer.markets import calendar_from_config
+from observer.markets import krx as calmod
+from observer.markets.krx import CSAT_DATES, KrxCalendar
 
 CAL = KrxCalendar()
 

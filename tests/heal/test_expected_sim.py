@@ -11,10 +11,10 @@ from pathlib import Path
 
 import orjson
 
-from observer.core.calendar import calendar_from_config
 from observer.core.clock import NS, kst_ns
 from observer.heal.expected import expected_symbols, previous_day_slots
 from observer.heal.watchdog import Watchdog
+from observer.markets import calendar_from_config
 from observer.store import paths
 from observer.store.reader import iter_day
 from tests.support import wait_for

@@ -129,10 +129,10 @@ def test_backup_status_for_the_metrics_comes_from_the_backup_events(tmp_path):
     three days' events (a refused run is none), read incrementally across passes."""
     from datetime import datetime
 
-    from observer.core.calendar import calendar_from_config
     from observer.core.clock import KST, ManualClock
     from observer.core.config import validate_config
     from observer.heal.watchdog import Watchdog
+    from observer.markets import calendar_from_config
     from observer.store.store import Store
 
     root = tmp_path / "data"

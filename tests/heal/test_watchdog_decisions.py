@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from observer.core.calendar import calendar_from_config
 from observer.core.clock import KST, ManualClock
 from observer.core.config import validate_config
 from observer.core.settings import TradingWindow
@@ -30,6 +29,8 @@ from observer.heal.watchdog import (
     restart_cause,
     restarts_exhausted,
 )
+from observer.markets import calendar_from_config
+from observer.providers import base as provider_base
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = "observer-track-b@kis.service"
@@ -83,14 +84,16 @@ def test_by_default_it_watches_track_a_and_track_b_of_kis_in_their_windows():
         ("track-b@kis", "observer-track-b@kis.service", "kis", ("09:30", "15:00"), "scalp", 300.0)]
 
 
-def test_one_track_b_per_provider_track_a_optional_windows_and_limits_from_the_config():
-    cs = collectors_from_config(cfg(watchdog={"track_a": False, "providers": ["kis", "kiwoom"], "no_data_s": 120},
+def test_one_track_b_per_provider_track_a_optional_windows_and_limits_from_the_config(monkeypatch):
+    # a second provider registered for this test only (the watchdog asks each provider for its market)
+    monkeypatch.setitem(provider_base._REGISTRY, "second", provider_base.provider_class("kis"))
+    cs = collectors_from_config(cfg(watchdog={"track_a": False, "providers": ["kis", "second"], "no_data_s": 120},
                                     windows={"track_b": {"start": "09:05", "end": "14:50"}}))
     assert [(c.name, c.unit, c.provider, (c.window.start, c.window.end), c.no_data_s) for c in cs] == [
         ("track-b@kis", "observer-track-b@kis.service", "kis", ("09:05", "14:50"), 120.0),
-        ("track-b@kiwoom", "observer-track-b@kiwoom.service", "kiwoom", ("09:05", "14:50"), 120.0)]
-    ta = collectors_from_config(cfg(track_a={"provider": "kiwoom"}, watchdog={"track_a_no_data_s": 900}))[0]
-    assert (ta.provider, ta.no_data_s) == ("kiwoom", 900.0)
+        ("track-b@second", "observer-track-b@second.service", "second", ("09:05", "14:50"), 120.0)]
+    ta = collectors_from_config(cfg(track_a={"provider": "second"}, watchdog={"track_a_no_data_s": 900}))[0]
+    assert (ta.provider, ta.no_data_s) == ("second", 900.0)
 
 
 def _unit_file(unit: str) -> Path:

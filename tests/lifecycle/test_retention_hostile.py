@@ -131,7 +131,7 @@ def test_retention_symlinked_archive_is_not_followed(tmp_path, tree):
 
 def test_retention_universe_snapshot_is_packaged_and_goes_with_its_day(tmp_path, tree):
     """Issue 13: universe/YYYYMMDD_kr_stocks.json was never packaged nor deleted."""
-    uni = paths.universe_file(tree, EXPIRED)
+    uni = paths.universe_file(tree, EXPIRED, "kr_stocks")
     uni.parent.mkdir(parents=True, exist_ok=True)
     uni.write_bytes(orjson.dumps({"date": yyyymmdd(EXPIRED), "symbols": [{"symbol": "005930"}]}) + b"\n")
     receipted_day(tree, EXPIRED)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from observer import cli
-from observer.core.calendar import supported_years
+from observer.markets import supported_years
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -111,9 +111,9 @@ def test_the_streamer_keeps_the_raw_frame_and_writes_no_record_that_breaks_its_c
     writer batch puts every frame into raw/ and the trades into scalp/. A 25-digit cumulative value
     used to pass the contract check (a JSON number) and then break the writer's serialiser."""
     from observer.collect.track_b import TrackB
-    from observer.core.calendar import calendar_from_config
     from observer.core.clock import ManualClock
     from observer.core.secrets import Secrets
+    from observer.markets import calendar_from_config
     from observer.programs.verify import verify_tree
     from observer.providers.base import get_provider
     from observer.store.reader import iter_day

@@ -17,8 +17,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from observer.core.calendar import calendar_from_config
 from observer.core.clock import ScaledClock, kst_datetime
+from observer.markets import calendar_from_config
 from observer.programs.verify import verify_tree
 from observer.recover.audit import build_quality, write_quality
 from observer.recover.gapfill import checkpoint_path

@@ -89,7 +89,7 @@ def test_offline_markers_only_where_nobody_marked(tmp_path):
                           "track": "B", "cause": "ws_eof", "recoverable": True, "gap_id": "live-1",
                           "channel": "trades", "_ts": T0 + 13 * NS})]
     write_tree(tmp_path, rows, ev)
-    d = DayData(tmp_path, DAY)
+    d = DayData(tmp_path, DAY, "kis", "krx")
     holes, new = detect_track_b(d)
     assert len(holes) == 1 and holes[0].missing_qty == 50
     # the live marker covers only part of the loss (it starts when the loss was noticed): the parts
@@ -125,7 +125,7 @@ def test_missed_sweeps_and_missing_symbols(tmp_path):
                  "recv_ns": s0 + 1, "quality": "normal", "price": 1, "sweep_ns": s0}, s0 + 1)
     part.close()
     store.close()
-    d = DayData(tmp_path, DAY)
+    d = DayData(tmp_path, DAY, "kis", "krx")
     new = detect_track_a(d, [s0, s0 + step, s0 + 2 * step], 10, s0 + 2 * step, ["A", "B", "C"])
     got = sorted((m.symbol, m.start_ns, m.cause) for m in new)
     # C missing from the 10:00 sweep (B was marked live); 10:10 never happened; 10:20 not over yet

@@ -9,7 +9,7 @@ import threading
 from collections import defaultdict
 
 from observer.collect.track_b import TrackB
-from observer.core.calendar import calendar_from_config
+from observer.markets import calendar_from_config
 from observer.providers.base import get_provider
 from observer.recover.audit import _pct, build_quality
 from observer.store.markers import SUBSCRIBING, UNSUBSCRIBING

@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from observer.collect.track_b import TrackB
-from observer.core.calendar import calendar_from_config
+from observer.markets import calendar_from_config
 from observer.providers.base import get_provider
 from observer.recover.gapfill import GapFiller
 from observer.store.reader import iter_day

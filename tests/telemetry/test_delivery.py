@@ -15,9 +15,9 @@ from datetime import datetime
 import pytest
 
 from observer.collect.track_a import TrackA
-from observer.core.calendar import calendar_from_config
 from observer.core.clock import KST, ManualClock
 from observer.heal.watchdog import Watchdog
+from observer.markets import calendar_from_config
 from observer.providers.base import get_provider
 from observer.store.reader import iter_day
 from observer.store.store import Store

@@ -7,12 +7,13 @@ import threading
 from dataclasses import dataclass
 from datetime import date
 
-from observer.core.calendar import KrxCalendar, calendar_from_config
+from observer.core.calendar import Calendar
 from observer.core.clock import Clock
 from observer.core.config import data_dir, host_id
 from observer.core.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from observer.core.notify import Notifier
 from observer.core.secrets import Secrets, load_secrets
+from observer.markets import calendar_from_config
 from observer.providers.base import Provider, get_provider
 from observer.store.store import EventLog, Store
 from observer.store.writer import Durability
@@ -25,7 +26,7 @@ class Runtime:
     store: Store
     provider: Provider
     secrets: Secrets
-    calendar: KrxCalendar
+    calendar: Calendar
     notifier: Notifier
     stop: threading.Event
 
@@ -44,22 +45,22 @@ def open_runtime(cfg: dict, clock: Clock, provider_name: str, program: str) -> R
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     clock.stop_on(stop)  # every wait below (issuance limit, rate limiter, backoff) ends on a signal
-    return Runtime(store, provider, secrets, calendar_from_config(cfg), Notifier(), stop)
+    return Runtime(store, provider, secrets, calendar_from_config(cfg, provider.market), Notifier(), stop)
 
 
 def stand_down(rt: Runtime, day: date, ev: EventLog) -> str | None:
-    """On a day KRX is closed: the `standing_down` event, and the reason (the caller exits 0).
+    """On a day the market is closed: the `standing_down` event, and the reason (the caller exits 0).
     None on a trading day. Every program that opens a runtime asks this before its day's work."""
     if rt.calendar.is_trading_day(day):
         return None
     reason = rt.calendar.closed_reason(day)
-    ev.emit("collector", "INFO", state="standing_down", reason=f"{day}: not a KRX trading day ({reason})")
+    ev.emit("collector", "INFO", state="standing_down", reason=f"{day}: not a {rt.calendar.market_name} trading day ({reason})")
     return reason
 
 
 def run_collector(cfg: dict, clock: Clock, provider_name: str, program: str, body) -> int:
     """What both collectors do around their day: open the runtime (secrets, store, provider,
-    signals), stand down on a day KRX is closed, turn refused credentials into a clear exit, and
+    signals), stand down on a day the market is closed, turn refused credentials into a clear exit, and
     always leave the tree durable. `body(rt, day, events)` does the day's work and returns the exit code."""
     import sys
 

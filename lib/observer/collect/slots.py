@@ -24,14 +24,11 @@ from observer.collect.triggers import Candidate, rank
 from observer.core.clock import NS
 from observer.core.settings import TrackBConfig
 
-KIS_REGISTRATIONS_PER_CONNECTION = 41
-
 _UNTRIGGERED = (2, 0, 0.0)   # rank key of a held symbol that no trigger currently supports
 
 
-def capacity_for(registrations_per_connection: int = KIS_REGISTRATIONS_PER_CONNECTION,
-                 channels_per_slot: int = 2, connections: int = 1) -> int:
-    """Symbols that fit: 41 // 2 = 20 per KIS key with ticks + book, 41 with ticks only."""
+def capacity_for(registrations_per_connection: int, channels_per_slot: int = 2, connections: int = 1) -> int:
+    """Symbols that fit: registrations // channels per connection (41 // 2 = 20 with ticks + book)."""
     if registrations_per_connection < 1 or channels_per_slot < 1 or connections < 1:
         raise ValueError("registrations, channels per slot and connections must be >= 1")
     return connections * (registrations_per_connection // channels_per_slot)
@@ -223,4 +220,4 @@ class SlotManager:
                 h.trigger, h.score = c.trigger, c.score
 
 
-__all__ = ["Plan", "SlotManager", "Holding", "capacity_for", "slot_capacity", "KIS_REGISTRATIONS_PER_CONNECTION"]
+__all__ = ["Plan", "SlotManager", "Holding", "capacity_for", "slot_capacity"]

@@ -13,12 +13,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import date, datetime
 
 from observer.collect.heartbeat import Heartbeat
-from observer.core.calendar import KrxCalendar
+from observer.core.calendar import Calendar
 from observer.core.clock import NS, Clock, Stopped, kst
 from observer.core.logging import get_logger
 from observer.core.notify import Notifier
 from observer.core.settings import TrackAConfig, TradingWindow
-from observer.providers.base import AuthError, MarketRest, ProviderError
+from observer.providers.base import AuthError, MarketRest, ProviderError, provider_class
 from observer.store.store import Store
 from observer.telemetry.alerts import KEY_TRACK_A_RATE, ProgramAlerts, Sustained
 from observer.telemetry.metrics import MetricsWriter
@@ -43,7 +43,7 @@ def sweep_slots(start: datetime, end: datetime, interval_min: int) -> list[int]:
 
 
 class TrackA:
-    def __init__(self, *, store: Store, rest: MarketRest, clock: Clock, calendar: KrxCalendar, cfg: dict,
+    def __init__(self, *, store: Store, rest: MarketRest, clock: Clock, calendar: Calendar, cfg: dict,
                  provider: str, symbols: list[str], notifier: Notifier | None = None,
                  stop: threading.Event | None = None):
         self.store = store
@@ -52,7 +52,7 @@ class TrackA:
         self.calendar = calendar
         self.cfg = cfg
         self.provider = provider
-        self.market = "krx"
+        self.market = provider_class(provider).market
         self.symbols = symbols
         self.notifier = notifier or Notifier()
         self.stop = stop or threading.Event()

@@ -29,7 +29,7 @@ from observer.collect.mitigation import (
 )
 from observer.collect.slots import SlotManager, slot_capacity
 from observer.collect.triggers import TriggerEngine, latest_snapshots
-from observer.core.calendar import KrxCalendar
+from observer.core.calendar import Calendar
 from observer.core.clock import NS, Clock
 from observer.core.contracts import ContractError, check
 from observer.core.logging import get_logger
@@ -52,13 +52,13 @@ _DROP_REASONS = {"queue_overflow": "the writer fell behind; {n} frames dropped",
 
 
 class TrackB:
-    def __init__(self, *, store: Store, provider: Provider, clock: Clock, calendar: KrxCalendar, cfg: dict,
+    def __init__(self, *, store: Store, provider: Provider, clock: Clock, calendar: Calendar, cfg: dict,
                  notifier: Notifier | None = None, stop: threading.Event | None = None,
                  fixed_symbols: list[str] | None = None, load_probe=None):
         self.store = store
         self.provider = provider
         self.pname = provider.name
-        self.market = provider.market or "krx"
+        self.market = provider.market
         self.clock = clock
         self.calendar = calendar
         self.cfg = cfg

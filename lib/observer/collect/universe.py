@@ -20,17 +20,21 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
-from observer.core.calendar import KrxCalendar
+from observer.core.calendar import Calendar
 from observer.core.clock import Clock, Stopped, to_ns, yyyymmdd
 from observer.core.config import section
 from observer.core.logging import get_logger
-from observer.providers.base import AuthError, MarketRest, Provider, ProviderError
+from observer.providers.base import AuthError, MarketRest, Provider, ProviderError, market_of
 from observer.store import paths
 from observer.store.state import create_json_once, read_json, write_bytes_atomic
 from observer.telemetry.alerts.table import KEY_UNIVERSE_FALLBACK
 
 log = get_logger(__name__)
-MARKET = "kr_stocks"
+
+
+def universe_name(provider: str) -> str:
+    """The universe file's name part (and its `market` field): that of the market `provider` serves."""
+    return market_of(provider).universe
 LOOKBACK_DAYS = 10  # how far back a fallback universe (or a kept listing file) may come from
 # WARNING alert (the name of observer.telemetry.alerts.table's constant): listing download/parse failed, or a
 # previous day's universe used
@@ -107,7 +111,7 @@ def create_universe(rest: MarketRest, candidates: list[str], day: date, *, min_p
     kept = [{"symbol": s, "prev_close": pc, **info.get(s, {})}
             for s, pc, err in results if not err and pc is not None and pc >= min_prev_close]
     return {
-        "date": yyyymmdd(day), "market": MARKET, "provider": provider, "created_ns": clock.now_ns(),
+        "date": yyyymmdd(day), "market": universe_name(provider), "provider": provider, "created_ns": clock.now_ns(),
         "source": source or {}, "min_prev_close": min_prev_close, "candidates": len(candidates),
         "excluded_below_threshold": sum(1 for s, pc, err in results if not err and pc is not None and pc < min_prev_close),
         "no_history": [s for s, pc, err in results if not err and pc is None],
@@ -123,7 +127,7 @@ def _copy_kept(src: Path, dst: Path) -> None:
             write_bytes_atomic(dst / f.name, f.read_bytes())
 
 
-def listed_candidates(root: Path, day: date, source: Provider, ucfg: dict, calendar: KrxCalendar, events,
+def listed_candidates(root: Path, day: date, source: Provider, ucfg: dict, calendar: Calendar, events,
                       alerts=None) -> tuple[list[str], dict[str, dict], dict]:
     """Candidates from the provider's listing files: (symbols, {symbol: {name, market, type}}, source).
 
@@ -177,14 +181,16 @@ def listed_candidates(root: Path, day: date, source: Provider, ucfg: dict, calen
     return symbols, info, src
 
 
-def ensure_universe(root: Path, day: date, rest: MarketRest, cfg: dict, calendar: KrxCalendar, events,
-                    clock: Clock, provider: str = "kis", *, source: Provider | None = None, alerts=None) -> dict:
+def ensure_universe(root: Path, day: date, rest: MarketRest, cfg: dict, calendar: Calendar, events,
+                    clock: Clock, provider: str | None = None, *, source: Provider | None = None, alerts=None) -> dict:
     """The universe of `day`: the frozen file if it exists, else created now, else the previous
     trading day's (WARNING event + alert). Candidates come from `universe.candidates_file` when set,
     else from `source`'s listing files. `alerts`: anything with .alert(key, severity, text, **context)
     (an Alerter or observer.telemetry.alerts' ProgramAlerts). Raises UniverseError only when none can be had;
     AuthError and Stopped propagate."""
-    path = paths.universe_file(root, day, MARKET)
+    provider = provider or section(cfg, "track_a")["provider"]  # the universe is Track A's
+    name = universe_name(provider)
+    path = paths.universe_file(root, day, name)
     existing = read_json(path)
     if existing is not None:
         return existing
@@ -206,7 +212,7 @@ def ensure_universe(root: Path, day: date, rest: MarketRest, cfg: dict, calendar
         prev = day
         for _ in range(LOOKBACK_DAYS):
             prev = calendar.previous_trading_day(prev)
-            old = read_json(paths.universe_file(root, prev, MARKET))
+            old = read_json(paths.universe_file(root, prev, name))
             if old is not None:
                 events.emit("universe", "WARNING", date=yyyymmdd(day), action="fallback", source_date=yyyymmdd(prev),
                             symbols=len(old["symbols"]), reason=str(e)[:500])

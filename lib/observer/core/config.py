@@ -55,7 +55,7 @@ def config_schema() -> dict:
     schema["properties"]["providers"] = {
         "type": "object",
         "additionalProperties": False,
-        "description": "one table per broker: [providers.kis], ...",
+        "description": "one table per broker: [providers.<name>] (observer/providers/<name>/)",
         "properties": providers,
     }
     return schema

@@ -90,6 +90,7 @@ class TrackBConfig:
     """[track_b]: the streamer's slots, pacing and limits (its triggers and mitigation tables are read by
     collect.triggers and collect.mitigation)."""
 
+    provider: str
     slots: int
     channels: tuple[str, ...]
     connections: int

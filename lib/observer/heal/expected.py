@@ -31,6 +31,7 @@ from observer.collect.triggers import SYMBOL_RE
 from observer.core.clock import NS, yyyymmdd
 from observer.core.logging import get_logger
 from observer.core.settings import TrackBConfig, TradingWindow
+from observer.providers.base import provider_class
 from observer.store import paths
 from observer.store.markers import COLLECTOR_DOWN, TRADES, hhmmss
 
@@ -190,7 +191,7 @@ class ExpectedCoverage:
                     gid = f"W-{p}-{sym}-{ch}-{COLLECTOR_DOWN}-{w_ns}"
                     if gid in sc["gap_ids"]:
                         continue
-                    wd._event(p, "gap_marker", "WARNING", market="krx", symbol=sym, start_ns=w_ns, end_ns=stop_ns,
+                    wd._event(p, "gap_marker", "WARNING", market=provider_class(p).market, symbol=sym, start_ns=w_ns, end_ns=stop_ns,
                               track="B", cause=COLLECTOR_DOWN, recoverable=ch == TRADES, channel=ch, gap_id=gid,
                               detected="live", note=f"expected symbol ({src}); Track B not recording")
                     if not wd.dry_run:

@@ -35,13 +35,14 @@ from pathlib import Path
 
 import psutil
 
-from observer.core.calendar import KrxCalendar
+from observer.core.calendar import Calendar
 from observer.core.clock import NS, Clock, kst_datetime, yyyymmdd
 from observer.core.logging import get_logger
 from observer.core.settings import TrackAConfig, TradingWindow, WatchdogConfig
 from observer.heal.expected import ExpectedCoverage
 from observer.heal.preflight import last_error_line
 from observer.lifecycle import layout
+from observer.providers.base import provider_class
 from observer.store import paths
 from observer.store.reader import read_new
 from observer.store.state import read_json, write_json_atomic
@@ -98,12 +99,13 @@ def collectors_from_config(cfg: dict) -> list[Collector]:
     w = WatchdogConfig.from_config(cfg)
     out = []
     if w.track_a:
-        out.append(Collector("track-a", "observer-track-a.service", TrackAConfig.from_config(cfg).provider,
-                             TradingWindow.from_config(cfg, "track_a"), "swing", "krx", float(w.track_a_no_data_s)))
+        a = TrackAConfig.from_config(cfg).provider
+        out.append(Collector("track-a", "observer-track-a.service", a,
+                             TradingWindow.from_config(cfg, "track_a"), "swing", provider_class(a).market, float(w.track_a_no_data_s)))
     tb = TradingWindow.from_config(cfg, "track_b")
     for p in w.providers:
         out.append(Collector(f"track-b@{p}", f"observer-track-b@{p}.service", p, tb, "scalp",
-                             "krx", float(w.no_data_s)))
+                             provider_class(p).market, float(w.no_data_s)))
     return out
 
 
@@ -274,7 +276,7 @@ def restarts_exhausted(restarts: list[float], now: float, k: int, m_s: float) ->
 # the watchdog
 # ---------------------------------------------------------------------------------------------------
 class Watchdog:
-    def __init__(self, cfg: dict, clock: Clock, calendar: KrxCalendar, *, store, alerts, dry_run: bool = False,
+    def __init__(self, cfg: dict, clock: Clock, calendar: Calendar, *, store, alerts, dry_run: bool = False,
                  systemd: Systemd | None = None, use_systemd: bool | None = None, program_path: str | None = None,
                  out=None):
         self.cfg = cfg

@@ -8,7 +8,6 @@ import sys
 import threading
 from pathlib import Path
 
-from observer.core.calendar import calendar_from_config
 from observer.core.clock import Clock
 from observer.core.config import host_id
 from observer.core.exitcodes import EXIT_OK, EXIT_PROBLEMS
@@ -16,6 +15,7 @@ from observer.core.logging import get_logger
 from observer.core.notify import Notifier
 from observer.core.secrets import SecretsError, load_secrets
 from observer.heal.watchdog import Watchdog
+from observer.markets import calendar_from_config
 from observer.store.store import Store
 from observer.telemetry.alerts.notifier import ProgramAlerts
 from observer.telemetry.alerts.summary import daily_summary_due, send_daily_summary

@@ -7,15 +7,16 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from observer.core.calendar import KrxCalendar, calendar_from_config
+from observer.core.calendar import Calendar
 from observer.core.clock import Clock, kst_datetime, yyyymmdd
 from observer.core.config import section
 from observer.core.settings import TradingWindow
 from observer.lifecycle import layout
 from observer.lifecycle.backup import BackupOptions, Result, package_day
+from observer.markets import calendar_from_config
 
 
-def collection_end(cfg: dict, day: date, calendar: KrxCalendar | None = None) -> datetime:
+def collection_end(cfg: dict, day: date, calendar: Calendar | None = None) -> datetime:
     """When the day's last collection window (`windows.*.end`) ends, KST, shifted like the session on
     late-open days. On a closed day, or one outside the calendar's years, the configured times apply."""
     cal = calendar
@@ -46,7 +47,7 @@ class Cutoff:
     allowed_from: datetime
 
     @classmethod
-    def of(cls, cfg: dict, now: datetime, calendar: KrxCalendar | None = None) -> Cutoff:
+    def of(cls, cfg: dict, now: datetime, calendar: Calendar | None = None) -> Cutoff:
         today = now.date()
         end = collection_end(cfg, today, calendar)
         return cls(today, end, end + timedelta(minutes=cfg["backup"]["after_window_minutes"]))

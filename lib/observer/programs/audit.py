@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from observer import cli
-from observer.core.calendar import calendar_from_config
 from observer.core.settings import GapfillConfig
+from observer.markets import calendar_from_config
 from observer.recover.audit import build_quality, write_quality
 
 PROGRAM = "observer-audit"

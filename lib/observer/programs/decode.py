@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     p = cli.make_parser(PROGRAM, DESCRIPTION)
     p.add_argument("--provider", required=True, choices=provider_names(), help="whose frames these are")
     p.add_argument("--date", type=cli.date_arg, metavar="YYYYMMDD",
-                   help="trading date for frames without one (KIS books); default: the trades' BSOP_DATE, a raw "
+                   help="trading date for frames without one (books of providers that send none); default: the trades' BSOP_DATE, a raw "
                         "record's receive date, else today (KST)")
     p.add_argument("--include-rejected", action="store_true",
                    help="also show the records the guard rejected (price <= 0 ...) after their reason on stderr "

@@ -80,11 +80,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.minutes <= 0 or args.speed <= 0 or args.symbols < 1 or args.active < 0:
         p.error("--minutes > 0, --speed > 0, --symbols >= 1 and --active >= 0 please")
-    from observer.core.calendar import calendar_from_config
+    from observer.markets import calendar_from_config
 
     cal = calendar_from_config({})
     if not cal.is_trading_day(args.date):  # the collectors would only stand down
-        p.error(f"argument --date: {yyyymmdd(args.date)} is not a KRX trading day ({cal.closed_reason(args.date)})")
+        p.error(f"argument --date: {yyyymmdd(args.date)} is not a {cal.market_name} trading day ({cal.closed_reason(args.date)})")
     cli.start(PROGRAM, args, need_config=False)
     try:
         work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="observer-demo-"))

@@ -23,7 +23,7 @@ def main(argv=None) -> int:
                         "sweeps), mark each one once, backfill the trades the broker can still give into recovered/ "
                         "with provenance (resumable: a checkpoint in state/gapfill/), then write the quality report. "
                         "Order-book gaps are never filled. Exit 1 when something stayed unrecoverable.")
-    p.add_argument("--date", type=cli.date_arg, metavar="YYYYMMDD", help="the day (default: today, KST); KIS serves today's trades only")
+    p.add_argument("--date", type=cli.date_arg, metavar="YYYYMMDD", help="the day (default: today, KST); a provider whose trade source reaches today only gives nothing for a past day")
     p.add_argument("--provider", help="broker whose REST calls fill the gaps (default: gapfill.provider)")
     p.add_argument("--no-audit", action="store_true", help="do not write reports/YYYYMMDD/quality.*")
     p.add_argument("--progress", choices=["auto", "on", "off"], default="auto",

@@ -14,7 +14,7 @@ def main(argv=None) -> int:
     p = cli.make_parser(PROGRAM, "Check everything the trading day needs (config, secrets, every program's imports, "
                         "token, REST, WebSocket, clock skew, disk, memory, CPU, universe, units) and print a table. "
                         "Exit 0 ok, 1 warnings only, 2 the config or the secrets are wrong, 3 another check failed "
-                        "(any failure also sends a CRITICAL alert). On a day KRX does not trade: a "
+                        "(any failure also sends a CRITICAL alert). On a day the market does not trade: a "
                         "trading_day_skipped event and exit 0.")
     p.add_argument("--deploy-guard", action="store_true",
                    help="only answer the market-hours time lock: exit 1 (with the reason) during KR market hours "
@@ -22,7 +22,7 @@ def main(argv=None) -> int:
                         "injects the time")
     p.add_argument("--systemd", action="store_true",
                    help="also check the units (is-enabled / is-failed); implied when run by systemd (INVOCATION_ID)")
-    p.add_argument("--all", action="store_true", help="run every check even on a day KRX does not trade")
+    p.add_argument("--all", action="store_true", help="run every check even on a day the market does not trade")
     p.add_argument("--only", metavar="NAMES", help="comma-separated checks to run (e.g. disk,memory,websocket)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
     p.add_argument("--no-alert", action="store_true", help="do not send alerts (the event is still written)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from observer import cli
 from observer.collect.runtime import run_collector
 from observer.collect.track_b import TrackB
+from observer.core.settings import TrackBConfig
 from observer.providers.base import provider_names
 
 PROGRAM = "observer-track-b"
@@ -13,12 +14,13 @@ PROGRAM = "observer-track-b"
 def main(argv=None) -> int:
     p = cli.make_parser(PROGRAM, "Track B: stream trades and order books of the slots chosen by the "
                         "triggers during the Track B window; raw frames to raw/, trades and sampled books to scalp/. "
-                        "One systemd instance per provider (observer-track-b@kis).")
-    p.add_argument("--provider", default="kis", help=f"which broker ({', '.join(provider_names())}; default kis)")
+                        "One systemd instance per provider (observer-track-b@<provider>).")
+    p.add_argument("--provider", help=f"which broker ({', '.join(provider_names())}; default: track_b.provider)")
     p.add_argument("--symbols", help="comma-separated symbols to hold instead of trigger-chosen slots (tests, demos)")
     args = p.parse_args(argv)
+    ctx = cli.start(f"{PROGRAM}@{args.provider}" if args.provider else PROGRAM, args, tree=cli.TREE_OWN)
+    args.provider = args.provider or TrackBConfig.from_config(ctx.cfg).provider
     program = f"{PROGRAM}@{args.provider}"
-    ctx = cli.start(program, args, tree=cli.TREE_OWN)
     fixed = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
 
     def day_of_streaming(rt, day, ev) -> int:

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 from observer.core.checks import CheckContext, NamedCheck
 
@@ -221,11 +222,49 @@ class StreamClient(abc.ABC):
         return predicate()
 
 
+@dataclass(frozen=True)
+class RegistrationLimits:
+    """How many (symbol, channel) registrations the broker's stream accepts."""
+
+    per_connection: int   # one WebSocket connection
+    per_key: int          # one app key, over all its connections
+
+
+@dataclass(frozen=True)
+class RecoverySource:
+    """A REST call that gives a record kind back after the fact (the gap-filler's source)."""
+
+    call: str             # the broker's name for it (provenance.source_call)
+    rows_per_call: int    # rows one call returns at most (config may narrow it)
+    reach_days: int       # how far back it reaches: 0 = the current day only, N = N days back
+
+    @property
+    def today_only(self) -> bool:
+        return self.reach_days == 0
+
+
+@dataclass(frozen=True)
+class RestPacing:
+    """The REST budget of one app key, shared by every process using it."""
+
+    calls_per_s: float
+    burst: float = 1.0
+
+
 class Provider(abc.ABC):
-    """One broker. Built by get_provider(); owns its REST client and streaming clients."""
+    """One broker. Built by get_provider(); owns its REST client and streaming clients.
+
+    What the core needs to know of a broker it learns from these declarations, never from its name:
+    markets (codes of observer.markets; `market` is the one its records carry), venues, registration
+    limits, recovery sources by record kind ("trade", "bar"), and REST pacing (rest_pacing()).
+    """
 
     name: str = ""
-    market: str = ""
+    markets: ClassVar[tuple[str, ...]] = ()
+    venues: ClassVar[tuple[str, ...]] = ()
+    registration_limits: ClassVar[RegistrationLimits | None] = None
+    recovery_sources: ClassVar[Mapping[str, RecoverySource]] = MappingProxyType({})
+    market: ClassVar[str] = ""  # the market its records carry: the first it serves (set by register_provider)
 
     def __init__(self, cfg: dict, secrets, store, clock):
         self.cfg = cfg
@@ -275,13 +314,17 @@ class Provider(abc.ABC):
         observer.core.checks.skew_check from the server's Date headers. Default: no checks."""
         return []
 
+    def rest_pacing(self) -> RestPacing | None:
+        """The REST budget the configured environment allows (None: unknown)."""
+        return None
+
     def slot_channels(self) -> tuple[str, ...]:
         """What one Track B slot subscribes (config)."""
         return tuple(self.pcfg["slot_channels"])
 
 
-_REGISTRY: dict[str, Callable[..., Provider]] = {}
-_LOADERS = {"kis": "observer.providers.kis"}
+# filled by each provider package (observer.providers.<name>) as it is imported: no table of names here
+_REGISTRY: dict[str, type[Provider]] = {}
 _lock = threading.Lock()
 
 
@@ -290,24 +333,43 @@ def register_provider(name: str):
         with _lock:
             _REGISTRY[name] = cls
         cls.name = name
+        if cls.markets:  # the records' market is the first it serves
+            cls.market = cls.markets[0]
         return cls
 
     return deco
 
 
 def provider_names() -> list[str]:
-    return sorted(set(_REGISTRY) | set(_LOADERS))
+    """The installed providers: packages observer.providers.<name> with a provider.py (which registers
+    the Provider), found without importing them (a program lists them before its self-test)."""
+    from observer.core import plugins  # here: this module stays free of observer imports at load time
+
+    return sorted(set(_REGISTRY) | set(plugins.installed("providers", containing="provider")))
+
+
+def provider_class(name: str) -> type[Provider]:
+    """The provider registered as `name` (a name from config: checked, then observer.providers.<name>
+    imported so it registers itself). ValueError naming the known ones when there is none."""
+    if name not in _REGISTRY:
+        from observer.core import plugins
+
+        plugins.load("providers", name, "provider", containing="provider")
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown provider {name!r}; known: {', '.join(provider_names())}") from None
+
+
+def market_of(name: str):
+    """The observer.markets.Market whose records provider `name` carries (its calendar, universe name)."""
+    from observer.markets import get_market
+
+    return get_market(provider_class(name).market)
 
 
 def get_provider(name: str, cfg: dict, secrets=None, store=None, clock=None) -> Provider:
-    if name not in _REGISTRY and name in _LOADERS:
-        import importlib
-
-        importlib.import_module(_LOADERS[name])
-    try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown provider {name!r}; known: {', '.join(provider_names())}") from None
+    cls = provider_class(name)
     if clock is None:
         from observer.core.clock import Clock
 

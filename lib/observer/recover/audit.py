@@ -23,7 +23,8 @@ from pathlib import Path
 
 from observer.core.clock import NS, Clock, yyyymmdd
 from observer.core.settings import AnomalyConfig, AuditConfig, GapfillConfig, TrackAConfig, TradingWindow
-from observer.recover.gapfill import load_checkpoint, open_holes
+from observer.providers.base import market_of
+from observer.recover.gapfill import load_checkpoint, open_holes, source_of
 from observer.recover.gaps import (
     DayData,
     Hole,
@@ -77,8 +78,10 @@ def _ground_truth(gt_dir: Path, symbols: set[str]) -> dict[str, list[dict]]:
     return out
 
 
-def build_quality(root: Path, day: date, cfg: dict, *, provider: str = "kis", market: str = "krx",
+def build_quality(root: Path, day: date, cfg: dict, *, provider: str | None = None, market: str | None = None,
                   clock: Clock | None = None, calendar=None, ground_truth: Path | None = None) -> dict:
+    """provider: whose day (None: the configured `gapfill.provider`); market: its records' (None: the provider's)."""
+    provider, market = source_of(cfg, provider, market)
     clock = clock or Clock()
     g = GapfillConfig.from_config(cfg)
     acfg = AuditConfig.from_config(cfg)
@@ -99,7 +102,7 @@ def build_quality(root: Path, day: date, cfg: dict, *, provider: str = "kis", ma
     if "A" in tracks and calendar is not None:
         interval = int(TrackAConfig.from_config(cfg).interval_minutes)
         win = TradingWindow.from_config(cfg, "track_a")
-        uni = universe_symbols(root, day)
+        uni = universe_symbols(root, day, market_of(provider).universe)
         sweeps = {e["sweep_ns"]: e for e in data.events if e.get("event") == "sweep"}
         now = clock.now_ns()
         ok_all = exp_all = 0

@@ -26,7 +26,7 @@ def fill_day(store: Store, provider: Provider, ev: EventLog, *, cfg: dict, clock
         log.error("no REST client; gaps are detected and marked only", extra={"error": str(e)})
         rest = None
     gf = GapFiller(store=store, rest=rest, cfg=cfg, clock=clock, day=day, provider=provider_name,
-                   market=provider.market or "krx", calendar=calendar, progress=progress)
+                   market=provider.market or None, calendar=calendar, progress=progress)
     summary = gf.run()
     reason = (f"{summary['recovered_trades']} trades recovered in {summary['calls']} calls; "
               f"{summary['markers_emitted']} new markers; {summary['unrecoverable_holes']} holes unrecoverable; "

@@ -33,7 +33,7 @@ from observer.core import notify
 from observer.core.clock import NS, Clock, yyyymmdd
 from observer.core.logging import get_logger
 from observer.core.settings import GapfillConfig, TrackAConfig, TradingWindow
-from observer.providers.base import MarketRest, ProviderError
+from observer.providers.base import MarketRest, ProviderError, RecoverySource, market_of, provider_class
 from observer.recover.gaps import (
     DayData,
     Hole,
@@ -54,11 +54,15 @@ from observer.store.store import Store
 
 log = get_logger(__name__)
 
-# the broker call behind each recovered record kind (provenance.source_call)
-SOURCE_CALLS = {"kis": {"trade": "FHPST01060000", "bar": "FHKST03010200"}}
-# providers whose trades-by-time call serves only the current day
-TODAY_ONLY = {"kis"}
+# a provider that declares no recovery source is paged with the neutral call names and this page size
 DEFAULT_PAGE_ROWS = 30
+
+
+def source_of(cfg: dict, provider: str | None, market: str | None) -> tuple[str, str]:
+    """(provider, market) whose day is recovered: the given ones, else the configured `gapfill.provider`
+    and the market that provider serves."""
+    provider = provider or GapfillConfig.from_config(cfg).provider
+    return provider, market or provider_class(provider).market
 
 
 checkpoint_path = paths.gapfill_checkpoint_file  # one spelling of the path (retention deletes it with its day)
@@ -269,7 +273,10 @@ def repair_recovered(store: Store, provider: str, day: date) -> int:
 
 class GapFiller:
     def __init__(self, *, store: Store, rest: MarketRest | None, cfg: dict, clock: Clock, day: date,
-                 provider: str = "kis", market: str = "krx", calendar=None, progress: bool | None = None):
+                 provider: str | None = None, market: str | None = None, calendar=None,
+                 progress: bool | None = None):
+        """provider: whose recorded data and REST calls (None: the configured `gapfill.provider`);
+        market: the records' market (None: the provider's)."""
         self.store = store
         self.root = store.root
         self.rest = rest
@@ -277,12 +284,15 @@ class GapFiller:
         self.g = GapfillConfig.from_config(cfg)
         self.clock = clock
         self.day = day
-        self.provider = provider
-        self.market = market
+        self.provider, self.market = provider, market = source_of(cfg, provider, market)
+        # the broker's calls behind the recovered kinds (provenance.source_call, how far back they reach)
+        self.sources: dict[str, RecoverySource] = dict(provider_class(provider).recovery_sources)
         self.calendar = calendar
         self.progress_enabled = progress
         self.events = store.events(provider)
-        self.page_rows = int(getattr(rest, "page_rows", DEFAULT_PAGE_ROWS) or DEFAULT_PAGE_ROWS)
+        trade_src = self.sources.get("trade")
+        default_rows = trade_src.rows_per_call if trade_src else DEFAULT_PAGE_ROWS
+        self.page_rows = int(getattr(rest, "page_rows", default_rows) or default_rows)
         self.cp = load_checkpoint(self.root, provider, day)
         self.summary = {"holes": 0, "jobs": 0, "recovered_trades": 0, "recovered_qty": 0, "recovered_bars": 0,
                         "calls": 0, "markers_emitted": 0, "unrecoverable_holes": 0, "failed_jobs": 0,
@@ -328,7 +338,7 @@ class GapFiller:
             interval = int(TrackAConfig.from_config(self.cfg).interval_minutes)
             slots = track_a_slots(self.calendar, self.day, win, interval)
             self._emit_markers(detect_track_a(data, slots, interval, self.clock.now_ns(),
-                                              universe_symbols(self.root, self.day)))
+                                              universe_symbols(self.root, self.day, market_of(self.provider).universe)))
         holes: list[Hole] = []
         if "B" in tracks:
             holes, new = open_holes(data, self.cfg, self.cp)
@@ -355,8 +365,14 @@ class GapFiller:
         self._save()
         return self.summary
 
+    def _source_call(self, kind: str, neutral: str) -> str:
+        """provenance.source_call of a recovered `kind`: the broker's call, or the MarketRest method's name."""
+        src = self.sources.get(kind)
+        return src.call if src else neutral
+
     def _today_only(self) -> bool:
-        return self.provider in TODAY_ONLY and self.day != self.clock.today_kst()
+        src = self.sources.get("trade")
+        return src is not None and src.today_only and self.day != self.clock.today_kst()
 
     def _job(self, job: Job, prog: Progress) -> None:
         t0 = time.monotonic()
@@ -393,7 +409,7 @@ class GapFiller:
             except (KeyError, TypeError, ValueError):
                 continue
         by_trade.sort(key=lambda x: x[0])
-        src = SOURCE_CALLS.get(self.provider, {}).get("trade", "trades_by_time")
+        src = self._source_call("trade", "trades_by_time")
         out: list[dict] = []
         residuals_all: list[dict] = []
         for h in job.holes:
@@ -475,7 +491,7 @@ class GapFiller:
             log.warning("minute bars not available", extra={"symbol": job.symbol, "error": str(e)[:200]})
             return
         notify.progress()  # bars fetched
-        src = SOURCE_CALLS.get(self.provider, {}).get("bar", "minute_bars")
+        src = self._source_call("bar", "minute_bars")
         gid = job.holes[0].marker_ids[0] if job.holes[0].marker_ids else f"R-{self.provider}-{job.symbol}"
         have = self.cp.setdefault("bars_written", [])
         out = []

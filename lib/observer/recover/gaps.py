@@ -198,7 +198,7 @@ class DayData:
     """One provider's day: events, recorded (and recovered) trades per symbol, book samples, raw-frame
     timeline. Reading is streaming per file; only trades are held in memory (as compact tuples)."""
 
-    def __init__(self, root: Path, day: date, provider: str = "kis", market: str = "krx", *,
+    def __init__(self, root: Path, day: date, provider: str, market: str, *,
                  no_frames_s: float = 120.0, read_raw: bool = True):
         self.root = Path(root)
         self.day = day
@@ -467,8 +467,8 @@ def track_a_slots(calendar, day: date, window: TradingWindow, interval_min: int)
     return list(range(int(start.timestamp()) * NS, int(end.timestamp()) * NS + 1, step))
 
 
-def universe_symbols(root: Path, day: date) -> list[str] | None:
-    p = paths.universe_file(root, day)
+def universe_symbols(root: Path, day: date, universe: str) -> list[str] | None:
+    p = paths.universe_file(root, day, universe)
     try:
         u = orjson.loads(p.read_bytes())
     except (OSError, orjson.JSONDecodeError):

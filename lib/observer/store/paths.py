@@ -95,8 +95,9 @@ def prom_parts_dir(root: Path) -> Path:
     return Path(root, "metrics", ".observer.parts")
 
 
-def universe_file(root: Path, day: date, market: str = "kr_stocks") -> Path:
-    return Path(root, "universe", f"{yyyymmdd(day)}_{market}.json")
+def universe_file(root: Path, day: date, universe: str) -> Path:
+    """universe: the market's universe name (observer.markets.Market.universe)."""
+    return Path(root, "universe", f"{yyyymmdd(day)}_{universe}.json")
 
 
 def universe_sources_dir(root: Path, day: date) -> Path:

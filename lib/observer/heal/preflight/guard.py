@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from observer.core.calendar import KrxCalendar, calendar_from_config
+from observer.core.calendar import Calendar
 from observer.core.clock import KST, Clock, kst_datetime
 from observer.core.settings import DeployGuardConfig
+from observer.markets import calendar_from_config
 
 NY = ZoneInfo("America/New_York")
 
@@ -16,7 +17,7 @@ def hhmm(s: str) -> tuple[int, int]:
     return int(h), int(m)
 
 
-def deploy_guard(cfg: dict, clock: Clock, calendar: KrxCalendar | None = None) -> tuple[bool, str]:
+def deploy_guard(cfg: dict, clock: Clock, calendar: Calendar | None = None) -> tuple[bool, str]:
     """(locked, message): locked during KR market hours on KRX trading days (the lock moves with a
     late open/close) and, when configured, during US hours on NYSE trading days."""
     g = DeployGuardConfig.from_config(cfg)
@@ -39,7 +40,7 @@ def deploy_guard(cfg: dict, clock: Clock, calendar: KrxCalendar | None = None) -
                           f"{end:%H:%M} KST or use --force")
         kr_note = f"outside KR market hours ({start:%H:%M}-{end:%H:%M} KST{shifted})"
     else:
-        kr_note = f"not a KRX trading day ({reason})"
+        kr_note = f"not a {cal.market_name} trading day ({reason})"
     if g.us_market:
         import holidays
 

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import psutil
 
-from observer.core.calendar import KrxCalendar, calendar_from_config
+from observer.core.calendar import Calendar
 from observer.core.checks import Check
 from observer.core.config import section
 from observer.core.secrets import SecretsError, load_secrets
 from observer.core.settings import PreflightConfig, WatchdogConfig
+from observer.markets import calendar_from_config
 
 
 def mib(n: float) -> str:
@@ -26,7 +27,7 @@ def mib(n: float) -> str:
 
 
 # -- config / calendar -------------------------------------------------------------------------------
-def check_config(cfg: dict, config_error: str | None) -> tuple[Check, KrxCalendar | None]:
+def check_config(cfg: dict, config_error: str | None) -> tuple[Check, Calendar | None]:
     """The config row, and the calendar it configures (None when it cannot be had)."""
     if config_error:
         first = config_error.splitlines()
@@ -40,11 +41,11 @@ def check_config(cfg: dict, config_error: str | None) -> tuple[Check, KrxCalenda
     return Check("config", "ok", f"{cfg.get('_source', 'defaults')} is valid"), cal
 
 
-def check_trading_day(cal: KrxCalendar, day: date) -> Check:
+def check_trading_day(cal: Calendar, day: date) -> Check:
     reason = cal.closed_reason(day)
     if reason is not None:
         nxt = cal.next_trading_day(day)
-        return Check("trading_day", "skip", f"{day} is not a KRX trading day ({reason}); next trading day {nxt}",
+        return Check("trading_day", "skip", f"{day} is not a {cal.market_name} trading day ({reason}); next trading day {nxt}",
                      "nothing to do: the collectors stand down today",
                      {"closed_reason": reason, "next_trading_day": nxt.isoformat()})
     s = cal.session(day)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from observer.core import notify
-from observer.core.calendar import KrxCalendar, calendar_from_config
+from observer.core.calendar import Calendar
 from observer.core.checks import RANK, VERDICTS, Check, CheckContext, CheckFn
 from observer.core.clock import Clock
 from observer.core.config import data_dir
@@ -22,6 +22,7 @@ from observer.core.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_PROBLEMS, EXIT_US
 from observer.core.logging import get_logger
 from observer.core.settings import PreflightConfig, TrackAConfig
 from observer.heal.preflight import host, programs
+from observer.markets import calendar_from_config
 from observer.providers.base import Provider, ProviderError, get_provider
 
 log = get_logger(__name__)
@@ -92,7 +93,7 @@ class Preflight:
         self.store = store
         self.program = program
         self.program_path = program_path or sys.argv[0]
-        self.calendar: KrxCalendar | None = None
+        self.calendar: Calendar | None = None
         self.checks: list[Check] = []
         self.day = clock.today_kst()
         self._providers: dict[str, Provider] = {}

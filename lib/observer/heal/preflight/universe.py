@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from observer.collect.universe import MARKET, UniverseError, ensure_universe
-from observer.core.calendar import KrxCalendar
+from observer.collect.universe import UniverseError, ensure_universe, universe_name
+from observer.core.calendar import Calendar
 from observer.core.checks import Check
 from observer.core.clock import Clock, yyyymmdd
+from observer.core.config import section
 from observer.core.secrets import SecretsError
 from observer.providers.base import Provider, ProviderError
 from observer.store import paths
@@ -17,10 +18,11 @@ from observer.store.state import read_json
 from observer.telemetry.alerts.notifier import SEND_NOW_S, ProgramAlerts
 
 
-def check_universe(root: Path, day: date, cfg: dict, calendar: KrxCalendar, clock: Clock, store,
+def check_universe(root: Path, day: date, cfg: dict, calendar: Calendar, clock: Clock, store,
                    provider: Provider | None, program: str) -> Check:
     """`provider`: the one whose listing files the universe comes from; `program`: who raises its alerts."""
-    path = paths.universe_file(root, day, MARKET)
+    name = provider.name if provider is not None else section(cfg, "track_a")["provider"]
+    path = paths.universe_file(root, day, universe_name(name))
     if path.exists():
         u = read_json(path) or {}
         return Check("universe", "ok", f"{path.name} exists ({len(u.get('symbols', []))} symbols)")

@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 
 from observer.core.checks import CheckContext, NamedCheck
 from observer.core.config import data_dir
-from observer.providers.base import AuthError, FrameSink, Provider, register_provider
+from observer.providers.base import (
+    AuthError,
+    FrameSink,
+    Provider,
+    RecoverySource,
+    RegistrationLimits,
+    RestPacing,
+    register_provider,
+)
 from observer.providers.kis.auth import KisAuth, rest_timeouts
 from observer.providers.kis.parse import KisFrameDecoder
-from observer.providers.kis.rest import KisRest, urls
+from observer.providers.kis.rest import KisRest, rate_per_s, urls
 from observer.providers.kis.ws import KisConnection, KisStream
 from observer.store.paths import state_dir
 
 
 @register_provider("kis")
 class KisProvider(Provider):
-    market = "krx"
+    markets = ("krx",)
+    venues = ("KOSPI", "KOSDAQ")  # the stock master files it lists (master.py)
+    # one WebSocket connection per app key; the 42nd registration is refused (OPSP0008)
+    registration_limits = RegistrationLimits(per_connection=41, per_key=41)
+    # today's trades by time (FHPST01060000) and today's 1-minute bars (FHKST03010200), 30 rows a call
+    recovery_sources = MappingProxyType({
+        "trade": RecoverySource("FHPST01060000", rows_per_call=30, reach_days=0),
+        "bar": RecoverySource("FHKST03010200", rows_per_call=30, reach_days=0),
+    })
 
     def __init__(self, cfg, secrets, store, clock):
         super().__init__(cfg, secrets, store, clock)
@@ -69,6 +86,9 @@ class KisProvider(Provider):
         key, secret = self.credentials(account)
         return KisRest(self.pcfg, app_key=key, app_secret=secret, state_dir=self.state_dir, clock=self.clock,
                        events=self.events, account=account["name"], **kw)
+
+    def rest_pacing(self) -> RestPacing:
+        return RestPacing(rate_per_s(self.pcfg), float(self.pcfg["rate_limit_burst"]))
 
     def preflight_checks(self, ctx: CheckContext) -> list[NamedCheck]:
         """token, rest, clock, websocket (providers/kis/checks.py); imported when preflight asks."""

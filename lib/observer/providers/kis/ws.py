@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from datetime import datetime
 
-from observer.providers import krx
+from observer.markets import krx
 from observer.providers.base import AuthError, Decoded, ProviderError, Subscription
 from observer.providers.kis.auth import KisAuth
 from observer.providers.kis.parse import (

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from datetime import datetime
 
-from observer.providers import krx
+from observer.markets import krx
 from observer.providers.base import AuthError, Decoded, ProviderError, Subscription
 from observer.providers.kiwoom.parse import (
     MARKET,
