@@ -132,9 +132,6 @@ class FakeProvider(base.Provider):
 
     calls: list[str] = []
 
-    def normalize_symbol(self, symbol):
-        return symbol
-
     def rest(self):
         raise NotImplementedError
 

@@ -210,17 +210,6 @@ class StreamClient(abc.ABC):
     @abc.abstractmethod
     def stats(self) -> dict: ...
 
-    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Wait (real time) until predicate() holds; True if it did before the deadline."""
-        import time
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.01)
-        return predicate()
-
 
 @dataclass(frozen=True)
 class RegistrationLimits:
@@ -277,10 +266,6 @@ class Provider(abc.ABC):
         from observer.core.config import section  # here: this module stays free of observer imports
 
         return section(self.cfg, "providers", self.name)
-
-    @abc.abstractmethod
-    def normalize_symbol(self, symbol: str) -> str:
-        """The provider's canonical symbol (KIS: 6-digit code); raises ValueError if impossible."""
 
     @abc.abstractmethod
     def rest(self) -> MarketRest: ...

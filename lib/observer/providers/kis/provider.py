@@ -61,16 +61,6 @@ class KisProvider(Provider):
         return key, secret
 
     # -- Provider interface ------------------------------------------------------------------------
-    def normalize_symbol(self, symbol: str) -> str:
-        s = str(symbol).strip().upper()
-        if s.startswith("A") and len(s) == 7:  # HTS style 'A005930'
-            s = s[1:]
-        if s.endswith((".KS", ".KQ")):
-            s = s[:-3]
-        if len(s) != 6 or not s.isalnum():
-            raise ValueError(f"not a KRX short code: {symbol!r} (want 6 characters, e.g. 005930)")
-        return s
-
     def rest(self, account: str | None = None) -> KisRest:
         accs = self.accounts()
         acc = next((a for a in accs if a["name"] == account), None) if account else accs[0]
