@@ -138,6 +138,21 @@ def test_a_frozen_streamer_is_killed_by_the_watchdog_and_restarted(streaming):
     assert "Watchdog timeout" in journal, journal[-3000:]
 
 
+def test_a_bad_config_fails_the_streamer_at_once_without_restarts(streaming):
+    """Exit 2 (bad usage or configuration, docs/exit-codes.md) is not restarted (RestartPreventExitStatus=2):
+    restarting cannot fix a config; without it systemd would retry up to the start limit."""
+    ns = streaming["ns"]
+    unit = "observer-track-b@badconfig.service"
+    write(ns, f"/run/systemd/system/{unit}.d/50-test.conf",
+          "[Service]\nExecStart=\nExecStart=/opt/observer/venv/bin/observer-track-b --provider kis "
+          "--config /etc/observer/missing.toml\n")
+    ns.run("systemctl", "daemon-reload", check=True)
+    ns.run("systemctl", "start", "--no-block", unit, check=True)
+    ns.wait_unit(unit, 60, ActiveState="failed")
+    props = ns.show(unit, "NRestarts", "ExecMainStatus", "Result")
+    assert (props["ExecMainStatus"], props["Result"], props["NRestarts"]) == ("2", "exit-code", "0"), props
+
+
 def test_the_checkout_is_visible_inside_the_namespace_at_its_own_path(systemd_ns):
     """Wherever the checkout lives (under /tmp too, which the namespace mounts afresh), it is there, read-only."""
     ns = systemd_ns
