@@ -74,23 +74,7 @@ def streaming(systemd_ns):
     assert r.returncode == 0, r.stderr[-4000:]
     assert changes(r)
     write(ns, "/run/systemd/system/observer-sim.service.d/50-test.conf", SIM_DROPIN.format(day=SIM_DAY))
-    ns.run("systemctl", "daemon-reload", check=True)
-    ns.run("systemctl", "restart", "observer-sim.service", check=True)
-
-    invocation = ns.show("observer-sim.service", "InvocationID")["InvocationID"]
-
-    def sim_ready():
-        out = ns.run("journalctl", f"_SYSTEMD_INVOCATION_ID={invocation}", "-o", "cat", "--no-pager").stdout
-        for line in reversed(out.splitlines()):
-            if line.startswith("{") and '"rest"' in line:
-                return json.loads(line)
-        return None
-
-    try:
-        ready = wait_for(sim_ready, 120, "observer-sim to print its ready line", interval=0.3)
-    except TimeoutError as e:
-        status = ns.run("systemctl", "status", "--no-pager", "-l", "-n", "30", "observer-sim.service").stdout
-        raise AssertionError(f"{e}\n{status}") from None
+    ready = ns.restart_sim(120)
     universe = json.loads(ns.run("cat", "/var/lib/observer/sim/ground-truth/universe.json", check=True).stdout)
     # the five busiest: every one trades within seconds, so a short outage leaves a hole in each
     symbols = ",".join(u["symbol"] for u in sorted(universe, key=lambda u: (not u["active"], -u["rate"]))[:5])

@@ -281,18 +281,7 @@ def test_fresh_install_passes_preflight_without_a_symbols_file(installed):
     _write(ns, "/run/systemd/system/observer-sim.service.d/50-test.conf", SIM_DROPIN.format(day=SIM_DAY),
            "0644", "root:root")
     try:
-        ns.run("systemctl", "daemon-reload", check=True)
-        ns.run("systemctl", "restart", "observer-sim.service", check=True)
-        invocation = ns.show("observer-sim.service", "InvocationID")["InvocationID"]
-
-        def sim_ready():
-            out = ns.run("journalctl", f"_SYSTEMD_INVOCATION_ID={invocation}", "-o", "cat", "--no-pager").stdout
-            for line in reversed(out.splitlines()):
-                if line.startswith("{") and '"rest"' in line:
-                    return json.loads(line)
-            return None
-
-        ready = wait_for(sim_ready, 60, "observer-sim to print its ready line", interval=0.3)
+        ready = ns.restart_sim(60)
         # 08:30 on a fresh VM: the collectors' timers have not fired yet (the install may have started them,
         # on the real clock)
         ns.run("systemctl", "stop", "observer-track-a.service", "observer-track-b@kis.service")

@@ -14,6 +14,7 @@ it, and tears it down on Enter.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import signal
@@ -193,6 +194,26 @@ class SystemdNamespace:
         except TimeoutError as e:
             status = self.run("systemctl", "status", "--no-pager", "-l", unit).stdout
             raise AssertionError(f"{e}; last seen {last}\n{status}") from None
+
+    def restart_sim(self, timeout: float) -> dict:
+        """Restart observer-sim.service and return the ready line (URLs, clock) its new run printed to the
+        journal; on a timeout the unit's status is in the error."""
+        self.run("systemctl", "daemon-reload", check=True)
+        self.run("systemctl", "restart", "observer-sim.service", check=True)
+        invocation = self.show("observer-sim.service", "InvocationID")["InvocationID"]
+
+        def ready():
+            out = self.run("journalctl", f"_SYSTEMD_INVOCATION_ID={invocation}", "-o", "cat", "--no-pager").stdout
+            for line in reversed(out.splitlines()):
+                if line.startswith("{") and '"rest"' in line:
+                    return json.loads(line)
+            return None
+
+        try:
+            return wait_for(ready, timeout, "observer-sim to print its ready line", interval=0.3)
+        except TimeoutError as e:
+            status = self.run("systemctl", "status", "--no-pager", "-l", "-n", "30", "observer-sim.service").stdout
+            raise AssertionError(f"{e}\n{status}") from None
 
 
 # --- install.sh inside a namespace ---

@@ -314,16 +314,7 @@ class Quotes:
                 minute -= MIN
                 if T_CLOSE_AUCTION <= minute < T_CLOSE:
                     minute = T_CLOSE_AUCTION - MIN
-        out1 = {
-            "prdy_vrss": str(px - prev),
-            "prdy_vrss_sign": sign_code(px, prev, info.lower, info.upper),
-            "prdy_ctrt": dec2((px - prev) * 100, prev),
-            "stck_prdy_clpr": str(prev),
-            "acml_vol": str(acml),
-            "acml_tr_pbmn": str(pbmn),
-            "hts_kor_isnm": info.name,
-            "stck_prpr": str(px),
-        }
+        out1 = _chart_head(info, px, prev, acml, pbmn)
         return {"output1": out1, "output2": rows, **OK}
 
     def _period_bars(self, s: SymbolSim, period: str) -> tuple[list[list], int]:
@@ -429,14 +420,7 @@ class Quotes:
             o, h, lo = s.open, s.high, s.low
         prev = info.prev_close
         out1 = {
-            "prdy_vrss": str(px - prev),
-            "prdy_vrss_sign": sign_code(px, prev, info.lower, info.upper),
-            "prdy_ctrt": dec2((px - prev) * 100, prev),
-            "stck_prdy_clpr": str(prev),
-            "acml_vol": str(acml),
-            "acml_tr_pbmn": str(pbmn),
-            "hts_kor_isnm": info.name,
-            "stck_prpr": str(px),
+            **_chart_head(info, px, prev, acml, pbmn),
             "stck_shrn_iscd": info.code,
             "prdy_vol": str(info.prdy_vol),
             "stck_mxpr": str(info.upper),
@@ -539,3 +523,16 @@ class Quotes:
             })
         return {"output": rows, **OK}
 
+
+def _chart_head(info, px: int, prev: int, acml: int, pbmn: int) -> dict:
+    """output1 of the chart calls (minute and period): the price block both answer with."""
+    return {
+            "prdy_vrss": str(px - prev),
+            "prdy_vrss_sign": sign_code(px, prev, info.lower, info.upper),
+            "prdy_ctrt": dec2((px - prev) * 100, prev),
+            "stck_prdy_clpr": str(prev),
+            "acml_vol": str(acml),
+            "acml_tr_pbmn": str(pbmn),
+            "hts_kor_isnm": info.name,
+            "stck_prpr": str(px),
+    }
